@@ -1,0 +1,1 @@
+"""eldercare-gateway runtime: ingest, pipeline, storage, notify and API."""

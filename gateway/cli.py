@@ -1,0 +1,121 @@
+"""``eldercare`` command line: run the gateway, manage the schema, check payloads."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    path = args.config
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    return load_config(path)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.service import Gateway
+
+    config = _config(args)
+    _setup_logging(config.logging.level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Gateway(config).run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from gateway.service import _with_password, conninfo, storage_policy
+    from gateway.storage.schema import upgrade
+
+    config = _config(args)
+    _setup_logging(config.logging.level)
+    dsn, kwargs = conninfo(config)
+    applied = upgrade(_with_password(dsn, kwargs), storage_policy(config))
+    print(f"schema up to date; applied migrations: {applied or 'none'}")
+    return 0
+
+
+def cmd_device_schema(args: argparse.Namespace) -> int:
+    from devices.contracts import CONTRACTS, json_schema
+
+    if args.type:
+        pairs = [(args.type, args.channel or "telemetry")]
+    else:
+        pairs = sorted(CONTRACTS)
+    out = {f"{t}/{c}": json_schema(t, c) for t, c in pairs if (t, c) in CONTRACTS}
+    if not out:
+        print(f"no contract for {pairs}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_falls_evaluate(args: argparse.Namespace) -> int:
+    from gateway.detect.fall_evaluate import main as evaluate_main
+
+    return evaluate_main([args.file, *(["--window-s", str(args.window_s)] if args.window_s else [])])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eldercare", description=__doc__)
+    parser.add_argument("-c", "--config", help="config file (default: ./config.yaml if present)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway")
+    run.set_defaults(func=cmd_run)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_up = db_sub.add_parser("upgrade", help="create or migrate the schema (idempotent)")
+    db_up.set_defaults(func=cmd_db_upgrade)
+
+    device = sub.add_parser("device", help="device contracts")
+    device_sub = device.add_subparsers(dest="device_command", required=True)
+    schema = device_sub.add_parser("schema", help="print the JSON Schema of the contracts")
+    schema.add_argument("--type", help="wristband, pager, glucose or bp")
+    schema.add_argument("--channel", help="telemetry, event or status")
+    schema.set_defaults(func=cmd_device_schema)
+
+    falls = sub.add_parser("falls", help="fall detector")
+    falls_sub = falls.add_subparsers(dest="falls_command", required=True)
+    evaluate = falls_sub.add_parser("evaluate", help="score the detector on a fall trial set")
+    evaluate.add_argument("file")
+    evaluate.add_argument("--window-s", type=float, default=None)
+    evaluate.set_defaults(func=cmd_falls_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

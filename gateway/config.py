@@ -1,0 +1,157 @@
+"""Typed configuration: ``config.yaml`` plus environment overrides, checked at start-up.
+
+Every section is a msgspec Struct with ``forbid_unknown_fields`` so a typo is an
+error, not a silently ignored setting. Any key can be overridden by an environment
+variable ``ELDERCARE_<SECTION>__<KEY>`` (e.g. ``ELDERCARE_DATABASE__DSN``,
+``ELDERCARE_MQTT__PASSWORD``), which is how secrets stay out of the file; a value is
+read as YAML, so numbers and booleans work. A key ending in ``_file`` names a file
+whose contents are the secret (it must not be readable by others).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import yaml
+from msgspec import Meta
+
+ENV_PREFIX = "ELDERCARE_"
+
+PositiveInt = Annotated[int, Meta(gt=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+Port = Annotated[int, Meta(ge=1, le=65_535)]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is wrong."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    client_id: str = "eldercare-gateway"
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    topic_filter: str = "eldercare/v1/+/+/+"
+    share_group: str | None = None
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
+    session_expiry_s: PositiveInt = 7 * 86_400
+    receive_maximum: Annotated[int, Meta(ge=10, le=65_535)] = 65_535
+    tls_ca_file: str | None = None
+
+
+class DatabaseConfig(_Section):
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/eldercare"
+    password_file: str | None = None
+    pool_min: Annotated[int, Meta(ge=1)] = 2
+    pool_max: Annotated[int, Meta(ge=1)] = 8
+    connect_timeout_s: PositiveFloat = 5.0
+
+
+class IngestConfig(_Section):
+    batch_max_messages: Annotated[int, Meta(ge=1, le=60_000)] = 2_000
+    batch_max_age_ms: Annotated[float, Meta(gt=0, le=1000)] = 5.0
+    max_pending_batches: Annotated[int, Meta(ge=2, le=64)] = 8
+    max_payload_bytes: Annotated[int, Meta(ge=256, le=1_048_576)] = 65_536
+    max_past_s: PositiveInt = 7 * 86_400
+    max_future_s: PositiveInt = 300
+
+
+class StorageConfig(_Section):
+    spool_dir: str = "var/spool"
+    partition_ahead_days: Annotated[int, Meta(ge=1, le=60)] = 3
+    retention_days: Annotated[int, Meta(ge=1)] = 400
+    compress_after_days: Annotated[int, Meta(ge=1)] = 7
+    db_retry_s: PositiveFloat = 1.0
+
+
+class LoggingConfig(_Section):
+    level: str = "INFO"
+    stats_interval_s: PositiveFloat = 60.0
+
+
+class GatewayConfig(_Section):
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a section")
+            node = child
+        node[path[-1]] = yaml.safe_load(value) if value else value
+
+
+def _read_secret_file(key: str, path: str) -> str:
+    file = Path(path)
+    try:
+        mode = file.stat().st_mode
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{key}: {path} must not be readable by group or others (chmod 600)")
+    return file.read_text().strip()
+
+
+def _error_message(error: msgspec.ValidationError, source: str) -> str:
+    text = str(error)
+    if " - at `$." in text:
+        what, where = text.rsplit(" - at `$.", 1)
+        return f"{source}: {where.rstrip('`')}: {what}"
+    return f"{source}: {text}"
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> GatewayConfig:
+    """Read, override from the environment, and validate; raise ``ConfigError``."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as error:
+            raise ConfigError(f"{source}: cannot read: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source}: not valid YAML: {error}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        raw = loaded or {}
+    _apply_env(raw, dict(os.environ) if environ is None else environ)
+    try:
+        config = msgspec.convert(raw, GatewayConfig, strict=False)
+    except msgspec.ValidationError as error:
+        raise ConfigError(_error_message(error, source)) from None
+    if config.database.pool_max < config.database.pool_min:
+        raise ConfigError(f"{source}: database.pool_max: must be >= database.pool_min")
+    return config
+
+
+def mqtt_password(config: GatewayConfig) -> str | None:
+    if config.mqtt.password_file:
+        return _read_secret_file("mqtt.password_file", config.mqtt.password_file)
+    return config.mqtt.password
+
+
+def database_password(config: GatewayConfig) -> str | None:
+    if config.database.password_file:
+        return _read_secret_file("database.password_file", config.database.password_file)
+    return None

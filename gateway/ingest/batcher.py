@@ -1,0 +1,85 @@
+"""Micro-batching between the broker connection and the decode stage.
+
+Messages are gathered until the batch holds ``max_messages`` or its first message is
+``max_age_ms`` old, then handed on whole. The hand-off is bounded: when
+``max_pending`` batches wait, the broker connection stops reading, so TCP and the
+broker's receive-maximum push back on publishers instead of memory growing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from gateway.ingest.mqtt_client import IngestConnection
+from gateway.ingest.mqtt_wire import InboundPublishes
+from gateway.pipeline.batch import RawBatch
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class MicroBatcher:
+    """Collects publishes into ``RawBatch``es and puts them on ``queue``."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[RawBatch],
+        *,
+        max_messages: int = 2_000,
+        max_age_ms: float = 5.0,
+        max_pending: int = 8,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.queue = queue
+        self.max_messages = max_messages
+        self.max_age_s = max_age_ms / 1000
+        self.max_pending = max_pending
+        self.clock_ms = clock_ms
+        self._conn: IngestConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reset()
+        self.received = 0
+
+    def _reset(self) -> None:
+        self._topics: list[bytes] = []
+        self._payloads: list[bytes] = []
+        self._ids: list[int] = []
+        self._dup: list[bool] = []
+        self._first_ms = 0
+
+    def add(self, publishes: InboundPublishes, conn: IngestConnection) -> None:
+        """The connection's sink: called once per read with every frame parsed in it."""
+        if conn is not self._conn:
+            self.flush()
+            self._conn = conn
+        if not self._topics:
+            self._first_ms = self.clock_ms()
+            self._timer = asyncio.get_running_loop().call_later(self.max_age_s, self.flush)
+        self._topics += publishes.topics
+        self._payloads += publishes.payloads
+        self._ids += publishes.packet_ids
+        self._dup += publishes.dup
+        self.received += len(publishes.topics)
+        if len(self._topics) >= self.max_messages:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._topics:
+            return
+        batch = RawBatch(self._topics, self._payloads, self._ids, self._dup, self._first_ms,
+                         self._conn)
+        self._reset()
+        self.queue.put_nowait(batch)
+        if self.queue.qsize() >= self.max_pending and self._conn is not None:
+            self._conn.pause()
+
+    def consumed(self) -> None:
+        """Called by the consumer after each ``get``: resume reading once there is room."""
+        if self._conn is not None and self._conn.paused and self.queue.qsize() <= self.max_pending // 2:
+            self._conn.resume()

@@ -1,0 +1,295 @@
+"""The gateway process: one supervisor, named stages, bounded queues.
+
+    ingest (MQTT) -> batcher -> decode -> store (COPY | spool) -> ack to broker
+
+A message is acknowledged to the broker only after its batch is committed to the
+database or fsynced to the spool. While the spool holds anything, new batches go to
+the spool too (order is kept), and the store stage replays it oldest first as soon as
+the database answers again. SIGTERM flushes what is held before disconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.config import GatewayConfig, database_password, mqtt_password
+from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
+from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
+from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
+from gateway.pipeline.decode import BatchDecoder, DecodeLimits
+from gateway.storage.schema import StoragePolicy, maintain_partitions, upgrade
+from gateway.storage.spool import DiskSpool
+from gateway.storage.writer import StorageRejected, StorageUnavailable, TelemetryWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters for logs and metrics (no device ids, no values)."""
+
+    received: int = 0
+    batches: int = 0
+    rows_stored: int = 0
+    dead_letters: int = 0
+    spooled_messages: int = 0
+    replayed_messages: int = 0
+    acked: int = 0
+    ack_dropped: int = 0
+    last_batch_sizes: list[int] = field(default_factory=list)
+
+
+def storage_policy(config: GatewayConfig) -> StoragePolicy:
+    return StoragePolicy(
+        past_days=config.ingest.max_past_s // 86_400 + 1,
+        ahead_days=config.storage.partition_ahead_days,
+        retention_days=config.storage.retention_days,
+        compress_after_days=config.storage.compress_after_days,
+    )
+
+
+def conninfo(config: GatewayConfig) -> tuple[str, dict[str, object]]:
+    kwargs: dict[str, object] = {"connect_timeout": max(1, int(config.database.connect_timeout_s))}
+    password = database_password(config)
+    if password:
+        kwargs["password"] = password
+    return config.database.dsn, kwargs
+
+
+class Gateway:
+    """Runs the ingest pipeline until ``stop`` is set."""
+
+    def __init__(self, config: GatewayConfig, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+        self.config = config
+        self.clock_ms = clock_ms
+        self.stats = IngestStats()
+        self.decoder = BatchDecoder(DecodeLimits(
+            max_payload_bytes=config.ingest.max_payload_bytes,
+            max_past_ms=config.ingest.max_past_s * 1000,
+            max_future_ms=config.ingest.max_future_s * 1000,
+        ))
+        self.policy = storage_policy(config)
+        self.spool = DiskSpool(Path(config.storage.spool_dir))
+        self.raw_queue: asyncio.Queue[RawBatch] = asyncio.Queue()
+        self.store_queue: asyncio.Queue[tuple[RawBatch, DecodedBatch]] = asyncio.Queue(maxsize=2)
+        self.batcher = MicroBatcher(
+            self.raw_queue,
+            max_messages=config.ingest.batch_max_messages,
+            max_age_ms=config.ingest.batch_max_age_ms,
+            max_pending=config.ingest.max_pending_batches,
+            clock_ms=clock_ms,
+        )
+        m = config.mqtt
+        self.mqtt = MqttIngestClient(
+            MqttSettings(
+                host=m.host, port=m.port, client_id=m.client_id, username=m.username,
+                password=mqtt_password(config), topic_filter=m.topic_filter,
+                share_group=m.share_group, keepalive_s=m.keepalive_s,
+                session_expiry_s=m.session_expiry_s, receive_maximum=m.receive_maximum,
+                tls_ca_file=m.tls_ca_file,
+            ),
+            self.batcher.add,
+        )
+        self.database_up = True
+        self.ready = asyncio.Event()
+        self._pool: AsyncConnectionPool | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        dsn, kwargs = conninfo(self.config)
+        await self._upgrade_schema(dsn, kwargs)
+        self._pool = AsyncConnectionPool(
+            dsn, kwargs=kwargs, min_size=self.config.database.pool_min,
+            max_size=self.config.database.pool_max, open=False,
+            timeout=self.config.database.connect_timeout_s,
+            reconnect_timeout=0,  # keep trying for ever; the spool covers the gap
+        )
+        await self._pool.open(wait=False)
+        writer = TelemetryWriter(self._pool, self.policy)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                workers = [
+                    tasks.create_task(self.mqtt.run(), name="ingest"),
+                    tasks.create_task(self._decode_stage(), name="decode"),
+                    tasks.create_task(self._store_stage(writer), name="store"),
+                    tasks.create_task(self._maintenance(dsn, kwargs), name="maintenance"),
+                    tasks.create_task(self._log_stats(), name="stats"),
+                ]
+                self.ready.set()
+                await stop.wait()
+                log.info("stopping: flushing what is held")
+                await self._drain()
+                await self.mqtt.close()
+                for worker in workers:
+                    worker.cancel()
+        finally:
+            await self._pool.close()
+
+    async def _upgrade_schema(self, dsn: str, kwargs: dict[str, object]) -> None:
+        """Migrate at start-up; if the database is down, start anyway and spool."""
+        import psycopg
+
+        def work() -> None:
+            upgrade(_with_password(dsn, kwargs), self.policy)
+
+        try:
+            await asyncio.to_thread(work)
+        except psycopg.OperationalError as error:
+            log.warning("database unreachable at start-up (%s); spooling until it returns",
+                        _first_line(error))
+            self.database_up = False
+
+    async def _drain(self, timeout_s: float = 30.0) -> None:
+        self.batcher.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.raw_queue.join()
+                await self.store_queue.join()
+
+    async def _decode_stage(self) -> None:
+        while True:
+            raw = await self.raw_queue.get()
+            self.batcher.consumed()
+            decoded = self.decoder.decode(raw)
+            await self.store_queue.put((raw, decoded))
+            self.raw_queue.task_done()
+
+    async def _store_stage(self, writer: TelemetryWriter) -> None:
+        retry_s = self.config.storage.db_retry_s
+        if not self.spool.is_empty():
+            log.info("spool holds %d batches from before; replaying first", len(self.spool))
+            await self._replay(writer)
+        while True:
+            try:
+                async with asyncio.timeout(retry_s):
+                    raw, decoded = await self.store_queue.get()
+            except TimeoutError:
+                if not self.spool.is_empty():
+                    await self._replay(writer)
+                continue
+            try:
+                await self._store(writer, raw, decoded)
+            finally:
+                self.store_queue.task_done()
+
+    async def _store(self, writer: TelemetryWriter, raw: RawBatch, decoded: DecodedBatch) -> None:
+        stats = self.stats
+        if self.spool.is_empty():
+            try:
+                await writer.write(decoded, idempotent=raw.any_dup)
+            except StorageUnavailable as error:
+                self._database_down(error)
+            except StorageRejected as error:
+                await self._reject_batch(writer, raw, error)
+                return
+            else:
+                self._database_back()
+                stats.rows_stored += decoded.row_count
+                stats.dead_letters += len(decoded.dead_letters)
+                self._ack(raw)
+                return
+        await asyncio.to_thread(self.spool.append, raw)
+        stats.spooled_messages += len(raw)
+        self._ack(raw)
+
+    async def _reject_batch(
+        self, writer: TelemetryWriter, raw: RawBatch, error: StorageRejected
+    ) -> None:
+        """The database refused rows it should have taken: keep them all as dead letters."""
+        log.error("database rejected a batch of %d messages: %s", len(raw), _first_line(error))
+        reason = f"storage rejected the batch: {_first_line(error)}"
+        letters = DecodedBatch(
+            dead_letters=[
+                DeadLetter(raw.received_ms, t.decode(errors="replace"), reason, p)
+                for t, p in zip(raw.topics, raw.payloads, strict=True)
+            ],
+            received_ms=raw.received_ms,
+        )
+        try:
+            await writer.write(letters)
+            self.stats.dead_letters += len(raw)
+        except (StorageUnavailable, StorageRejected):
+            await asyncio.to_thread(self.spool.append, raw)
+        self._ack(raw)
+
+    async def _replay(self, writer: TelemetryWriter) -> None:
+        """Write spooled batches oldest first; stop at the first that cannot be written."""
+        for spooled in self.spool.pending():
+            decoded = self.decoder.decode(spooled.batch)
+            try:
+                await writer.write(decoded, idempotent=True)
+            except StorageUnavailable as error:
+                self._database_down(error)
+                return
+            except StorageRejected as error:
+                await self._reject_batch(writer, spooled.batch, error)
+            else:
+                self.stats.rows_stored += decoded.row_count
+                self.stats.dead_letters += len(decoded.dead_letters)
+            self.stats.replayed_messages += len(spooled.batch)
+            self.spool.remove(spooled)
+        if self.spool.is_empty():
+            log.info("spool replayed; writing directly again")
+            self._database_back()
+
+    def _ack(self, raw: RawBatch) -> None:
+        self.stats.batches += 1
+        if raw.ack_token is None:
+            return
+        if self.mqtt.ack(raw.ack_token, raw.packet_ids):
+            self.stats.acked += len(raw)
+        else:
+            self.stats.ack_dropped += len(raw)
+
+    def _database_down(self, error: Exception) -> None:
+        if self.database_up:
+            log.warning("database unavailable (%s); spooling to %s", _first_line(error),
+                        self.spool.directory)
+            self.database_up = False
+
+    def _database_back(self) -> None:
+        if not self.database_up:
+            log.info("database reachable again")
+            self.database_up = True
+
+    async def _maintenance(self, dsn: str, kwargs: dict[str, object]) -> None:
+        import psycopg
+
+        def work() -> None:
+            with psycopg.connect(dsn, autocommit=True, **kwargs) as conn:  # type: ignore[arg-type]
+                maintain_partitions(conn, self.policy, datetime.now(UTC))
+
+        while True:
+            await asyncio.sleep(3600)
+            try:
+                await asyncio.to_thread(work)
+            except psycopg.Error as error:
+                log.warning("partition upkeep failed: %s", _first_line(error))
+
+    async def _log_stats(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.logging.stats_interval_s)
+            s = self.stats
+            log.info(
+                "ingest: received=%d stored_rows=%d dead_letters=%d spooled=%d replayed=%d",
+                self.batcher.received, s.rows_stored, s.dead_letters, s.spooled_messages,
+                s.replayed_messages,
+            )
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _with_password(dsn: str, kwargs: dict[str, object]) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    extra = {k: v for k, v in kwargs.items() if k in ("password", "connect_timeout")}
+    return make_conninfo(dsn, **extra)  # type: ignore[arg-type]

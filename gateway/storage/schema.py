@@ -1,0 +1,210 @@
+"""Versioned, idempotent schema: TimescaleDB when present, native partitions otherwise.
+
+``upgrade`` applies the migrations not yet recorded in ``schema_migrations`` under an
+advisory lock, so two gateways starting at once do not race. Time-series tables are
+hypertables (with compression and retention policies) when the timescaledb extension
+is available; otherwise they are range-partitioned by UTC day, and
+``maintain_partitions`` creates partitions ahead and drops those past retention.
+Queries are the same either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from gateway.storage.tables import TIME_SERIES, TableSpec
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK = 7_311_001  # pg_advisory_xact_lock key for schema changes
+
+
+@dataclass(frozen=True, slots=True)
+class StoragePolicy:
+    """How much time the partitions cover and how long data is kept."""
+
+    past_days: int = 8
+    ahead_days: int = 3
+    retention_days: int = 400
+    compress_after_days: int = 7
+
+
+REGISTRY_SQL = """
+CREATE TABLE IF NOT EXISTS elders (
+  elder_id text PRIMARY KEY,
+  name text NOT NULL,
+  community text,
+  grid text,
+  profile jsonb NOT NULL DEFAULT '{}'::jsonb,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS devices (
+  device_id text PRIMARY KEY,
+  device_type text NOT NULL CHECK (device_type IN ('wristband', 'pager', 'glucose', 'bp')),
+  elder_id text REFERENCES elders (elder_id) ON DELETE SET NULL,
+  reporting_interval_s integer NOT NULL DEFAULT 60,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+  id bigserial PRIMARY KEY,
+  received_at timestamptz NOT NULL,
+  topic text NOT NULL,
+  reason text NOT NULL,
+  payload bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_received_at ON dead_letters (received_at);
+"""
+
+
+def _has_timescale(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    return row is not None
+
+
+def _migration_1(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePolicy) -> None:
+    conn.execute(REGISTRY_SQL)
+    timescale = _has_timescale(conn)
+    if timescale:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    for table in TIME_SERIES:
+        conn.execute(table.create_sql(partitioned=not timescale))  # type: ignore[arg-type]
+        if timescale:
+            _make_hypertable(conn, table, policy)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS storage_mode (only_row boolean PRIMARY KEY DEFAULT true "
+        "CHECK (only_row), mode text NOT NULL)"
+    )
+    conn.execute(
+        "INSERT INTO storage_mode (mode) VALUES (%s) ON CONFLICT DO NOTHING",
+        ("timescaledb" if timescale else "partitioned",),
+    )
+
+
+def _make_hypertable(
+    conn: psycopg.Connection[tuple[object, ...]], table: TableSpec, policy: StoragePolicy
+) -> None:
+    name = table.name
+    conn.execute(
+        "SELECT create_hypertable(%s, 'time', chunk_time_interval => interval '1 day', "
+        "if_not_exists => true)",
+        (name,),
+    )
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {} SET (timescaledb.compress, timescaledb.compress_segmentby = {})"
+        ).format(sql.Identifier(name), sql.Literal(table.segment_by))
+    )
+    conn.execute(
+        "SELECT add_compression_policy(%s, make_interval(days => %s), if_not_exists => true)",
+        (name, policy.compress_after_days),
+    )
+    conn.execute(
+        "SELECT add_retention_policy(%s, make_interval(days => %s), if_not_exists => true)",
+        (name, policy.retention_days),
+    )
+
+
+Migration = Callable[[psycopg.Connection[tuple[object, ...]], StoragePolicy], None]
+MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
+    (1, "registry, dead letters and time-series tables", _migration_1),
+)
+
+
+def upgrade(dsn: str, policy: StoragePolicy | None = None, now: datetime | None = None) -> list[int]:
+    """Apply pending migrations and create partitions; return the versions applied."""
+    policy = policy or StoragePolicy()
+    applied: list[int] = []
+    with psycopg.connect(dsn, autocommit=False) as conn:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, migrate in MIGRATIONS:
+                if version in done:
+                    continue
+                log.info("applying schema migration %d: %s", version, name)
+                migrate(conn, policy)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (version, name),
+                )
+                applied.append(version)
+        maintain_partitions(conn, policy, now or datetime.now(UTC))
+    return applied
+
+
+def storage_mode(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+    row = conn.execute("SELECT mode FROM storage_mode").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
+def partition_name(table: str, day: date) -> str:
+    return f"{table}_p{day:%Y%m%d}"
+
+
+def maintain_partitions(
+    conn: psycopg.Connection[tuple[object, ...]],
+    policy: StoragePolicy,
+    now: datetime,
+    extra_days: Sequence[date] = (),
+) -> int:
+    """Create daily partitions around ``now`` (and for ``extra_days``); drop expired ones.
+
+    Returns the number of partitions created. A no-op under TimescaleDB, whose chunks
+    and retention policy do this job.
+    """
+    if storage_mode(conn) != "partitioned":
+        return 0
+    today = now.astimezone(UTC).date()
+    days = {today + timedelta(days=d) for d in range(-policy.past_days, policy.ahead_days + 1)}
+    days.update(extra_days)
+    oldest_kept = today - timedelta(days=policy.retention_days)
+    created = 0
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        existing = {
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            )
+        }
+        for table in TIME_SERIES:
+            for day in sorted(days):
+                if day < oldest_kept:
+                    continue
+                name = partition_name(table.name, day)
+                if name in existing:
+                    continue
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+                    ).format(
+                        sql.Identifier(name), sql.Identifier(table.name),
+                        sql.Literal(day.isoformat() + "T00:00:00Z"),
+                        sql.Literal((day + timedelta(days=1)).isoformat() + "T00:00:00Z"),
+                    )
+                )
+                created += 1
+            for name in sorted(existing):
+                prefix = f"{table.name}_p"
+                if not name.startswith(prefix):
+                    continue
+                try:
+                    day = datetime.strptime(name[len(prefix):], "%Y%m%d").date()
+                except ValueError:
+                    continue
+                if day < oldest_kept:
+                    log.info("dropping expired partition %s", name)
+                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+    return created

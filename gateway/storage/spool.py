@@ -1,0 +1,95 @@
+"""On-disk spool: where acknowledged messages wait while the database is away.
+
+A batch that cannot be stored is written here (one file per batch, fsynced and
+renamed into place) before its messages are acknowledged to the broker, so an
+acknowledged reading survives both a database outage and a gateway crash. Files are
+named by a rising sequence number and replayed oldest first; a file is removed only
+after its batch is committed to the database. The raw messages are kept, not the
+decoded rows, so replay goes through exactly the same decoder (with the time the
+batch was first received as its reference clock).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from gateway.pipeline.batch import RawBatch
+
+
+class SpoolRecord(msgspec.Struct, array_like=True):
+    received_ms: int
+    topics: list[bytes]
+    payloads: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledBatch:
+    path: Path
+    batch: RawBatch
+
+
+class DiskSpool:
+    """A directory of batch files; safe to reopen after a crash."""
+
+    SUFFIX = ".batch"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob("*.tmp"):  # a write cut short by a crash: never acked
+            leftover.unlink()
+        self._next = max((self._seq(p) for p in self._files()), default=0) + 1
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(SpoolRecord)
+
+    @staticmethod
+    def _seq(path: Path) -> int:
+        return int(path.stem)
+
+    def _files(self) -> list[Path]:
+        return sorted(self.directory.glob(f"*{self.SUFFIX}"), key=self._seq)
+
+    def __len__(self) -> int:
+        return len(self._files())
+
+    def is_empty(self) -> bool:
+        return not any(self.directory.glob(f"*{self.SUFFIX}"))
+
+    def message_count(self) -> int:
+        return sum(len(s.batch) for s in self.pending())
+
+    def append(self, batch: RawBatch) -> Path:
+        """Write the batch durably; return its file."""
+        record = SpoolRecord(batch.received_ms, batch.topics, batch.payloads)
+        final = self.directory / f"{self._next:016d}{self.SUFFIX}"
+        tmp = final.with_suffix(".tmp")
+        self._next += 1
+        with open(tmp, "wb") as fh:
+            fh.write(self._encoder.encode(record))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return final
+
+    def pending(self) -> Iterator[SpooledBatch]:
+        """Spooled batches, oldest first; each is read when reached."""
+        for path in self._files():
+            record = self._decoder.decode(path.read_bytes())
+            n = len(record.topics)
+            yield SpooledBatch(
+                path,
+                RawBatch(record.topics, record.payloads, [0] * n, [True] * n, record.received_ms),
+            )
+
+    def remove(self, spooled: SpooledBatch) -> None:
+        spooled.path.unlink(missing_ok=True)

@@ -1,0 +1,72 @@
+"""Fixtures: private PostgreSQL (one server, a fresh database per test) and Mosquitto.
+
+Nothing here touches services already running on the machine, and nothing is
+skipped: if a binary is missing, ``make test`` installs it, and a fixture that
+cannot start its service fails the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.local_services import LocalMosquitto, LocalPostgres
+from tests.support import GatewayRunner, Publisher
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    root = Path(tempfile.mkdtemp(prefix="eldercare-test-pg-"))
+    server = LocalPostgres(root, fsync=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+
+
+@pytest.fixture
+def database(postgres_server: LocalPostgres) -> Iterator[str]:
+    """A DSN to a new, empty database for this test."""
+    name = f"t{next(_db_counter)}"
+    admin = postgres_server.dsn.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres_server.dsn.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[LocalMosquitto]:
+    server = LocalMosquitto(tmp_path / "mosquitto")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def publisher(broker: LocalMosquitto) -> Iterator[Publisher]:
+    pub = Publisher(broker.port)
+    try:
+        yield pub
+    finally:
+        pub.close()
+
+
+@pytest.fixture
+def gateway(broker: LocalMosquitto, database: str, tmp_path: Path) -> Iterator[GatewayRunner]:
+    runner = GatewayRunner(broker_port=broker.port, dsn=database, workdir=tmp_path / "gateway")
+    try:
+        yield runner
+    finally:
+        runner.stop()
