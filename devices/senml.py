@@ -79,7 +79,7 @@ def senml_readings(payload: bytes, now_ms: int) -> list[dict[str, Any]]:
         if not name:
             raise SenmlError("SenML record without a name")
         seconds = base_time + rec.t
-        ms = int(round(seconds * 1000))
+        ms = round(seconds * 1000)
         if abs(seconds) < RELATIVE_TIME_LIMIT_S:
             ms = now_ms + ms
         values = [x for x in (rec.v, rec.vs, rec.vb) if x is not None]

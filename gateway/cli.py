@@ -61,10 +61,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_device_schema(args: argparse.Namespace) -> int:
     from devices.contracts import CONTRACTS, json_schema
 
-    if args.type:
-        pairs = [(args.type, args.channel or "telemetry")]
-    else:
-        pairs = sorted(CONTRACTS)
+    pairs = [(args.type, args.channel or "telemetry")] if args.type else sorted(CONTRACTS)
     out = {f"{t}/{c}": json_schema(t, c) for t, c in pairs if (t, c) in CONTRACTS}
     if not out:
         print(f"no contract for {pairs}", file=sys.stderr)
@@ -76,7 +73,7 @@ def cmd_device_schema(args: argparse.Namespace) -> int:
 def cmd_falls_evaluate(args: argparse.Namespace) -> int:
     from gateway.detect.fall_evaluate import main as evaluate_main
 
-    return evaluate_main([args.file, *(["--window-s", str(args.window_s)] if args.window_s else [])])
+    return int(evaluate_main([args.file, *(["--window-s", str(args.window_s)] if args.window_s else [])]))
 
 
 def build_parser() -> argparse.ArgumentParser:

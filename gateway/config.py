@@ -31,10 +31,10 @@ class ConfigError(ValueError):
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    pass
+    """Base of every section: strict keys, immutable once loaded."""
 
 
-class MqttConfig(_Section):
+class MqttConfig(_Section, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Port = 1883
     client_id: str = "eldercare-gateway"
@@ -49,7 +49,7 @@ class MqttConfig(_Section):
     tls_ca_file: str | None = None
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(_Section, frozen=True, kw_only=True):
     dsn: str = "postgresql://postgres@127.0.0.1:5432/eldercare"
     password_file: str | None = None
     pool_min: Annotated[int, Meta(ge=1)] = 2
@@ -57,7 +57,7 @@ class DatabaseConfig(_Section):
     connect_timeout_s: PositiveFloat = 5.0
 
 
-class IngestConfig(_Section):
+class IngestConfig(_Section, frozen=True, kw_only=True):
     batch_max_messages: Annotated[int, Meta(ge=1, le=60_000)] = 2_000
     batch_max_age_ms: Annotated[float, Meta(gt=0, le=1000)] = 5.0
     max_pending_batches: Annotated[int, Meta(ge=2, le=64)] = 8
@@ -66,7 +66,7 @@ class IngestConfig(_Section):
     max_future_s: PositiveInt = 300
 
 
-class StorageConfig(_Section):
+class StorageConfig(_Section, frozen=True, kw_only=True):
     spool_dir: str = "var/spool"
     partition_ahead_days: Annotated[int, Meta(ge=1, le=60)] = 3
     retention_days: Annotated[int, Meta(ge=1)] = 400
@@ -74,12 +74,12 @@ class StorageConfig(_Section):
     db_retry_s: PositiveFloat = 1.0
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(_Section, frozen=True, kw_only=True):
     level: str = "INFO"
     stats_interval_s: PositiveFloat = 60.0
 
 
-class GatewayConfig(_Section):
+class GatewayConfig(_Section, frozen=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)

@@ -115,7 +115,10 @@ class IngestConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        for waiter in [*self._replies.values(), *self._puback_waiters.values()]:
+        waiters: list[asyncio.Future[ControlPacket] | asyncio.Future[None]] = [
+            *self._replies.values(), *self._puback_waiters.values()
+        ]
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(ConnectionError("connection to broker lost"))
         if not self.closed.done():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.storage.binary_copy import Column
+from gateway.storage.binary_copy import Column, Kind
 from gateway.storage.tables import TableSpec
 
 
@@ -54,6 +55,7 @@ class DeadLetter:
     topic: str
     reason: str
     payload: bytes
+    index: int = 0  # position in its batch, so letters are stored in arrival order
 
 
 @dataclass(slots=True)
@@ -76,10 +78,10 @@ class DecodedBatch:
 
 
 def float_column(
-    kind: str, values: list[float | None], dtype: type[np.floating[object]] = np.float64
+    kind: Kind, values: list[float | None], dtype: type[np.floating[Any]] = np.float64
 ) -> Column:
     """A nullable numeric column from a list where None means NULL."""
     n = len(values)
     valid: NDArray[np.bool_] = np.fromiter((v is not None for v in values), bool, n)
     arr = np.fromiter((0.0 if v is None else v for v in values), dtype, n)
-    return Column(kind, arr, None if valid.all() else valid)  # type: ignore[arg-type]
+    return Column(kind, arr, None if valid.all() else valid)

@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from devices.codec import Rejected, Route, check_record, decode_payload, explain, glucose_mmol, route_topic
+from devices.codec import (
+    Rejected,
+    Route,
+    check_record,
+    decode_payload,
+    explain,
+    glucose_mmol,
+    route_topic,
+)
 from devices.contracts import (
     BloodPressureReading,
     DeviceStatus,
@@ -73,24 +81,24 @@ class BatchDecoder:
         for i, (topic, payload) in enumerate(zip(raw.topics, raw.payloads, strict=True)):
             route = routes.get(topic) or self._route(topic)
             if isinstance(route, Rejected):
-                dead.append(DeadLetter(now, _text(topic), route.reason, payload))
+                dead.append(DeadLetter(now, _text(topic), route.reason, payload, i))
                 continue
             if len(payload) > max_bytes:
                 dead.append(
                     DeadLetter(now, _text(topic), f"payload of {len(payload)} bytes exceeds "
-                               f"the limit of {max_bytes}", payload[:max_bytes])
+                               f"the limit of {max_bytes}", payload[:max_bytes], i)
                 )
                 continue
             if payload[:1] == b"{":
                 try:
                     record = route.decoder.decode(payload)
                 except Exception as error:
-                    dead.append(DeadLetter(now, _text(topic), explain(error), payload))
+                    dead.append(DeadLetter(now, _text(topic), explain(error), payload, i))
                     continue
                 if record.device_id is not None or isinstance(record, _NEEDS_CHECK):
                     problem = check_record(record, route)
                     if problem is not None:
-                        dead.append(DeadLetter(now, _text(topic), problem.reason, payload))
+                        dead.append(DeadLetter(now, _text(topic), problem.reason, payload, i))
                         continue
                 recs, rts, idx = buckets[route.contract]
                 recs.append(record)
@@ -99,16 +107,19 @@ class BatchDecoder:
             else:
                 result = decode_payload(payload, route, now)
                 if isinstance(result, Rejected):
-                    dead.append(DeadLetter(now, _text(topic), result.reason, payload))
+                    dead.append(DeadLetter(now, _text(topic), result.reason, payload, i))
                     continue
                 for record in result:
                     recs, rts, idx = buckets[type(record)]
                     recs.append(record)
                     rts.append(route)
                     idx.append(i)
+        rejected_while_decoding = len(dead)
         out = DecodedBatch(dead_letters=dead, received_ms=now)
         for contract, (recs, rts, idx) in buckets.items():
             self._columns(contract, recs, rts, idx, raw, out)
+        if len(out.dead_letters) > rejected_while_decoding:
+            out.dead_letters.sort(key=lambda d: d.index)
         return out
 
     def _columns(
@@ -132,7 +143,7 @@ class BatchDecoder:
                 out.dead_letters.append(
                     DeadLetter(now, _text(raw.topics[i]),
                                f"timestamp {int(ts[j])} ms is too far in the {when}",
-                               raw.payloads[i])
+                               raw.payloads[i], i)
                 )
             keep = ~bad
             recs = [r for r, k in zip(recs, keep, strict=True) if k]

@@ -75,7 +75,7 @@ def _migration_1(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePo
     if timescale:
         conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     for table in TIME_SERIES:
-        conn.execute(table.create_sql(partitioned=not timescale))  # type: ignore[arg-type]
+        conn.execute(table.create_sql(partitioned=not timescale))
         if timescale:
             _make_hypertable(conn, table, policy)
     conn.execute(
@@ -173,8 +173,8 @@ def maintain_partitions(
     created = 0
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        existing = {
-            r[0]
+        existing: set[str] = {
+            str(r[0])
             for r in conn.execute(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
             )

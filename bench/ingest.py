@@ -1,0 +1,194 @@
+"""Ingest benchmark: how fast the gateway drains a queued stream, against null subscribers.
+
+A private broker first queues the whole stream (QoS 1, persistent sessions registered
+beforehand, queue limits raised) for each subscriber, so the publisher does not
+compete for the two cores while a subscriber is measured. Then, one at a time:
+
+* ``mosquitto_sub`` (C): the ceiling;
+* a gmqtt subscriber that only counts: the fastest Python client, the baseline;
+* the gateway (``eldercare run``): receive, decode, store with binary COPY, ack.
+
+Prints messages per second for each, the ratio gateway / gmqtt, rows in the database
+afterwards (must equal what was published) and the gateway's peak RSS. Last line:
+``ingest_ratio=<gateway/null> rows_ok=<true|false>``.
+
+Run: ``.venv/bin/python bench/ingest.py [--messages 500000] [--devices 10000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from gateway.local_services import LocalMosquitto, LocalPostgres  # noqa: E402
+from simulators.bulk_publisher import publish_all  # noqa: E402
+
+TOPIC_FILTER = "eldercare/v1/+/+/+"
+SESSION_EXPIRY_S = 86_400
+
+
+def wristband_stream(n: int, devices: int, start_ms: int) -> list[tuple[str, bytes]]:
+    rnd = random.Random(7)
+    out = []
+    for i in range(n):
+        device = f"wb-{i % devices:05d}"
+        payload = {
+            "ts": start_ms + i, "lat": round(31.2304 + rnd.uniform(-0.01, 0.01), 6),
+            "lon": round(121.4737 + rnd.uniform(-0.01, 0.01), 6), "gps_acc_m": 8.5,
+            "hr": rnd.randint(55, 95), "spo2": rnd.randint(93, 99), "steps": i % 9000,
+            "battery": 81.5, "worn": True,
+        }
+        out.append((f"eldercare/v1/wristband/{device}/telemetry",
+                    json.dumps(payload, separators=(",", ":")).encode()))
+    return out
+
+
+def register_session(port: int, client_id: str) -> None:
+    """Create a persistent session with the subscription, so the broker queues for it."""
+    subprocess.run(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-c", "-i",
+         client_id, "-x", str(SESSION_EXPIRY_S), "-q", "1", "-t", TOPIC_FILTER, "-W", "1"],
+        capture_output=True, check=False,
+    )
+
+
+def drain_mosquitto_sub(port: int, n: int) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-c", "-i",
+         "null-c", "-x", str(SESSION_EXPIRY_S), "-q", "1", "-t", TOPIC_FILTER, "-C", str(n)],
+        stdout=subprocess.DEVNULL, check=True, timeout=600,
+    )
+    return n / (time.perf_counter() - start)
+
+
+GMQTT_NULL = r"""
+import asyncio, sys, time
+import gmqtt
+n = int(sys.argv[2])
+async def main():
+    done = asyncio.Event()
+    state = {"count": 0, "first": 0.0}
+    def on_message(client, topic, payload, qos, properties):
+        if state["count"] == 0:
+            state["first"] = time.perf_counter()
+        state["count"] += 1
+        if state["count"] >= n:
+            done.set()
+        return 0
+    client = gmqtt.Client("null-gmqtt", clean_session=False, session_expiry_interval=86400)
+    client.on_message = on_message
+    start = time.perf_counter()
+    await client.connect("127.0.0.1", int(sys.argv[1]), version=gmqtt.constants.MQTTv50)
+    client.subscribe("eldercare/v1/+/+/+", qos=1)
+    await asyncio.wait_for(done.wait(), 600)
+    print(n / (time.perf_counter() - start))
+    await client.disconnect()
+asyncio.run(main())
+"""
+
+
+def drain_gmqtt(port: int, n: int) -> float:
+    out = subprocess.run([sys.executable, "-c", GMQTT_NULL, str(port), str(n)],
+                         capture_output=True, text=True, check=True, timeout=900)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def drain_gateway(port: int, dsn: str, n: int, workdir: Path) -> tuple[float, int, float]:
+    config = workdir / "gateway.yaml"
+    config.write_text(json.dumps({
+        "mqtt": {"port": port, "client_id": "gateway"},
+        "database": {"dsn": dsn},
+        "storage": {"spool_dir": str(workdir / "spool")},
+        "logging": {"level": "WARNING"},
+    }))
+    subprocess.run([sys.executable, "-m", "gateway.cli", "-c", str(config), "db", "upgrade"],
+                   cwd=REPO, check=True, capture_output=True)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(config), "run"],
+                                cwd=REPO)
+        try:
+            start = time.perf_counter()
+            stored = 0
+            deadline = start + 900
+            while stored < n and time.perf_counter() < deadline:
+                time.sleep(0.05)
+                stored = conn.execute("SELECT count(*) FROM telemetry_wristband").fetchone()[0]
+            elapsed = time.perf_counter() - start
+            rss = peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+        time.sleep(0.5)
+        stored = conn.execute("SELECT count(*) FROM telemetry_wristband").fetchone()[0]
+    return n / elapsed, int(stored), rss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=500_000)
+    parser.add_argument("--devices", type=int, default=10_000)
+    args = parser.parse_args()
+    n = args.messages
+    root = Path(tempfile.mkdtemp(prefix="eldercare-bench-"))
+    broker = LocalMosquitto(root / "mosquitto", max_queued_messages=n * 2)
+    database = LocalPostgres(root / "postgres", fsync=True)
+    try:
+        broker.start()
+        database.start()
+        for client_id in ("null-c", "null-gmqtt", "gateway"):
+            register_session(broker.port, client_id)
+        stream = wristband_stream(n, args.devices, time.time_ns() // 1_000_000 - n)
+        size = sum(len(p) for _, p in stream) / n
+        t = time.perf_counter()
+        acked = asyncio.run(publish_all("127.0.0.1", broker.port, stream))
+        publish_rate = n / (time.perf_counter() - t)
+        print(f"queued {acked:,} messages ({size:.0f} B payloads, {args.devices:,} devices) "
+              f"for 3 persistent sessions at {publish_rate:,.0f} msg/s")
+        if acked != n:
+            print(f"publisher: only {acked} of {n} acknowledged", file=sys.stderr)
+            return 1
+        c_rate = drain_mosquitto_sub(broker.port, n)
+        print(f"mosquitto_sub (C, ceiling):      {c_rate:>10,.0f} msg/s")
+        null_rate = drain_gmqtt(broker.port, n)
+        print(f"gmqtt null subscriber (baseline): {null_rate:>10,.0f} msg/s")
+        gw_rate, rows, rss = drain_gateway(broker.port, database.dsn, n, root)
+        print(f"gateway (decode + COPY + ack):    {gw_rate:>10,.0f} msg/s")
+        print(f"ratios: gateway/gmqtt = {gw_rate / null_rate:.2f}, "
+              f"gateway/mosquitto_sub = {gw_rate / c_rate:.2f}, gmqtt/mosquitto_sub = "
+              f"{null_rate / c_rate:.2f}")
+        print(f"rows in database: {rows:,} of {n:,} published; gateway peak RSS {rss:.0f} MB; "
+              f"cores: {os.cpu_count()}")
+        print(f"ingest_ratio={gw_rate / null_rate:.3f} rows_ok={'true' if rows == n else 'false'}")
+        return 0
+    finally:
+        broker.stop()
+        try:
+            database.stop("immediate")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
