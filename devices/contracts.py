@@ -98,7 +98,13 @@ class MeterEvent(Payload, frozen=True, kw_only=True):
 
 
 class DeviceStatus(Payload, frozen=True, kw_only=True):
-    """Battery, signal and firmware; the broker publishes ``online: false`` as the will."""
+    """Battery, signal and firmware; the broker publishes ``online: false`` as the will.
+
+    ``ts`` may be left out (a will message is fixed at connect time and cannot know
+    when it will be sent); the gateway then uses the time it received the message.
+    """
+
+    ts: Timestamp | None = None  # type: ignore[assignment]
 
     battery: Percent | None = None
     rssi_dbm: Annotated[float, Meta(ge=-150.0, le=0.0)] | None = None
@@ -128,10 +134,12 @@ def topic_for(device_type: str, device_id: str, channel: str) -> str:
     return f"{TOPIC_PREFIX}/{device_type}/{device_id}/{channel}"
 
 
-def ts_to_ms(ts: int | datetime) -> int:
-    """Milliseconds since the epoch for either accepted form of ``ts``."""
+def ts_to_ms(ts: int | datetime | None, default: int = 0) -> int:
+    """Milliseconds since the epoch for either accepted form of ``ts`` (or ``default``)."""
     if isinstance(ts, int):
         return ts
+    if ts is None:
+        return default
     return int(ts.timestamp() * 1000)
 
 

@@ -133,7 +133,7 @@ class BatchDecoder:
     ) -> None:
         now = raw.received_ms
         ts = np.fromiter(
-            (r.ts if r.ts.__class__ is int else ts_to_ms(r.ts) for r in recs), np.int64, len(recs)
+            (r.ts if r.ts.__class__ is int else ts_to_ms(r.ts, now) for r in recs), np.int64, len(recs)
         )
         bad = (ts < now - self.limits.max_past_ms) | (ts > now + self.limits.max_future_ms)
         if bad.any():
