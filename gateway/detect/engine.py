@@ -1,0 +1,162 @@
+"""The detector set: a decoded batch in, detections out; ``tick`` for the timers.
+
+Each table's rows are mapped to device slots once, split into rounds (a device at
+most once per round, in time order) and handed to the detectors as arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gateway.detect.detection import Detection
+from gateway.detect.events import EventDetector, FallConfirmation
+from gateway.detect.geofence import GeofenceDetector
+from gateway.detect.health import HealthDetector
+from gateway.detect.index import DetectSettings, DeviceIndex, rounds
+from gateway.detect.registry import RegistryFile
+from gateway.detect.vitals import VitalsDetector
+from gateway.pipeline.batch import DecodedBatch, TableRows
+
+ACTIVITY_STD_G = 0.15  # magnitude spread of a window in which the elder is clearly moving
+RECOVERY_DELAY_MS = 5_000  # movement this long after a fall counts as getting up
+
+
+def _valid(rows: TableRows, name: str) -> NDArray[np.bool_]:
+    col = rows.column(name)
+    return np.ones(len(rows), bool) if col.valid is None else col.valid
+
+
+class DetectorSet:
+    def __init__(self, registry: RegistryFile, settings: DetectSettings | None = None,
+                 fall_model: Any | None = None) -> None:
+        self.settings = settings or DetectSettings()
+        self.index = DeviceIndex(registry, self.settings)
+        self.vitals = VitalsDetector(self.index, self.settings)
+        self.geofence = GeofenceDetector(self.index, self.settings)
+        self.health = HealthDetector(self.index, self.settings)
+        self.falls = FallConfirmation(self.index, self.settings)
+        self.events = EventDetector(self.index, self.settings, self.falls)
+        self.fall_model = fall_model if fall_model is not None else _default_fall_model(
+            self.index.capacity)
+
+    def process(self, batch: DecodedBatch) -> list[Detection]:
+        out: list[Detection] = []
+        for rows in batch.tables:
+            name = rows.spec.name
+            ids = rows.column("device_id").values
+            device_type = {"telemetry_wristband": "wristband", "wristband_accel": "wristband",
+                           "telemetry_glucose": "glucose", "telemetry_bp": "bp"}.get(name)
+            slots = self.index.slots(ids, device_type)  # type: ignore[arg-type]
+            ts = rows.column("time").values.astype(np.int64)
+            self.health.seen(slots, batch.received_ms, out)
+            if name == "telemetry_wristband":
+                self._wristband(rows, slots, ts, out)
+            elif name == "telemetry_glucose":
+                self._vital("glucose", slots, ts,
+                            {"glucose": rows.column("glucose_mmol").values.astype(np.float64)}, out)
+            elif name == "telemetry_bp":
+                self._vital("bp", slots, ts, {
+                    "systolic": rows.column("systolic").values.astype(np.float64),
+                    "diastolic": rows.column("diastolic").values.astype(np.float64),
+                }, out)
+            elif name == "device_events":
+                events = [e.decode() for e in rows.column("event").values]
+                self.events.process(slots, ts, events, out)
+            elif name == "device_status":
+                self._status(rows, slots, ts, out)
+            elif name == "wristband_accel":
+                self._accel(rows, slots, ts, out)
+        return out
+
+    def tick(self, now_ms: int) -> list[Detection]:
+        out: list[Detection] = []
+        self.falls.tick(now_ms, out)
+        self.health.tick(now_ms, out)
+        return out
+
+    def _wristband(self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64],
+                   out: list[Detection]) -> None:
+        for metric in ("hr", "spo2"):
+            ok = _valid(rows, metric)
+            if ok.any():
+                self._vital(metric, slots[ok], ts[ok],
+                            {metric: rows.column(metric).values[ok].astype(np.float64)}, out)
+        pos = _valid(rows, "lat") & _valid(rows, "lon")
+        if pos.any():
+            acc_valid = _valid(rows, "gps_acc_m")
+            acc = np.where(acc_valid, rows.column("gps_acc_m").values.astype(np.float64), 0.0)
+            self.geofence.process(slots[pos], ts[pos], rows.column("lat").values[pos],
+                                  rows.column("lon").values[pos], acc[pos], out)
+        for field, handler in (("battery", self.health.battery), ("worn", self.health.worn)):
+            ok = _valid(rows, field)
+            if ok.any():
+                s, t, v = slots[ok], ts[ok], rows.column(field).values[ok]
+                for idx in rounds(s, t):
+                    handler(s[idx], t[idx], v[idx], out)  # type: ignore[operator]
+        ok = _valid(rows, "steps")
+        if ok.any():
+            s, t, v = slots[ok], ts[ok], rows.column("steps").values[ok].astype(np.int64)
+            for idx in rounds(s, t):
+                self.health.activity(s[idx], t[idx], v[idx], out)
+                self.falls.steps(s[idx], t[idx], v[idx], out)
+
+    def _vital(self, measurement: str, slots: NDArray[np.int64], ts: NDArray[np.int64],
+               values: dict[str, NDArray[np.float64]], out: list[Detection]) -> None:
+        for idx in rounds(slots, ts):
+            self.vitals.update(measurement, slots[idx], ts[idx],
+                               {m: v[idx] for m, v in values.items()}, out)
+
+    def _status(self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64],
+                out: list[Detection]) -> None:
+        online = rows.column("online")
+        if online.valid is not None or len(rows):
+            ok = _valid(rows, "online") & ~online.values.astype(bool)
+            for i in np.flatnonzero(ok):
+                self.health.offline(int(slots[i]), int(ts[i]), out)
+        ok = _valid(rows, "battery")
+        if ok.any():
+            s, t, v = slots[ok], ts[ok], rows.column("battery").values[ok].astype(np.float64)
+            for idx in rounds(s, t):
+                self.health.battery(s[idx], t[idx], v[idx], out)
+
+    def _accel(self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64],
+               out: list[Detection]) -> None:
+        rates = rows.column("rate_hz").values
+        windows = [np.frombuffer(b, "<f4").reshape(-1, 3) for b in rows.column("samples").values]
+        # movement: evidence of activity (and of getting up after a fall)
+        spread = np.array([float(np.std(np.linalg.norm(w, axis=1))) if len(w) > 1 else 0.0
+                           for w in windows])
+        moving = spread >= ACTIVITY_STD_G
+        if moving.any():
+            self.health.moved(slots[moving], ts[moving], out)
+            for i in np.flatnonzero(moving):
+                slot = int(slots[i])
+                fell = int(self.falls.fall_ts[slot]) if slot < self.falls.capacity else 0
+                if fell and ts[i] >= fell + RECOVERY_DELAY_MS:
+                    self.falls.moved(slot, int(ts[i]), {"movement_std_g": round(float(spread[i]), 2)}, out)
+        if self.fall_model is None:
+            return
+        usable = np.flatnonzero(np.isclose(rates, 50.0))
+        if len(usable) == 0:
+            return
+        findings = self.fall_model.update(slots[usable], ts[usable], [windows[i] for i in usable])
+        for finding in findings:
+            self.falls.fall(int(finding.slot), int(finding.t_ms), "gateway accelerometer model",
+                            {"peak_g": round(float(finding.peak_g), 2),
+                             "score": round(float(finding.score), 3)}, out)
+
+    def bytes_per_device(self) -> int:
+        model = getattr(self.fall_model, "bytes_per_slot", None)
+        return (self.vitals.bytes_per_device() + self.health.bytes_per_device() + 8 * 3
+                + (int(model()) if callable(model) else 0))
+
+
+def _default_fall_model(capacity: int) -> Any | None:
+    try:
+        from gateway.detect.fall_model import FallDetector
+    except ImportError:
+        return None
+    return FallDetector(max(capacity, 1024))

@@ -1,0 +1,185 @@
+"""Fences in local metres: validation, compilation to arrays, and point classification.
+
+Each fence gets its own local equirectangular frame (origin at the circle's centre or
+the polygon's centroid), in which a radius or a margin is in metres at that latitude.
+Over a community-sized area (a few km) the error of this projection is well under a
+metre. Hysteresis uses two shapes per fence: ``outer`` (grown by the margin) and
+``inner`` (shrunk by it); a fix is evidence of being outside only beyond ``outer``
+(and beyond its own accuracy radius), of being inside only within ``inner``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from shapely.geometry import shape
+
+M_PER_DEG_LAT = 110_574.0
+M_PER_DEG_LON_EQUATOR = 111_320.0
+MIN_AREA_M2 = 100.0
+MAX_AREA_M2 = 100e6
+
+
+def metres_per_degree(lat: float) -> tuple[float, float]:
+    return M_PER_DEG_LON_EQUATOR * math.cos(math.radians(lat)), M_PER_DEG_LAT
+
+
+def polygon_problem(geojson: dict[str, Any]) -> str | None:
+    """Why a GeoJSON polygon is unusable as a fence, or None when it is fine."""
+    if geojson.get("type") != "Polygon":
+        return f"geojson type must be Polygon, got {geojson.get('type')!r}"
+    rings = geojson.get("coordinates")
+    if not isinstance(rings, list) or not rings:
+        return "geojson Polygon needs coordinates: a list of rings"
+    for n, ring in enumerate(rings):
+        if not isinstance(ring, list) or len(ring) < 4:
+            return f"ring {n} needs at least 4 positions (closed: first equals last)"
+        try:
+            points = [(float(p[0]), float(p[1])) for p in ring]
+        except (TypeError, ValueError, IndexError):
+            return f"ring {n} has a position that is not [lon, lat]"
+        if points[0] != points[-1]:
+            return f"ring {n} is not closed (first position must equal the last)"
+        for lon, lat in points:
+            if not (-180 <= lon <= 180 and -90 <= lat <= 90) or math.isnan(lon + lat):
+                return f"ring {n} has a position outside lon/lat range: [{lon}, {lat}]"
+    polygon = _local_polygon(geojson)
+    if not polygon.is_valid:
+        reason = shapely.is_valid_reason(polygon)
+        return f"polygon is not valid (self-intersection or bad hole): {reason}"
+    area = polygon.area
+    if not MIN_AREA_M2 <= area <= MAX_AREA_M2:
+        return f"area {area:,.0f} m2 is not a sensible fence (100 m2 to 100 km2)"
+    return None
+
+
+def _local_polygon(geojson: dict[str, Any], origin: tuple[float, float] | None = None) -> Any:
+    lon_lat = shape(geojson)
+    if origin is None:
+        c = lon_lat.centroid
+        origin = (c.x, c.y)
+    kx, ky = metres_per_degree(origin[1])
+    return shapely.transform(lon_lat, lambda xy: (xy - np.array(origin)) * np.array([kx, ky]))
+
+
+@dataclass(frozen=True, slots=True)
+class FenceInput:
+    """One fence as the compiler needs it."""
+
+    fence_id: str
+    elder_index: int
+    geojson: dict[str, Any] | None
+    circle: tuple[float, float, float] | None  # lat, lon, radius_m
+    margin_m: float
+    window: tuple[int, int] | None  # minutes of local day; may wrap midnight
+    severity_level: int  # -1: decided by the detector (dementia at night -> critical)
+
+
+class FenceTable:
+    """All fences as arrays; fences of one elder are contiguous (``start``/``count``)."""
+
+    def __init__(self, fences: list[FenceInput], n_elders: int) -> None:
+        fences = sorted(fences, key=lambda f: f.elder_index)
+        n = len(fences)
+        self.ids = [f.fence_id for f in fences]
+        self.elder = np.array([f.elder_index for f in fences], np.int64)
+        self.is_circle = np.array([f.circle is not None for f in fences], bool)
+        self.radius = np.array([f.circle[2] if f.circle else 0.0 for f in fences])
+        self.margin = np.array([f.margin_m for f in fences])
+        self.window_start = np.array([f.window[0] if f.window else -1 for f in fences], np.int64)
+        self.window_end = np.array([f.window[1] if f.window else -1 for f in fences], np.int64)
+        self.severity_level = np.array([f.severity_level for f in fences], np.int64)
+        lat0 = np.empty(n)
+        lon0 = np.empty(n)
+        outer: list[Any] = []
+        inner: list[Any] = []
+        polygons: list[Any] = []
+        for i, fence in enumerate(fences):
+            if fence.circle is not None:
+                lat0[i], lon0[i] = fence.circle[0], fence.circle[1]
+                outer.append(None)
+                inner.append(None)
+                polygons.append(None)
+                continue
+            assert fence.geojson is not None
+            c = shape(fence.geojson).centroid
+            lat0[i], lon0[i] = c.y, c.x
+            poly = _local_polygon(fence.geojson, (c.x, c.y))
+            polygons.append(poly)
+            outer.append(poly.buffer(fence.margin_m))
+            shrunk = poly.buffer(-fence.margin_m)
+            inner.append(shrunk if not shrunk.is_empty else poly)
+        self.lat0, self.lon0 = lat0, lon0
+        self.kx = M_PER_DEG_LON_EQUATOR * np.cos(np.radians(lat0))
+        self.ky = np.full(n, M_PER_DEG_LAT)
+        self.outer = np.array(outer, dtype=object)
+        self.inner = np.array(inner, dtype=object)
+        self.polygon = np.array(polygons, dtype=object)
+        for arr in (self.outer, self.inner, self.polygon):
+            present = arr[arr != None]  # noqa: E711 - element-wise comparison
+            if len(present):
+                shapely.prepare(present)
+        counts = np.bincount(self.elder, minlength=n_elders) if n else np.zeros(n_elders, np.int64)
+        self.count = counts.astype(np.int64)
+        self.start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def active(self, fence: NDArray[np.int64], minute_of_day: NDArray[np.int64]) -> NDArray[np.bool_]:
+        start = self.window_start[fence]
+        end = self.window_end[fence]
+        always = start < 0
+        plain = (start <= minute_of_day) & (minute_of_day < end)
+        wrapped = (minute_of_day >= start) | (minute_of_day < end)
+        return always | np.where(start <= end, plain, wrapped)
+
+    def classify(
+        self,
+        fence: NDArray[np.int64],
+        lat: NDArray[np.float64],
+        lon: NDArray[np.float64],
+        accuracy: NDArray[np.float64],
+        clear_accuracy_m: float,
+    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.float64]]:
+        """(outside evidence, inside evidence, metres beyond the fence) per pair.
+
+        A fix is outside evidence only when it lies beyond the margin *and* beyond its
+        own accuracy radius; inside evidence only when within the shrunk fence and
+        accurate enough (``clear_accuracy_m``) not to end an exit by luck.
+        """
+        x = (lon - self.lon0[fence]) * self.kx[fence]
+        y = (lat - self.lat0[fence]) * self.ky[fence]
+        margin = self.margin[fence]
+        slack = np.maximum(margin, accuracy)
+        outside = np.zeros(len(fence), bool)
+        inside = np.zeros(len(fence), bool)
+        beyond = np.zeros(len(fence))
+        circ = self.is_circle[fence]
+        if circ.any():
+            d = np.hypot(x[circ], y[circ]) - self.radius[fence[circ]]
+            outside[circ] = d > slack[circ]
+            inside[circ] = d < -margin[circ]
+            beyond[circ] = d
+        poly = ~circ
+        if poly.any():
+            f = fence[poly]
+            px, py = x[poly], y[poly]
+            out_p = ~shapely.contains_xy(self.outer[f], px, py)
+            # a fix whose accuracy radius exceeds the margin must be farther out than it
+            doubtful = out_p & (accuracy[poly] > margin[poly])
+            dist = np.zeros(len(f))
+            if out_p.any():
+                pts = shapely.points(px[out_p], py[out_p])
+                dist[out_p] = shapely.distance(self.polygon[f[out_p]], pts)
+            out_p &= ~doubtful | (dist > accuracy[poly])
+            outside[poly] = out_p
+            inside[poly] = shapely.contains_xy(self.inner[f], px, py)
+            beyond[poly] = dist
+        inside &= accuracy <= clear_accuracy_m
+        return outside, inside, beyond
