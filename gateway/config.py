@@ -74,6 +74,42 @@ class StorageConfig(_Section, frozen=True, kw_only=True):
     db_retry_s: PositiveFloat = 1.0
 
 
+TimeWindow = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")]
+
+
+class DetectConfig(_Section, frozen=True, kw_only=True):
+    """Detector tuning; defaults follow DESIGN.md and the clinical sources in clinical.py."""
+
+    timezone: str = "Asia/Shanghai"
+    tick_s: PositiveFloat = 1.0
+    persistence_readings: Annotated[int, Meta(ge=1, le=100)] = 3
+    persistence_span_s: PositiveFloat = 120.0
+    clear_readings: Annotated[int, Meta(ge=1, le=100)] = 2
+    fence_margin_m: Annotated[float, Meta(ge=0, le=1000)] = 25.0
+    fence_dwell_readings: Annotated[int, Meta(ge=1, le=100)] = 2
+    fence_dwell_s: Annotated[float, Meta(ge=0)] = 60.0
+    fence_reentry_readings: Annotated[int, Meta(ge=1, le=100)] = 2
+    fence_clear_accuracy_m: PositiveFloat = 50.0
+    gps_max_accuracy_m: PositiveFloat = 500.0
+    night: TimeWindow = "20:00-06:00"
+    day: TimeWindow = "08:00-20:00"
+    sos_cancel_grace_s: Annotated[float, Meta(ge=0, le=600)] = 30.0
+    fall_confirm_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    fall_movement_steps: Annotated[int, Meta(ge=1)] = 10
+    battery_warning_pct: Annotated[float, Meta(ge=0, le=100)] = 15.0
+    battery_critical_pct: Annotated[float, Meta(ge=0, le=100)] = 5.0
+    battery_clear_pct: Annotated[float, Meta(ge=0, le=100)] = 20.0
+    not_worn_readings: Annotated[int, Meta(ge=1)] = 2
+    silent_factor: Annotated[float, Meta(ge=1)] = 3.0
+    inactivity_hours: PositiveFloat = 4.0
+
+
+class RegistryConfig(_Section, frozen=True, kw_only=True):
+    """Where elders, devices and fences come from: a file (imported at start) or the database."""
+
+    file: str | None = None
+
+
 class LoggingConfig(_Section, frozen=True, kw_only=True):
     level: str = "INFO"
     stats_interval_s: PositiveFloat = 60.0
@@ -84,6 +120,8 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    detect: DetectConfig = msgspec.field(default_factory=DetectConfig)
+    registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
 
@@ -142,6 +180,18 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         raise ConfigError(_error_message(error, source)) from None
     if config.database.pool_max < config.database.pool_min:
         raise ConfigError(f"{source}: database.pool_max: must be >= database.pool_min")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(config.detect.timezone)
+    except Exception:
+        raise ConfigError(
+            f"{source}: detect.timezone: unknown time zone {config.detect.timezone!r}"
+        ) from None
+    d = config.detect
+    if not d.battery_critical_pct < d.battery_warning_pct < d.battery_clear_pct:
+        raise ConfigError(f"{source}: detect: battery_critical_pct < battery_warning_pct < "
+                          "battery_clear_pct must hold")
     return config
 
 

@@ -1,6 +1,7 @@
 """The gateway process: one supervisor, named stages, bounded queues.
 
-    ingest (MQTT) -> batcher -> decode -> store (COPY | spool) -> ack to broker
+    ingest (MQTT) -> batcher -> decode + detect -> store (COPY | spool) -> ack to broker
+                                        tick (timers) ----^
 
 A message is acknowledged to the broker only after its batch is committed to the
 database or fsynced to the spool. While the spool holds anything, new batches go to
@@ -17,10 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.config import GatewayConfig, database_password, mqtt_password
+from gateway.detect.detection import Detection
+from gateway.detect.engine import DetectorSet
+from gateway.detect.index import DetectSettings
+from gateway.detect.registry import RegistryFile, load_registry, parse_window
+from gateway.detect.registry_db import import_registry, load_registry_from_db
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
@@ -44,7 +51,26 @@ class IngestStats:
     replayed_messages: int = 0
     acked: int = 0
     ack_dropped: int = 0
-    last_batch_sizes: list[int] = field(default_factory=list)
+    detections: dict[str, int] = field(default_factory=dict)
+
+
+def detect_settings(config: GatewayConfig, now: datetime | None = None) -> DetectSettings:
+    d = config.detect
+    offset = (now or datetime.now(UTC)).astimezone(ZoneInfo(d.timezone)).utcoffset()
+    return DetectSettings(
+        timezone_offset_min=int(offset.total_seconds() // 60) if offset else 0,
+        persistence_readings=d.persistence_readings, persistence_span_s=d.persistence_span_s,
+        clear_readings=d.clear_readings, fence_margin_m=d.fence_margin_m,
+        fence_dwell_readings=d.fence_dwell_readings, fence_dwell_s=d.fence_dwell_s,
+        fence_reentry_readings=d.fence_reentry_readings,
+        fence_clear_accuracy_m=d.fence_clear_accuracy_m, gps_max_accuracy_m=d.gps_max_accuracy_m,
+        night_window=parse_window(d.night), day_window=parse_window(d.day),
+        sos_cancel_grace_s=d.sos_cancel_grace_s, fall_confirm_s=d.fall_confirm_s,
+        fall_movement_steps=d.fall_movement_steps, battery_warning_pct=d.battery_warning_pct,
+        battery_critical_pct=d.battery_critical_pct, battery_clear_pct=d.battery_clear_pct,
+        not_worn_readings=d.not_worn_readings, silent_factor=d.silent_factor,
+        inactivity_hours=d.inactivity_hours,
+    )
 
 
 def storage_policy(config: GatewayConfig) -> StoragePolicy:
@@ -101,10 +127,16 @@ class Gateway:
         self.database_up = True
         self.ready = asyncio.Event()
         self._pool: AsyncConnectionPool | None = None
+        self.detectors: DetectorSet | None = None
+        self.detections: list[Detection] = []  # everything detected, for tests and the console
 
     async def run(self, stop: asyncio.Event) -> None:
         dsn, kwargs = conninfo(self.config)
         await self._upgrade_schema(dsn, kwargs)
+        registry = await self._load_registry(dsn, kwargs)
+        self.detectors = DetectorSet(registry, detect_settings(self.config))
+        log.info("detectors ready: %d elders, %d devices, %d fences", len(registry.elders),
+                 len(self.detectors.index.device_ids), len(self.detectors.index.fences))
         self._pool = AsyncConnectionPool(
             dsn, kwargs=kwargs, min_size=self.config.database.pool_min,
             max_size=self.config.database.pool_max, open=False,
@@ -119,6 +151,7 @@ class Gateway:
                     tasks.create_task(self.mqtt.run(), name="ingest"),
                     tasks.create_task(self._decode_stage(), name="decode"),
                     tasks.create_task(self._store_stage(writer), name="store"),
+                    tasks.create_task(self._tick_stage(), name="detect-timers"),
                     tasks.create_task(self._maintenance(dsn, kwargs), name="maintenance"),
                     tasks.create_task(self._log_stats(), name="stats"),
                 ]
@@ -146,6 +179,48 @@ class Gateway:
                         _first_line(error))
             self.database_up = False
 
+    async def _load_registry(self, dsn: str, kwargs: dict[str, object]) -> RegistryFile:
+        """The registry file when configured (imported into the database), else the database."""
+        import psycopg
+
+        path = self.config.registry.file
+        registry = load_registry(path) if path else None
+
+        def work() -> RegistryFile:
+            with psycopg.connect(dsn, **kwargs) as conn:  # type: ignore[arg-type]
+                if registry is not None:
+                    import_registry(conn, registry)
+                    return registry
+                return load_registry_from_db(conn)
+
+        try:
+            return await asyncio.to_thread(work)
+        except psycopg.OperationalError as error:
+            if registry is not None:
+                return registry
+            log.error("registry unavailable (%s): detecting with default thresholds, no fences",
+                      _first_line(error))
+            return RegistryFile()
+
+    async def _tick_stage(self) -> None:
+        """Timers that need no message: silent devices, unconfirmed falls, inactivity."""
+        while True:
+            await asyncio.sleep(self.config.detect.tick_s)
+            assert self.detectors is not None
+            found = self.detectors.tick(self.clock_ms())
+            if found:
+                self._detected(found)
+                empty = RawBatch([], [], [], [], self.clock_ms())
+                await self.store_queue.put((empty, DecodedBatch(received_ms=empty.received_ms,
+                                                                detections=found)))
+
+    def _detected(self, found: list[Detection]) -> None:
+        self.detections.extend(found)
+        for d in found:
+            self.stats.detections[d.kind] = self.stats.detections.get(d.kind, 0) + 1
+            log.info("detected %s%s (%s) for elder %s", d.kind, " cleared" if d.cleared else "",
+                     d.severity, d.elder_id)
+
     async def _drain(self, timeout_s: float = 30.0) -> None:
         self.batcher.flush()
         with contextlib.suppress(TimeoutError):
@@ -158,6 +233,10 @@ class Gateway:
             raw = await self.raw_queue.get()
             self.batcher.consumed()
             decoded = self.decoder.decode(raw)
+            if self.detectors is not None:
+                decoded.detections = self.detectors.process(decoded)
+                if decoded.detections:
+                    self._detected(decoded.detections)
             await self.store_queue.put((raw, decoded))
             self.raw_queue.task_done()
 
@@ -187,7 +266,7 @@ class Gateway:
             except StorageUnavailable as error:
                 self._database_down(error)
             except StorageRejected as error:
-                await self._reject_batch(writer, raw, error)
+                await self._reject_batch(writer, raw, error, decoded.detections)
                 return
             else:
                 self._database_back()
@@ -195,12 +274,13 @@ class Gateway:
                 stats.dead_letters += len(decoded.dead_letters)
                 self._ack(raw)
                 return
-        await asyncio.to_thread(self.spool.append, raw)
+        await asyncio.to_thread(self.spool.append, raw, decoded.detections)
         stats.spooled_messages += len(raw)
         self._ack(raw)
 
     async def _reject_batch(
-        self, writer: TelemetryWriter, raw: RawBatch, error: StorageRejected
+        self, writer: TelemetryWriter, raw: RawBatch, error: StorageRejected,
+        detections: list[Detection] | None = None,
     ) -> None:
         """The database refused rows it should have taken: keep them all as dead letters."""
         log.error("database rejected a batch of %d messages: %s", len(raw), _first_line(error))
@@ -211,25 +291,27 @@ class Gateway:
                 for t, p in zip(raw.topics, raw.payloads, strict=True)
             ],
             received_ms=raw.received_ms,
+            detections=detections or [],
         )
         try:
             await writer.write(letters)
             self.stats.dead_letters += len(raw)
         except (StorageUnavailable, StorageRejected):
-            await asyncio.to_thread(self.spool.append, raw)
+            await asyncio.to_thread(self.spool.append, raw, letters.detections)
         self._ack(raw)
 
     async def _replay(self, writer: TelemetryWriter) -> None:
         """Write spooled batches oldest first; stop at the first that cannot be written."""
         for spooled in self.spool.pending():
             decoded = self.decoder.decode(spooled.batch)
+            decoded.detections = spooled.detections
             try:
                 await writer.write(decoded, idempotent=True)
             except StorageUnavailable as error:
                 self._database_down(error)
                 return
             except StorageRejected as error:
-                await self._reject_batch(writer, spooled.batch, error)
+                await self._reject_batch(writer, spooled.batch, error, spooled.detections)
             else:
                 self.stats.rows_stored += decoded.row_count
                 self.stats.dead_letters += len(decoded.dead_letters)

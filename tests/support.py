@@ -114,7 +114,9 @@ class GatewayRunner:
                 self._stop = asyncio.Event()
                 self.gateway = Gateway(config)
                 task = asyncio.create_task(self.gateway.run(self._stop))
-                await self.gateway.ready.wait()
+                started = asyncio.create_task(self.gateway.ready.wait())
+                await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+                started.cancel()
                 ready.set()
                 await task
 

@@ -6,6 +6,7 @@ most once per round, in time order) and handed to the detectors as arrays.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,12 @@ from gateway.detect.detection import Detection
 from gateway.detect.events import EventDetector, FallConfirmation
 from gateway.detect.geofence import GeofenceDetector
 from gateway.detect.health import HealthDetector
-from gateway.detect.index import DetectSettings, DeviceIndex, rounds
+from gateway.detect.index import DetectSettings, DeviceIndex, all_distinct, rounds
 from gateway.detect.registry import RegistryFile
 from gateway.detect.vitals import VitalsDetector
 from gateway.pipeline.batch import DecodedBatch, TableRows
+
+log = logging.getLogger(__name__)
 
 ACTIVITY_STD_G = 0.15  # magnitude spread of a window in which the elder is clearly moving
 RECOVERY_DELAY_MS = 5_000  # movement this long after a fall counts as getting up
@@ -49,7 +52,7 @@ class DetectorSet:
             ids = rows.column("device_id").values
             device_type = {"telemetry_wristband": "wristband", "wristband_accel": "wristband",
                            "telemetry_glucose": "glucose", "telemetry_bp": "bp"}.get(name)
-            slots = self.index.slots(ids, device_type)  # type: ignore[arg-type]
+            slots = self.index.slots(ids, device_type)
             ts = rows.column("time").values.astype(np.int64)
             self.health.seen(slots, batch.received_ms, out)
             if name == "telemetry_wristband":
@@ -79,9 +82,15 @@ class DetectorSet:
 
     def _wristband(self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64],
                    out: list[Detection]) -> None:
+        # one reading per device is the rule; then every subset is one round too
+        distinct = all_distinct(slots)
+        whole = [slice(None)] if distinct else rounds(slots, ts)
         for metric in ("hr", "spo2"):
             ok = _valid(rows, metric)
-            if ok.any():
+            if ok.all() and distinct:
+                self.vitals.update(metric, slots, ts,
+                                   {metric: rows.column(metric).values.astype(np.float64)}, out)
+            elif ok.any():
                 self._vital(metric, slots[ok], ts[ok],
                             {metric: rows.column(metric).values[ok].astype(np.float64)}, out)
         pos = _valid(rows, "lat") & _valid(rows, "lon")
@@ -92,14 +101,17 @@ class DetectorSet:
                                   rows.column("lon").values[pos], acc[pos], out)
         for field, handler in (("battery", self.health.battery), ("worn", self.health.worn)):
             ok = _valid(rows, field)
-            if ok.any():
+            if ok.all():
+                for idx in whole:
+                    handler(slots[idx], ts[idx], rows.column(field).values[idx], out)
+            elif ok.any():
                 s, t, v = slots[ok], ts[ok], rows.column(field).values[ok]
                 for idx in rounds(s, t):
-                    handler(s[idx], t[idx], v[idx], out)  # type: ignore[operator]
+                    handler(s[idx], t[idx], v[idx], out)
         ok = _valid(rows, "steps")
         if ok.any():
             s, t, v = slots[ok], ts[ok], rows.column("steps").values[ok].astype(np.int64)
-            for idx in rounds(s, t):
+            for idx in ([slice(None)] if distinct else rounds(s, t)):
                 self.health.activity(s[idx], t[idx], v[idx], out)
                 self.falls.steps(s[idx], t[idx], v[idx], out)
 
@@ -155,8 +167,15 @@ class DetectorSet:
 
 
 def _default_fall_model(capacity: int) -> Any | None:
+    """The shipped accelerometer fall model, or None (logged) if it cannot load.
+
+    A broken model file must not stop the gateway: SOS, band fall events and every
+    other detector matter more than this one source of fall evidence.
+    """
     try:
         from gateway.detect.fall_model import FallDetector
-    except ImportError:
+
+        return FallDetector(max(capacity, 1024))
+    except Exception as error:
+        log.error("fall model unavailable, raw-acceleration fall detection is OFF: %s", error)
         return None
-    return FallDetector(max(capacity, 1024))

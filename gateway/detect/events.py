@@ -52,9 +52,9 @@ class FallConfirmation:
     def _ensure(self) -> None:
         cap = self.index.capacity
         if cap > self.capacity:
-            self.fall_ts = grow(self.fall_ts, cap, 0)  # type: ignore[assignment]
-            self.steps_at_fall = grow(self.steps_at_fall, cap, -1)  # type: ignore[assignment]
-            self.last_steps = grow(self.last_steps, cap, -1)  # type: ignore[assignment]
+            self.fall_ts = grow(self.fall_ts, cap, 0)
+            self.steps_at_fall = grow(self.steps_at_fall, cap, -1)
+            self.last_steps = grow(self.last_steps, cap, -1)
             self.capacity = cap
 
     def fall(self, slot: int, ts_ms: int, source: str, evidence: dict[str, object],

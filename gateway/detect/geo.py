@@ -114,6 +114,18 @@ class FenceTable:
             outer.append(poly.buffer(fence.margin_m))
             shrunk = poly.buffer(-fence.margin_m)
             inner.append(shrunk if not shrunk.is_empty else poly)
+        # Radii around each polygon's origin that settle most fixes without GEOS: within
+        # ``inner_r`` a fix is inside the shrunk fence; beyond ``outer_r`` it is outside
+        # the grown one. Only fixes in between go to shapely.
+        self.inner_r = np.zeros(n)
+        self.outer_r = np.zeros(n)
+        origin = shapely.points(0.0, 0.0)
+        for i in range(n):
+            if inner[i] is not None:
+                ring = inner[i].boundary
+                contains_origin = inner[i].contains(origin)
+                self.inner_r[i] = shapely.distance(ring, origin) if contains_origin else 0.0
+                self.outer_r[i] = shapely.hausdorff_distance(origin, outer[i].exterior)
         self.lat0, self.lon0 = lat0, lon0
         self.kx = M_PER_DEG_LON_EQUATOR * np.cos(np.radians(lat0))
         self.ky = np.full(n, M_PER_DEG_LAT)
@@ -170,7 +182,16 @@ class FenceTable:
         if poly.any():
             f = fence[poly]
             px, py = x[poly], y[poly]
-            out_p = ~shapely.contains_xy(self.outer[f], px, py)
+            r = np.hypot(px, py)
+            sure_in = r < self.inner_r[f]
+            sure_out = r > self.outer_r[f]
+            unsure = ~(sure_in | sure_out)
+            out_p = sure_out.copy()
+            in_p = sure_in.copy()
+            if unsure.any():
+                fu, xu, yu = f[unsure], px[unsure], py[unsure]
+                out_p[unsure] = ~shapely.contains_xy(self.outer[fu], xu, yu)
+                in_p[unsure] = shapely.contains_xy(self.inner[fu], xu, yu)
             # a fix whose accuracy radius exceeds the margin must be farther out than it
             doubtful = out_p & (accuracy[poly] > margin[poly])
             dist = np.zeros(len(f))
@@ -179,7 +200,7 @@ class FenceTable:
                 dist[out_p] = shapely.distance(self.polygon[f[out_p]], pts)
             out_p &= ~doubtful | (dist > accuracy[poly])
             outside[poly] = out_p
-            inside[poly] = shapely.contains_xy(self.inner[f], px, py)
+            inside[poly] = in_p
             beyond[poly] = dist
         inside &= accuracy <= clear_accuracy_m
         return outside, inside, beyond

@@ -46,16 +46,16 @@ class HealthDetector:
             self.not_worn = np.zeros(0, bool)
             self.last_activity, self.last_steps = z64.copy(), z64.copy()
             self.inactive = np.zeros(0, bool)
-        self.last_seen = g(self.last_seen, cap, NEVER)  # type: ignore[assignment]
-        self.silent = g(self.silent, cap, False)  # type: ignore[assignment]
-        self.battery_level = g(self.battery_level, cap, 0)  # type: ignore[assignment]
-        self.batt_ref_ts = g(self.batt_ref_ts, cap, NEVER)  # type: ignore[assignment]
-        self.batt_ref = g(self.batt_ref, cap, np.nan)  # type: ignore[assignment]
-        self.not_worn_count = g(self.not_worn_count, cap, 0)  # type: ignore[assignment]
-        self.not_worn = g(self.not_worn, cap, False)  # type: ignore[assignment]
-        self.last_activity = g(self.last_activity, cap, NEVER)  # type: ignore[assignment]
-        self.last_steps = g(self.last_steps, cap, -1)  # type: ignore[assignment]
-        self.inactive = g(self.inactive, cap, False)  # type: ignore[assignment]
+        self.last_seen = g(self.last_seen, cap, NEVER)
+        self.silent = g(self.silent, cap, False)
+        self.battery_level = g(self.battery_level, cap, 0)
+        self.batt_ref_ts = g(self.batt_ref_ts, cap, NEVER)
+        self.batt_ref = g(self.batt_ref, cap, np.nan)
+        self.not_worn_count = g(self.not_worn_count, cap, 0)
+        self.not_worn = g(self.not_worn, cap, False)
+        self.last_activity = g(self.last_activity, cap, NEVER)
+        self.last_steps = g(self.last_steps, cap, -1)
+        self.inactive = g(self.inactive, cap, False)
         self.capacity = cap
 
     def _emit(self, out: list[Detection], slot: int, kind: str, severity: Severity, ts: int,
@@ -67,11 +67,10 @@ class HealthDetector:
     def seen(self, slots: NDArray[np.int64], received_ms: int, out: list[Detection]) -> None:
         """Any message from these devices: they are not silent."""
         self._ensure()
-        slots = np.unique(slots)
         self.last_seen[slots] = received_ms
         first = self.last_activity[slots] == NEVER
         self.last_activity[slots[first]] = received_ms
-        back = slots[self.silent[slots]]
+        back = np.unique(slots[self.silent[slots]])
         for slot in back:
             self._emit(out, int(slot), DEVICE_SILENT, "warning", received_ms,
                        {"reporting_again": True}, cleared=True)

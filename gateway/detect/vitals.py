@@ -42,20 +42,21 @@ class VitalsDetector:
         self.streak: dict[tuple[str, int], NDArray[np.int32]] = {}
         self.start: dict[tuple[str, int], NDArray[np.int64]] = {}
         self.last_ts: dict[str, NDArray[np.int64]] = {}
+        self._kinds_cache: dict[frozenset[str], list[str]] = {}
         self._ensure(index.capacity)
 
     def _ensure(self, capacity: int) -> None:
         if capacity <= self.capacity:
             return
         for kind in self.kinds:
-            self.active[kind] = grow(self.active.get(kind, np.zeros(0, np.int8)), capacity, 0)  # type: ignore[assignment]
-            self.normal[kind] = grow(self.normal.get(kind, np.zeros(0, np.int32)), capacity, 0)  # type: ignore[assignment]
+            self.active[kind] = grow(self.active.get(kind, np.zeros(0, np.int8)), capacity, 0)
+            self.normal[kind] = grow(self.normal.get(kind, np.zeros(0, np.int32)), capacity, 0)
             for level in LEVELS:
                 key = (kind, level)
-                self.streak[key] = grow(self.streak.get(key, np.zeros(0, np.int32)), capacity, 0)  # type: ignore[assignment]
-                self.start[key] = grow(self.start.get(key, np.zeros(0, np.int64)), capacity, 0)  # type: ignore[assignment]
+                self.streak[key] = grow(self.streak.get(key, np.zeros(0, np.int32)), capacity, 0)
+                self.start[key] = grow(self.start.get(key, np.zeros(0, np.int64)), capacity, 0)
         for metric in ("hr", "spo2", "glucose", "bp"):
-            self.last_ts[metric] = grow(  # type: ignore[assignment]
+            self.last_ts[metric] = grow(
                 self.last_ts.get(metric, np.zeros(0, np.int64)), capacity, np.iinfo(np.int64).min
             )
         self.capacity = capacity
@@ -100,10 +101,14 @@ class VitalsDetector:
         self.last_ts[measurement][slots] = ts
         elders = self.index.elder_of_slot[slots]
         continuous = bool(CONTINUOUS_METRICS & values.keys())
-        for kind, rules in _KIND_RULES.items():
-            if not any(rule.metric in values for _, rule in rules):
-                continue
+        for kind in self._kinds_for(frozenset(values)):
             level = self.levels(kind, values, elders)
+            active = self.active[kind][slots]
+            if not level.any() and not active.any():  # the common case: all normal
+                if continuous:
+                    for lv in LEVELS:
+                        self.streak[(kind, lv)][slots] = 0
+                continue
             if continuous:
                 fire_level = np.zeros(len(slots), np.int8)
                 for lv in LEVELS:
@@ -118,7 +123,6 @@ class VitalsDetector:
                     fire_level = np.where(persisted, lv, fire_level).astype(np.int8)
             else:
                 fire_level = level
-            active = self.active[kind][slots]
             normal = np.where(level == 0, self.normal[kind][slots] + 1, 0)
             self.normal[kind][slots] = normal
             fire = fire_level > active
@@ -137,6 +141,13 @@ class VitalsDetector:
                     cleared=cleared,
                 ))
             self.active[kind][slots] = np.where(clear, 0, np.where(fire, fire_level, active))
+
+    def _kinds_for(self, metrics: frozenset[str]) -> list[str]:
+        kinds = self._kinds_cache.get(metrics)
+        if kinds is None:
+            kinds = [k for k, rules in _KIND_RULES.items() if any(r.metric in metrics for _, r in rules)]
+            self._kinds_cache[metrics] = kinds
+        return kinds
 
     def _elder_id(self, slot: int) -> str | None:
         e = int(self.index.elder_of_slot[slot])

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.detect.detection import Detection
 from gateway.storage.binary_copy import Column, Kind
 from gateway.storage.tables import TableSpec
 
@@ -46,7 +47,7 @@ class TableRows:
         return len(self.columns[0].values) if self.columns else 0
 
     def column(self, name: str) -> Column:
-        return self.columns[self.spec.column_names.index(name)]
+        return self.columns[self.spec.position[name]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class DecodedBatch:
     tables: list[TableRows] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     received_ms: int = 0
+    detections: list[Detection] = field(default_factory=list)
 
     @property
     def row_count(self) -> int:

@@ -10,7 +10,7 @@ group is written as one numpy record array. A batch has few such groups.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,7 +43,7 @@ class Column:
     """
 
     kind: Kind
-    values: NDArray[np.generic]
+    values: NDArray[Any]
     valid: NDArray[np.bool_] | None = None
 
 

@@ -6,7 +6,8 @@ acknowledged reading survives both a database outage and a gateway crash. Files 
 named by a rising sequence number and replayed oldest first; a file is removed only
 after its batch is committed to the database. The raw messages are kept, not the
 decoded rows, so replay goes through exactly the same decoder (with the time the
-batch was first received as its reference clock).
+batch was first received as its reference clock); detections made when the batch
+arrived are kept with it, since detection runs once, on live data.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.detect.detection import Detection
 from gateway.pipeline.batch import RawBatch
 
 
@@ -25,12 +27,14 @@ class SpoolRecord(msgspec.Struct, array_like=True):
     received_ms: int
     topics: list[bytes]
     payloads: list[bytes]
+    detections: list[Detection] = []
 
 
 @dataclass(frozen=True, slots=True)
 class SpooledBatch:
     path: Path
     batch: RawBatch
+    detections: list[Detection]
 
 
 class DiskSpool:
@@ -63,9 +67,9 @@ class DiskSpool:
     def message_count(self) -> int:
         return sum(len(s.batch) for s in self.pending())
 
-    def append(self, batch: RawBatch) -> Path:
-        """Write the batch durably; return its file."""
-        record = SpoolRecord(batch.received_ms, batch.topics, batch.payloads)
+    def append(self, batch: RawBatch, detections: list[Detection] | None = None) -> Path:
+        """Write the batch (and what was detected in it) durably; return its file."""
+        record = SpoolRecord(batch.received_ms, batch.topics, batch.payloads, detections or [])
         final = self.directory / f"{self._next:016d}{self.SUFFIX}"
         tmp = final.with_suffix(".tmp")
         self._next += 1
@@ -89,6 +93,7 @@ class DiskSpool:
             yield SpooledBatch(
                 path,
                 RawBatch(record.topics, record.payloads, [0] * n, [True] * n, record.received_ms),
+                record.detections,
             )
 
     def remove(self, spooled: SpooledBatch) -> None:

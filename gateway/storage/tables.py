@@ -6,7 +6,7 @@ the decoder cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.storage.binary_copy import Kind
 
@@ -42,6 +42,10 @@ class TableSpec:
     columns: tuple[ColumnSpec, ...]
     key: tuple[str, ...]
     segment_by: str = "device_id"
+    position: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "position", {c.name: i for i, c in enumerate(self.columns)})
 
     @property
     def column_names(self) -> tuple[str, ...]:

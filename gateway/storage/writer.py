@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 
 import psycopg
 from psycopg import errors, sql
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.pipeline.batch import DecodedBatch, TableRows
@@ -78,6 +79,15 @@ class TelemetryWriter:
             for rows in decoded.tables:
                 if len(rows):
                     await self._copy(conn, rows, idempotent)
+            if decoded.detections:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO detections (elder_id, device_id, kind, severity, ts, cleared, "
+                        "evidence) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        [(d.elder_id, d.device_id, d.kind, d.severity,
+                          datetime.fromtimestamp(d.ts_ms / 1000, UTC), d.cleared, Jsonb(d.evidence))
+                         for d in decoded.detections],
+                    )
             if decoded.dead_letters:
                 async with conn.cursor().copy(
                     "COPY dead_letters (received_at, topic, reason, payload) FROM STDIN"
