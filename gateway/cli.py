@@ -70,10 +70,69 @@ def cmd_device_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_device_check(args: argparse.Namespace) -> int:
+    """Check a vendor's sample payloads against the contract of a topic."""
+    import time
+
+    from devices.codec import Rejected, decode_payload, route_topic
+
+    route = route_topic(args.topic)
+    if isinstance(route, Rejected):
+        print(f"topic {args.topic}: {route.reason}")
+        return 1
+    failures = 0
+    now = time.time_ns() // 1_000_000
+    for name in args.files:
+        try:
+            payload = Path(name).read_bytes() if name != "-" else sys.stdin.buffer.read()
+        except OSError as error:
+            print(f"{name}: cannot read: {error.strerror}")
+            failures += 1
+            continue
+        result = decode_payload(payload.strip(), route, now)
+        if isinstance(result, Rejected):
+            print(f"{name}: REJECTED: {result.reason}")
+            failures += 1
+        else:
+            print(f"{name}: ok ({len(result)} reading{'s' if len(result) != 1 else ''})")
+    print(f"checked {len(args.files)}: {len(args.files) - failures} ok, {failures} rejected")
+    return 1 if failures else 0
+
+
+def cmd_registry_import(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from gateway.detect.registry import RegistryError, load_registry
+    from gateway.detect.registry_db import import_registry
+    from gateway.service import _with_password, conninfo, storage_policy
+    from gateway.storage.schema import upgrade
+
+    config = _config(args)
+    try:
+        registry = load_registry(args.file)
+    except RegistryError as error:
+        print(f"registry error: {error}", file=sys.stderr)
+        return 2
+    dsn, kwargs = conninfo(config)
+    upgrade(_with_password(dsn, kwargs), storage_policy(config))
+    with psycopg.connect(_with_password(dsn, kwargs)) as conn:
+        n = import_registry(conn, registry)
+    devices = sum(len(e.devices) for e in registry.elders)
+    fences = sum(len(e.fences) for e in registry.elders)
+    print(f"imported {n} elders, {devices} devices, {fences} fences")
+    return 0
+
+
 def cmd_falls_evaluate(args: argparse.Namespace) -> int:
     from gateway.detect.fall_evaluate import main as evaluate_main
 
     return int(evaluate_main([args.file, *(["--window-s", str(args.window_s)] if args.window_s else [])]))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from simulators.demo import main as demo_main
+
+    return demo_main(args.duration)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the gateway")
     run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="run the whole product with a simulated community")
+    demo.add_argument("--duration", type=float, default=0.0,
+                      help="seconds to run (0: until the scripted scenarios are done)")
+    demo.set_defaults(func=cmd_demo)
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -95,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--type", help="wristband, pager, glucose or bp")
     schema.add_argument("--channel", help="telemetry, event or status")
     schema.set_defaults(func=cmd_device_schema)
+
+    check = device_sub.add_parser("check", help="check sample payloads against a topic's contract")
+    check.add_argument("--topic", required=True,
+                       help="e.g. eldercare/v1/wristband/wb-000123/telemetry")
+    check.add_argument("files", nargs="+", help="files holding one payload each ('-' for stdin)")
+    check.set_defaults(func=cmd_device_check)
+
+    registry = sub.add_parser("registry", help="elders, devices and fences")
+    registry_sub = registry.add_subparsers(dest="registry_command", required=True)
+    reg_import = registry_sub.add_parser("import", help="import a registry YAML file into the database")
+    reg_import.add_argument("file")
+    reg_import.set_defaults(func=cmd_registry_import)
 
     falls = sub.add_parser("falls", help="fall detector")
     falls_sub = falls.add_subparsers(dest="falls_command", required=True)

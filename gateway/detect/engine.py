@@ -161,9 +161,9 @@ class DetectorSet:
                              "score": round(float(finding.score), 3)}, out)
 
     def bytes_per_device(self) -> int:
-        model = getattr(self.fall_model, "bytes_per_slot", None)
-        return (self.vitals.bytes_per_device() + self.health.bytes_per_device() + 8 * 3
-                + (int(model()) if callable(model) else 0))
+        model = getattr(self.fall_model, "bytes_per_slot", 0)
+        model_bytes = int(model() if callable(model) else model)
+        return self.vitals.bytes_per_device() + self.health.bytes_per_device() + 8 * 3 + model_bytes
 
 
 def _default_fall_model(capacity: int) -> Any | None:

@@ -1,0 +1,16 @@
+"""`make demo` must work: the scripted community run detects every scripted emergency."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from simulators.demo import run_demo
+
+
+def test_demo_detects_every_scripted_emergency(capsys: pytest.CaptureFixture[str]) -> None:
+    assert asyncio.run(run_demo()) == 0
+    out = capsys.readouterr().out
+    assert "scenarios passed=10 failed=0" in out.splitlines()[-1]
+    assert "紧急呼叫 SOS" in out and "跌倒后未起身" in out
