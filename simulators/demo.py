@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import load_config
 from gateway.local_services import private_services
@@ -50,7 +51,7 @@ class Fleet:
 
     def __init__(self, port: int, elders: list[SimElder]) -> None:
         self.elders = {e.id: e for e in elders}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-fleet",
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-fleet",
                                   protocol=mqtt.MQTTv5)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -103,8 +104,10 @@ def script(elders: list[SimElder]) -> tuple[list[Step], list[Expect]]:
         by["e001"], by["e007"], by["e009"], by["e006"], by["e011"], by["e014"])
     wanderer = next(e for e in elders if e.dementia)
 
-    def event(elder: SimElder, device_type: str, device: str | None, kind: str) -> Callable[[Fleet], None]:
-        return lambda f: f.publish(device_type, device or elder.band, "event", {"ts": now_ms(), "event": kind})
+    def event(elder: SimElder, device_type: str, device: str | None,
+              kind: str) -> Callable[[Fleet], None]:
+        return lambda f: f.publish(device_type, device or elder.band, "event",
+                                   {"ts": now_ms(), "event": kind})
 
     def walk(elder: SimElder, east_m: float) -> Callable[[Fleet], None]:
         def act(f: Fleet) -> None:
@@ -122,8 +125,9 @@ def script(elders: list[SimElder]) -> tuple[list[Step], list[Expect]]:
         Step(8, f"{faller.name}'s band detects a fall; no movement afterwards",
              event(faller, "wristband", faller.band, "fall")),
         Step(10, f"{wanderer.name} (dementia) walks 400 m away from home", walk(wanderer, 400)),
-        Step(12, f"{mistaken.name} presses SOS by mistake ...", event(mistaken, "pager", mistaken.pager, "sos")),
-        Step(16, f"... and cancels it 4 s later", event(mistaken, "pager", mistaken.pager, "cancel")),
+        Step(12, f"{mistaken.name} presses SOS by mistake ...",
+             event(mistaken, "pager", mistaken.pager, "sos")),
+        Step(16, "... and cancels it 4 s later", event(mistaken, "pager", mistaken.pager, "cancel")),
         Step(18, f"{silent.name}'s wristband goes silent (battery pulled)",
              lambda f: f.silenced.add(silent.band)),
         Step(30, f"{wanderer.name} is brought back home", walk(wanderer, 0)),
@@ -159,8 +163,8 @@ async def run_demo(duration_s: float = 0.0) -> int:
                        "fence_reentry_readings": 1, "silent_factor": 2.0, "tick_s": 0.5},
             "logging": {"level": "WARNING"},
         }))
-        print("eldercare demo: private Mosquitto on 127.0.0.1:%d and PostgreSQL on 127.0.0.1:%d "
-              "(temporary, removed on exit)" % (broker.port, database.port))
+        print(f"eldercare demo: private Mosquitto on 127.0.0.1:{broker.port} and PostgreSQL on "
+              f"127.0.0.1:{database.port} (temporary, removed on exit)")
         print(f"community 幸福社区: {len(elders)} elders, "
               f"{sum(len(d['devices']) for d in registry['elders'])} devices, one home fence each\n")
         gateway = Gateway(load_config(work / "config.yaml", environ={}))
