@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -102,10 +103,22 @@ asyncio.run(main())
 """
 
 
-def drain_gmqtt(port: int, n: int) -> float:
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def drain_gmqtt(port: int, n: int) -> tuple[float, float]:
+    """(messages/s, CPU microseconds per message) of the gmqtt null subscriber."""
+    cpu = children_cpu_s()
     out = subprocess.run([sys.executable, "-c", GMQTT_NULL, str(port), str(n)],
                          capture_output=True, text=True, check=True, timeout=900)
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(out.stdout.strip().splitlines()[-1]), (children_cpu_s() - cpu) / n * 1e6
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -115,7 +128,7 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def drain_gateway(port: int, dsn: str, n: int, workdir: Path) -> tuple[float, int, float]:
+def drain_gateway(port: int, dsn: str, n: int, workdir: Path) -> tuple[float, int, float, float]:
     config = workdir / "gateway.yaml"
     config.write_text(json.dumps({
         "mqtt": {"port": port, "client_id": "gateway"},
@@ -137,12 +150,13 @@ def drain_gateway(port: int, dsn: str, n: int, workdir: Path) -> tuple[float, in
                 stored = conn.execute("SELECT count(*) FROM telemetry_wristband").fetchone()[0]
             elapsed = time.perf_counter() - start
             rss = peak_rss_mb(proc.pid)
+            cpu_us = process_cpu_s(proc.pid) / n * 1e6  # includes start-up
         finally:
             proc.terminate()
             proc.wait(60)
         time.sleep(0.5)
         stored = conn.execute("SELECT count(*) FROM telemetry_wristband").fetchone()[0]
-    return n / elapsed, int(stored), rss
+    return n / elapsed, int(stored), rss, cpu_us
 
 
 def main() -> int:
@@ -152,7 +166,9 @@ def main() -> int:
     args = parser.parse_args()
     n = args.messages
     root = Path(tempfile.mkdtemp(prefix="eldercare-bench-"))
-    broker = LocalMosquitto(root / "mosquitto", max_queued_messages=n * 2)
+    # no broker persistence: autosaving a store of 1.5M queued messages every few
+    # seconds would stall the broker and measure its disk, not the subscribers
+    broker = LocalMosquitto(root / "mosquitto", max_queued_messages=n * 2, persistence=False)
     database = LocalPostgres(root / "postgres", fsync=True)
     try:
         broker.start()
@@ -171,10 +187,12 @@ def main() -> int:
             return 1
         c_rate = drain_mosquitto_sub(broker.port, n)
         print(f"mosquitto_sub (C, ceiling):      {c_rate:>10,.0f} msg/s")
-        null_rate = drain_gmqtt(broker.port, n)
-        print(f"gmqtt null subscriber (baseline): {null_rate:>10,.0f} msg/s")
-        gw_rate, rows, rss = drain_gateway(broker.port, database.dsn, n, root)
-        print(f"gateway (decode + COPY + ack):    {gw_rate:>10,.0f} msg/s")
+        null_rate, null_cpu = drain_gmqtt(broker.port, n)
+        print(f"gmqtt null subscriber (baseline): {null_rate:>10,.0f} msg/s  "
+              f"{null_cpu:5.1f} us CPU/msg")
+        gw_rate, rows, rss, gw_cpu = drain_gateway(broker.port, database.dsn, n, root)
+        print(f"gateway (decode+detect+COPY+ack): {gw_rate:>10,.0f} msg/s  "
+              f"{gw_cpu:5.1f} us CPU/msg in the gateway process (PostgreSQL not included)")
         print(f"ratios: gateway/gmqtt = {gw_rate / null_rate:.2f}, "
               f"gateway/mosquitto_sub = {gw_rate / c_rate:.2f}, gmqtt/mosquitto_sub = "
               f"{null_rate / c_rate:.2f}")

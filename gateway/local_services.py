@@ -91,6 +91,7 @@ class LocalMosquitto:
     port: int = 0
     extra_config: list[str] = field(default_factory=list)
     max_queued_messages: int = 100_000
+    persistence: bool = True  # saves sessions across restarts; off for benchmarks
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,7 +102,7 @@ class LocalMosquitto:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
-            "persistence true",
+            f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "autosave_interval 5",
             f"max_queued_messages {self.max_queued_messages}",
