@@ -108,11 +108,17 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
     from gateway.storage.schema import upgrade
 
     config = _config(args)
+    from rules.roster import RosterError, check_roster
+
     try:
         registry = load_registry(args.file)
-    except RegistryError as error:
+        check_roster(registry, require_hotline=False)
+    except (RegistryError, RosterError) as error:
         print(f"registry error: {error}", file=sys.stderr)
         return 2
+    if registry.elders and not any(r.role == "hotline" for r in registry.responders):
+        print("warning: no hotline responder; alerts nobody takes have no last tier to reach",
+              file=sys.stderr)
     dsn, kwargs = conninfo(config)
     upgrade(_with_password(dsn, kwargs), storage_policy(config))
     with psycopg.connect(_with_password(dsn, kwargs)) as conn:

@@ -19,6 +19,8 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from rules.policy import EscalationConfig, PolicyError, validate
+
 ENV_PREFIX = "ELDERCARE_"
 
 PositiveInt = Annotated[int, Meta(gt=0)]
@@ -122,6 +124,7 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     detect: DetectConfig = msgspec.field(default_factory=DetectConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
+    escalation: EscalationConfig = msgspec.field(default_factory=EscalationConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
 
@@ -188,6 +191,10 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         raise ConfigError(
             f"{source}: detect.timezone: unknown time zone {config.detect.timezone!r}"
         ) from None
+    try:
+        validate(config.escalation)
+    except PolicyError as error:
+        raise ConfigError(f"{source}: escalation: {error}") from None
     d = config.detect
     if not d.battery_critical_pct < d.battery_warning_pct < d.battery_clear_pct:
         raise ConfigError(f"{source}: detect: battery_critical_pct < battery_warning_pct < "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.config import GatewayConfig, database_password, mqtt_password
 from gateway.detect.detection import Detection
@@ -28,6 +30,7 @@ from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
 from gateway.detect.registry import RegistryFile, load_registry, parse_window
 from gateway.detect.registry_db import import_registry, load_registry_from_db
+from rules.roster import check_roster
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
@@ -35,6 +38,7 @@ from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.storage.schema import StoragePolicy, maintain_partitions, upgrade
 from gateway.storage.spool import DiskSpool
 from gateway.storage.writer import StorageRejected, StorageUnavailable, TelemetryWriter
+from rules.engine import AlertEngine, Downlink
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self._pool: AsyncConnectionPool | None = None
         self.detectors: DetectorSet | None = None
+        self.detections_stored = asyncio.Event()
         self.detections: list[Detection] = []  # everything detected, for tests and the console
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -135,6 +140,7 @@ class Gateway:
         await self._upgrade_schema(dsn, kwargs)
         registry = await self._load_registry(dsn, kwargs)
         self.detectors = DetectorSet(registry, detect_settings(self.config))
+        self.registry = registry
         log.info("detectors ready: %d elders, %d devices, %d fences", len(registry.elders),
                  len(self.detectors.index.device_ids), len(self.detectors.index.fences))
         self._pool = AsyncConnectionPool(
@@ -145,6 +151,8 @@ class Gateway:
         )
         await self._pool.open(wait=False)
         writer = TelemetryWriter(self._pool, self.policy)
+        self.alerts = AlertEngine(self._pool, self.config.escalation, registry, self.clock_ms,
+                                  self._send_downlink)
         try:
             async with asyncio.TaskGroup() as tasks:
                 workers = [
@@ -152,6 +160,7 @@ class Gateway:
                     tasks.create_task(self._decode_stage(), name="decode"),
                     tasks.create_task(self._store_stage(writer), name="store"),
                     tasks.create_task(self._tick_stage(), name="detect-timers"),
+                    tasks.create_task(self._alert_stage(), name="escalate"),
                     tasks.create_task(self._maintenance(dsn, kwargs), name="maintenance"),
                     tasks.create_task(self._log_stats(), name="stats"),
                 ]
@@ -167,8 +176,6 @@ class Gateway:
 
     async def _upgrade_schema(self, dsn: str, kwargs: dict[str, object]) -> None:
         """Migrate at start-up; if the database is down, start anyway and spool."""
-        import psycopg
-
         def work() -> None:
             upgrade(_with_password(dsn, kwargs), self.policy)
 
@@ -181,10 +188,13 @@ class Gateway:
 
     async def _load_registry(self, dsn: str, kwargs: dict[str, object]) -> RegistryFile:
         """The registry file when configured (imported into the database), else the database."""
-        import psycopg
-
         path = self.config.registry.file
         registry = load_registry(path) if path else None
+        if registry is not None:
+            check_roster(registry, require_hotline=False)  # bad shifts fail now, not mid-emergency
+            if registry.elders and not any(r.role == "hotline" for r in registry.responders):
+                log.error("the registry has no hotline responder: an alert nobody takes has no last "
+                          "tier to reach; add one (role: hotline)")
 
         def work() -> RegistryFile:
             with psycopg.connect(dsn, **kwargs) as conn:  # type: ignore[arg-type]
@@ -213,6 +223,32 @@ class Gateway:
                 empty = RawBatch([], [], [], [], self.clock_ms())
                 await self.store_queue.put((empty, DecodedBatch(received_ms=empty.received_ms,
                                                                 detections=found)))
+
+    async def _alert_stage(self) -> None:
+        """Detections become alerts as soon as they are committed; escalation timers every second.
+
+        Both read their work from the database, so nothing here is lost by a crash: a
+        restarted gateway (or another instance) finds the same unhandled rows.
+        """
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.detections_stored.wait()
+            self.detections_stored.clear()
+            if not self.database_up:
+                continue
+            try:
+                while await self.alerts.process_detections() > 0:
+                    pass
+                await self.alerts.run_due()
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as error:
+                log.warning("alert engine waiting for the database: %s", _first_line(error))
+            except Exception:
+                log.exception("alert engine step failed; retrying")
+
+    async def _send_downlink(self, command: Downlink) -> None:
+        payload = json.dumps(command.payload, ensure_ascii=False).encode()
+        await self.mqtt.publish(command.topic, payload, qos=1)
 
     def _detected(self, found: list[Detection]) -> None:
         self.detections.extend(found)
@@ -273,6 +309,8 @@ class Gateway:
                 stats.rows_stored += decoded.row_count
                 stats.dead_letters += len(decoded.dead_letters)
                 self._ack(raw)
+                if decoded.detections:
+                    self.detections_stored.set()
                 return
         await asyncio.to_thread(self.spool.append, raw, decoded.detections)
         stats.spooled_messages += len(raw)
@@ -315,6 +353,8 @@ class Gateway:
             else:
                 self.stats.rows_stored += decoded.row_count
                 self.stats.dead_letters += len(decoded.dead_letters)
+                if decoded.detections:
+                    self.detections_stored.set()
             self.stats.replayed_messages += len(spooled.batch)
             self.spool.remove(spooled)
         if self.spool.is_empty():
@@ -342,8 +382,6 @@ class Gateway:
             self.database_up = True
 
     async def _maintenance(self, dsn: str, kwargs: dict[str, object]) -> None:
-        import psycopg
-
         def work() -> None:
             with psycopg.connect(dsn, autocommit=True, **kwargs) as conn:  # type: ignore[arg-type]
                 maintain_partitions(conn, self.policy, datetime.now(UTC))

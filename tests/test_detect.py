@@ -92,7 +92,8 @@ def test_a_cancel_just_outside_the_grace_does_not_withdraw() -> None:
     h.event(DAY, "sos")
     late = h.event(DAY + 30_001, "cancel")
     assert kinds(late) == [("cancel_late", "info", False)]
-    assert h.event(DAY + 40_000, "cancel") == []  # nothing pending any more
+    # nothing pending any more: a plain cancel ("I am OK") for the alert engine
+    assert kinds(h.event(DAY + 40_000, "cancel")) == [("cancel", "info", False)]
 
 
 def test_call_button_is_a_warning_from_pager_and_band() -> None:
@@ -277,7 +278,7 @@ def test_cancel_after_a_band_fall_means_recovered() -> None:
     h = Harness([elder()])
     h.event(DAY, "fall", device="wb-e1", kind="wristband")
     assert kinds(h.event(DAY + 5000, "cancel", device="wb-e1", kind="wristband")) == [
-        ("fall", "warning", True)]
+        ("fall", "warning", True), ("cancel", "info", False)]
 
 
 # --- device health and inactivity ---------------------------------------------------------

@@ -28,6 +28,7 @@ NOT_WORN = "not_worn"
 DEVICE_SILENT = "device_silent"
 INACTIVITY = "inactivity"
 CANCEL_LATE = "cancel_late"
+CANCEL = "cancel"  # the elder pressed cancel ("I am OK"): closes alerts still asking them
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from gateway.detect.detection import (
     CALL,
+    CANCEL,
     CANCEL_LATE,
     FALL,
     FALL_NO_RECOVERY,
@@ -133,6 +134,7 @@ class EventDetector:
                 self.falls.recovered(slot, ts_ms, {"cancelled_by": "elder"}, out)
             pending = self.pending.pop(slot, None)
             if pending is None:
+                out.append(Detection(elder, device, CANCEL, "info", ts_ms, {"button": "cancel"}))
                 return
             within = ts_ms - pending.ts_ms <= self.s.sos_cancel_grace_s * 1000
             evidence = {"cancelled_after_s": round((ts_ms - pending.ts_ms) / 1000, 1)}

@@ -8,6 +8,7 @@ an error naming the elder, not a silent default.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from msgspec import Meta
 
 from devices.contracts import DEVICE_ID_PATTERN, DEVICE_TYPES
 from gateway.detect.clinical import RULE_NAMES
+from rules.model import Contact, Responder, RosterOverride
 
 Condition = Literal["dementia", "diabetes", "hypertension", "heart_disease", "copd", "fall_risk"]
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
@@ -70,11 +72,14 @@ class ElderSpec(_Strict, frozen=True, kw_only=True):
     thresholds: dict[str, float] = {}
     fences: list[FenceSpec] = []
     devices: list[DeviceSpec] = []
+    contacts: list[Contact] = []
     language: Literal["zh", "en"] = "zh"
 
 
 class RegistryFile(_Strict, frozen=True, kw_only=True):
     elders: list[ElderSpec] = []
+    responders: list[Responder] = []
+    roster_overrides: list[RosterOverride] = []
 
 
 def parse_window(text: str) -> tuple[int, int]:
@@ -126,6 +131,27 @@ def validate(registry: RegistryFile) -> RegistryFile:
                     f"{where}: device {device.id} is already bound to elder {seen_devices[device.id]}"
                 )
             seen_devices[device.id] = elder.id
+    responder_ids: set[str] = set()
+    for responder in registry.responders:
+        where = f"responder {responder.id}"
+        if responder.id in responder_ids:
+            raise RegistryError(f"{where}: listed twice")
+        responder_ids.add(responder.id)
+        if responder.role == "grid_worker" and not responder.grid:
+            raise RegistryError(f"{where}: a grid worker needs a grid")
+        if responder.role in ("post_station", "volunteer") and not responder.community:
+            raise RegistryError(f"{where}: a {responder.role} needs a community")
+    for override in registry.roster_overrides:
+        if override.responder not in responder_ids:
+            raise RegistryError(f"roster override names unknown responder {override.responder!r}")
+        for text in (override.start, override.end):
+            try:
+                moment = msgspec.convert(text, Annotated[datetime, Meta(tz=True)])
+            except msgspec.ValidationError:
+                raise RegistryError(
+                    f"roster override for {override.responder}: {text!r} is not an RFC 3339 "
+                    "time with an offset") from None
+            del moment
     return registry
 
 
@@ -145,5 +171,10 @@ def load_registry(path: str | Path) -> RegistryFile:
     return _convert(raw, str(path))
 
 
-def registry_from_dicts(elders: list[dict[str, Any]]) -> RegistryFile:
-    return _convert({"elders": elders}, "registry")
+def registry_from_dicts(
+    elders: list[dict[str, Any]],
+    responders: list[dict[str, Any]] | None = None,
+    roster_overrides: list[dict[str, Any]] | None = None,
+) -> RegistryFile:
+    return _convert({"elders": elders, "responders": responders or [],
+                     "roster_overrides": roster_overrides or []}, "registry")

@@ -44,6 +44,14 @@ def import_registry(conn: psycopg.Connection[Any], registry: RegistryFile) -> in
                     "reporting_interval_s = EXCLUDED.reporting_interval_s",
                     (device.id, device.type, elder.id, device.reporting_interval_s),
                 )
+        conn.execute("DELETE FROM responders")
+        for responder in registry.responders:
+            conn.execute("INSERT INTO responders (responder_id, spec) VALUES (%s, %s)",
+                         (responder.id, Jsonb(msgspec.to_builtins(responder))))
+        conn.execute("DELETE FROM roster_overrides")
+        for override in registry.roster_overrides:
+            conn.execute("INSERT INTO roster_overrides (spec) VALUES (%s)",
+                         (Jsonb(msgspec.to_builtins(override)),))
     return len(registry.elders)
 
 
@@ -66,4 +74,7 @@ def load_registry_from_db(conn: psycopg.Connection[Any]) -> RegistryFile:
         elders[elder_id]["devices"].append(
             {"id": device_id, "type": device_type, "reporting_interval_s": interval}
         )
-    return registry_from_dicts(list(elders.values()))
+    responders = [spec for (spec,) in conn.execute(
+        "SELECT spec FROM responders ORDER BY responder_id")]
+    overrides = [spec for (spec,) in conn.execute("SELECT spec FROM roster_overrides ORDER BY id")]
+    return registry_from_dicts(list(elders.values()), responders, overrides)

@@ -1,0 +1,392 @@
+"""The alert engine: detections become alerts, due alerts escalate, tier by tier.
+
+Two loops, both driven from the database so that a restart or a second gateway
+instance carries on where the first stopped:
+
+* ``process_detections`` claims unhandled detection rows (``FOR UPDATE SKIP LOCKED``),
+  applies the lifecycle decision and marks them handled in the same transaction:
+  each detection changes the alerts exactly once.
+* ``run_due`` claims alerts whose ``next_check_at`` has come (the escalation timer is
+  that column, not a sleeping task), asks ``next_step`` what to do, records the tier
+  firing (its primary key makes a second engine's attempt a no-op) and writes one
+  outbox row per recipient and channel, then sets the next check time.
+
+The clock is injected; the engine never reads the wall clock itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.detect.detection import SEVERITY_LEVEL, Detection
+from gateway.detect.registry import ElderSpec, RegistryFile
+from rules import actions, store
+from rules.actions import AlertError
+from rules.escalation import AlertView, Done, Fire, TierFiring, Wait, next_step, quiet_until
+from rules.lifecycle import (
+    MarkRecovered,
+    Note,
+    Open,
+    OpenAlert,
+    Resolve,
+    Update,
+    alert_key,
+    alert_kind,
+    is_cancel,
+    on_cancel,
+    on_detection,
+)
+from rules.model import Channel
+from rules.policy import EscalationConfig, PolicySpec, select_policy
+from rules.roster import Recipient, resolve_role
+from rules.store import AlertRow, Conn
+
+log = logging.getLogger(__name__)
+
+DETECTIONS_LOCK = 7_311_002  # advisory lock: one engine applies detections at a time
+
+
+@dataclass(frozen=True, slots=True)
+class Downlink:
+    """A command for a device (``cmd`` topic), e.g. "are you OK?" or "help is coming"."""
+
+    device_type: str
+    device_id: str
+    payload: dict[str, Any]
+
+    @property
+    def topic(self) -> str:
+        return f"eldercare/v1/{self.device_type}/{self.device_id}/cmd"
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        escalation: EscalationConfig,
+        registry: RegistryFile,
+        clock_ms: Callable[[], int],
+        downlink: Callable[[Downlink], Awaitable[None]] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.escalation = escalation
+        self.registry = registry
+        self.clock_ms = clock_ms
+        self.downlink = downlink
+        self.elders: dict[str, ElderSpec] = {e.id: e for e in registry.elders}
+        self.policies: dict[str, PolicySpec] = {p.name: p for p in escalation.policies}
+        self.tz = ZoneInfo(escalation.timezone)
+        self._downlinks: list[Downlink] = []
+
+    # -- detections -> alerts ------------------------------------------------------------
+
+    async def process_detections(self, limit: int = 500) -> int:
+        """Apply unhandled detections in order; return how many were handled.
+
+        One engine at a time does this (a transaction-level advisory lock; the others
+        return at once): an SOS and its withdrawal, or two detections of one key seen
+        by two gateway instances, must be applied in the order they were detected.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (DETECTIONS_LOCK,))
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                return 0
+            cur = await conn.execute(
+                "SELECT id, elder_id, device_id, kind, severity, ts, cleared, evidence FROM detections "
+                "WHERE NOT handled ORDER BY id LIMIT %s", (limit,))
+            rows = await cur.fetchall()
+            for det_id, elder_id, device_id, kind, severity, when, cleared, evidence in rows:
+                det = Detection(elder_id, device_id, kind, severity, store.ms(when) or 0,
+                                evidence, cleared)
+                alert_id = await self._apply(conn, det)
+                await conn.execute("UPDATE detections SET handled = true, alert_id = %s WHERE id = %s",
+                                   (alert_id, det_id))
+        await self._flush_downlinks()
+        return len(rows)
+
+    async def _apply(self, conn: Conn, det: Detection) -> int | None:
+        now = self.clock_ms()
+        if is_cancel(det):
+            if det.elder_id is None:
+                return None
+            rows = await store.fetch(conn, "elder_id = %s AND state = 'confirming'", (det.elder_id,),
+                                     lock="FOR UPDATE")
+            changes = on_cancel([OpenAlert(r.alert_id, r.kind, r.severity, r.state, r.recovered)
+                                 for r in rows])
+            for change in changes:
+                await self._change(conn, change, det, now)
+            return rows[0].alert_id if rows else None
+        key = alert_key(det.elder_id, det.device_id, alert_kind(det.kind))
+        current = await store.open_alert(conn, key)
+        change = on_detection(det, _open(current) if current else None)
+        return await self._change(conn, change, det, now, key=key, current=current)
+
+    async def _change(self, conn: Conn, change: Any, det: Detection, now: int, *, key: str = "",
+                      current: AlertRow | None = None) -> int | None:
+        if isinstance(change, Open):
+            return await self._open(conn, change, det, key, now)
+        if isinstance(change, Update):
+            assert current is not None
+            fields: dict[str, Any] = {"last_seen_ms": now, "severity": change.severity,
+                                      "detection_count": current.detection_count + 1,
+                                      "evidence": {**current.evidence, **det.evidence}}
+            if change.worse:
+                policy = select_policy(self.escalation, current.kind, change.severity)
+                fields["policy"] = policy.name
+                if current.state == "confirming":
+                    fields["state"] = "notifying"
+                    fields["next_check_ms"] = now
+            await store.update(conn, change.alert_id, **fields)
+            await store.event(conn, change.alert_id, now, "detection", actor="system",
+                              kind=det.kind, severity=det.severity, reason=change.reason)
+            return change.alert_id
+        if isinstance(change, Resolve):
+            await self._resolve(conn, change.alert_id, change.actor, "device" if change.actor == "elder"
+                                else "system", change.outcome, change.reason, now)
+            return change.alert_id
+        if isinstance(change, MarkRecovered):
+            await store.update(conn, change.alert_id, recovered=True)
+            await store.event(conn, change.alert_id, now, "recovered", actor="elder", channel="device",
+                              reason=change.reason)
+            return change.alert_id
+        if isinstance(change, Note):
+            await store.event(conn, change.alert_id, now, change.event, actor="system", reason=change.reason)
+            return change.alert_id
+        return None
+
+    async def _open(self, conn: Conn, change: Open, det: Detection, key: str, now: int) -> int:
+        policy = select_policy(self.escalation, change.kind, change.severity)
+        elder = self.elders.get(det.elder_id or "")
+        confirm = int(policy.confirm_window_s * 1000)
+        state = "confirming" if confirm > 0 else "notifying"
+        alert_id = await store.insert_alert(
+            conn, key=key, elder_id=det.elder_id, device_id=det.device_id, kind=change.kind,
+            severity=change.severity, state=state, policy=policy.name,
+            community=elder.community if elder else None, grid=elder.grid if elder else None,
+            now_ms=now, evidence=det.evidence, confirm_until_ms=now + confirm if confirm else None,
+            next_check_ms=now + confirm if confirm else now,
+        )
+        await store.event(conn, alert_id, now, "opened", actor="system", kind=det.kind,
+                          severity=change.severity, policy=policy.name, reason=change.reason)
+        if confirm and elder:
+            device = _elder_device(elder)
+            if device:
+                self._downlinks.append(Downlink(device[0], device[1], {
+                    "cmd": "confirm", "alert": f"A{alert_id}", "timeout_s": policy.confirm_window_s,
+                    "vibrate": "are_you_ok"}))
+                await store.event(conn, alert_id, now, "asked_elder", actor="system", channel="device",
+                                  device=device[1], window_s=policy.confirm_window_s)
+        return alert_id
+
+    async def _flush_downlinks(self) -> None:
+        pending, self._downlinks = self._downlinks, []
+        if self.downlink is None:
+            return
+        for command in pending:
+            try:
+                await self.downlink(command)
+            except Exception as error:  # a device command is best effort; paging is not
+                log.warning("could not send %s to %s: %s", command.payload.get("cmd"), command.device_id,
+                            error)
+
+    # -- escalation timers -----------------------------------------------------------------
+
+    async def run_due(self, limit: int = 100) -> int:
+        """Escalate every alert whose check time has come; return how many were looked at."""
+        now = self.clock_ms()
+        async with self.pool.connection() as conn, conn.transaction():
+            due = await store.fetch(
+                conn, "state <> 'resolved' AND next_check_at <= %s ORDER BY next_check_at LIMIT %s",
+                (store.ts(now), limit), lock="FOR UPDATE SKIP LOCKED")
+            for alert in due:
+                await self._escalate(conn, alert, now)
+        return len(due)
+
+    async def _firings(self, conn: Conn, alert_id: int) -> list[TierFiring]:
+        cur = await conn.execute("SELECT tier, round, at, reached FROM tier_firings WHERE alert_id = %s "
+                                 "ORDER BY at, tier", (alert_id,))
+        return [TierFiring(t, r, store.ms(at) or 0, reached) for t, r, at, reached in await cur.fetchall()]
+
+    def _step(self, alert: AlertRow, policy: PolicySpec, fired: Sequence[TierFiring], now: int) -> Any:
+        view = AlertView(alert.alert_id, alert.kind, alert.severity, alert.state,  # type: ignore[arg-type]
+                         alert.opened_ms, alert.confirm_until_ms, alert.acknowledged_ms, alert.eta_ms)
+        return next_step(view, policy, fired, now, escalation=self.escalation,
+                         quiet_until_ms=quiet_until(self.escalation, now))
+
+    async def _escalate(self, conn: Conn, alert: AlertRow, now: int) -> None:
+        policy = self.policies.get(alert.policy) or select_policy(self.escalation, alert.kind, alert.severity)
+        fired = await self._firings(conn, alert.alert_id)
+        step = self._step(alert, policy, fired, now)
+        if isinstance(step, Fire):
+            highest = max((f.tier for f in fired), default=-1)
+            if alert.recovered and max(step.tiers) > highest:
+                await store.update(conn, alert.alert_id, next_check_ms=None)
+                await store.event(conn, alert.alert_id, now, "escalation_stopped", actor="system",
+                                  reason="the elder is moving again after the fall", paged_tiers=highest + 1)
+                return
+            if alert.state == "confirming":
+                await store.update(conn, alert.alert_id, state="notifying")
+                await store.event(conn, alert.alert_id, now, "confirmation_ended", actor="system",
+                                  reason="no cancel from the elder within the window")
+                alert = _replace_state(alert, "notifying")
+            elif alert.state == "acknowledged":
+                # taking an alert must not stall it: paging resumes, with the usual waits
+                await store.update(conn, alert.alert_id, state="notifying")
+                await store.event(conn, alert.alert_id, now, "ack_lapsed", actor="system",
+                                  taken_by=alert.acknowledged_by, reason=step.reason)
+                alert = _replace_state(alert, "notifying")
+            for tier in step.tiers:
+                await self._fire(conn, alert, policy, tier, step.round, now, step.reason)
+            fired = await self._firings(conn, alert.alert_id)
+            step = self._step(alert, policy, fired, now)
+        if isinstance(step, Wait):
+            await store.update(conn, alert.alert_id, next_check_ms=step.until_ms)
+        elif isinstance(step, Done):
+            await store.update(conn, alert.alert_id, next_check_ms=None)
+        else:  # a second Fire right away: look again immediately (e.g. a tier that reached nobody)
+            await store.update(conn, alert.alert_id, next_check_ms=now)
+
+    async def _fire(self, conn: Conn, alert: AlertRow, policy: PolicySpec, tier: int, round_: int,
+                    now: int, reason: str) -> None:
+        spec = policy.tiers[tier]
+        elder = self.elders.get(alert.elder_id or "")
+        at = datetime.fromtimestamp(now / 1000, UTC).astimezone(self.tz)
+        recipients: list[tuple[Recipient, list[Channel]]] = []
+        for role, channels in spec.roles.items():
+            if elder is not None:
+                people = resolve_role(role, elder, self.registry, at, tz=self.tz)
+            elif role == "hotline":  # a device bound to no elder: only the hotline can act
+                stand_in = ElderSpec(id=f"device:{alert.device_id}", name=f"device {alert.device_id}")
+                people = resolve_role(role, stand_in, self.registry, at, tz=self.tz)
+            else:
+                people = []
+            for person in people:
+                usable = [c for c in channels if c in person.channels]
+                # a tier asking for a channel this person does not take still reaches them
+                recipients.append((person, usable or list(person.channels[:1])))
+        cur = await conn.execute(
+            "INSERT INTO tier_firings (alert_id, tier, round, at, reached) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING", (alert.alert_id, tier, round_, store.ts(now), len(recipients)))
+        if cur.rowcount == 0:  # another engine fired this tier and round already
+            return
+        for person, channels in recipients:
+            for channel in channels:
+                await conn.execute(
+                    "INSERT INTO notifications (alert_id, purpose, tier, round, recipient_key, "
+                    "recipient_name, role, phone, language, channel, channels, provider, idempotency_key, "
+                    "next_attempt_at) VALUES (%s, 'page', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (alert.alert_id, tier, round_, person.key, person.name, person.role, person.phone,
+                     person.language, channel, Jsonb(list(person.channels)), person.provider,
+                     f"{alert.alert_id}:page:{tier}:{round_}:{person.key}:{channel}", store.ts(now)))
+        await store.event(conn, alert.alert_id, now, "tier_fired", actor="system", tier=tier, round=round_,
+                          roles=list(spec.roles), reached=[p.name for p, _ in recipients], reason=reason)
+
+
+    # -- what people do ----------------------------------------------------------------------
+
+    async def _resolve(self, conn: Conn, alert_id: int, actor: str, channel: str, outcome: str,
+                       reason: str, now: int) -> None:
+        alert = await store.by_ref(conn, alert_id)
+        if alert is None or alert.state == "resolved":
+            return
+        await actions.resolve(conn, alert, actor, channel, outcome, reason, now)
+
+    async def _locked(self, conn: Conn, ref: int | str) -> AlertRow:
+        alert = await store.by_ref(conn, ref)
+        if alert is None:
+            raise AlertError(f"no alert {ref}")
+        return alert
+
+    async def acknowledge(self, ref: int | str, actor: str, channel: str, *, actor_key: str | None = None,
+                          eta_s: float | None = None, note: str | None = None) -> AlertRow:
+        """A responder takes the alert; the elder's device is told help is coming."""
+        now = self.clock_ms()
+        async with self.pool.connection() as conn, conn.transaction():
+            alert = await self._locked(conn, ref)
+            taken = await actions.acknowledge(
+                conn, alert, actor, actor_key, channel, eta_s, note, now,
+                margin_s=self.escalation.on_scene_margin_s, default_eta_s=self.escalation.default_eta_s)
+            if taken:
+                elder = self.elders.get(alert.elder_id or "")
+                device = _elder_device(elder) if elder else None
+                if device:
+                    self._downlinks.append(Downlink(device[0], device[1], {
+                        "cmd": "help_coming", "alert": alert.code, "by": actor, "vibrate": "reassure"}))
+                    await store.event(conn, alert.alert_id, now, "reassured_elder", actor="system",
+                                      channel="device", device=device[1])
+            result = await self._locked(conn, alert.alert_id)
+        await self._flush_downlinks()
+        return result
+
+    async def on_scene(self, ref: int | str, actor: str, channel: str) -> AlertRow:
+        now = self.clock_ms()
+        async with self.pool.connection() as conn, conn.transaction():
+            await actions.on_scene(conn, await self._locked(conn, ref), actor, channel, now)
+            return await self._locked(conn, ref)
+
+    async def resolve(self, ref: int | str, actor: str, channel: str, outcome: str,
+                      note: str | None = None) -> AlertRow:
+        now = self.clock_ms()
+        async with self.pool.connection() as conn, conn.transaction():
+            await actions.resolve(conn, await self._locked(conn, ref), actor, channel, outcome, note, now)
+            return await self._locked(conn, ref)
+
+    async def add_note(self, ref: int | str, actor: str, channel: str, text: str) -> None:
+        now = self.clock_ms()
+        async with self.pool.connection() as conn, conn.transaction():
+            await actions.note(conn, await self._locked(conn, ref), actor, channel, text, now)
+
+    async def responder_position(self, actor: str, lat: float, lon: float,
+                                 radius_m: float = 150) -> list[str]:
+        """A responder's reported position: arriving at an elder they took puts them on scene."""
+        import math
+
+        now = self.clock_ms()
+        arrived: list[str] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            for alert in await store.fetch(conn, "state = 'acknowledged' AND acknowledged_by = %s", (actor,),
+                                           lock="FOR UPDATE"):
+                elder = self.elders.get(alert.elder_id or "")
+                if elder is None or elder.home is None:
+                    continue
+                dy = (lat - elder.home.lat) * 110_574
+                dx = (lon - elder.home.lon) * 111_320 * math.cos(math.radians(elder.home.lat))
+                if math.hypot(dx, dy) <= radius_m:
+                    await actions.on_scene(conn, alert, actor, "position", now)
+                    arrived.append(alert.code)
+        return arrived
+
+
+def _open(row: AlertRow | None) -> OpenAlert | None:
+    if row is None:
+        return None
+    return OpenAlert(row.alert_id, row.kind, row.severity, row.state, row.recovered)
+
+
+def _replace_state(alert: AlertRow, state: str) -> AlertRow:
+    from dataclasses import replace
+
+    return replace(alert, state=state)
+
+
+def _elder_device(elder: ElderSpec) -> tuple[str, str] | None:
+    """The device to ask or reassure the elder through: the band, else the pager."""
+    for kind in ("wristband", "pager"):
+        for device in elder.devices:
+            if device.type == kind:
+                return kind, device.id
+    return None
+
+
+def worst(a: str, b: str) -> str:
+    return a if SEVERITY_LEVEL[a] >= SEVERITY_LEVEL[b] else b
