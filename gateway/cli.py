@@ -129,6 +129,105 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_call(args: argparse.Namespace, action: str) -> int:
+    """Run one alert action through the same engine the gateway uses."""
+    import os
+    import time
+
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    from gateway.detect.registry_db import load_registry_from_db
+    from gateway.service import _with_password, conninfo
+    from rules.engine import AlertEngine, Downlink
+    from rules.store import AlertRow
+    from simulators.bulk_publisher import publish_all
+
+    config = _config(args)
+    dsn, kwargs = conninfo(config)
+    dsn = _with_password(dsn, kwargs)
+    with psycopg.connect(dsn) as conn:
+        registry = load_registry_from_db(conn)
+
+    async def downlink(command: Downlink) -> None:
+        from gateway.config import mqtt_password
+
+        await publish_all(config.mqtt.host, config.mqtt.port,
+                          [(command.topic, json.dumps(command.payload, ensure_ascii=False).encode())],
+                          client_id=f"eldercare-cli-{os.getpid()}", username=config.mqtt.username,
+                          password=mqtt_password(config))
+
+    async def main() -> AlertRow | None:
+        async with AsyncConnectionPool(dsn, min_size=1, max_size=2) as pool:
+            engine = AlertEngine(pool, config.escalation, registry, lambda: time.time_ns() // 1_000_000,
+                                 downlink)
+            if action == "ack":
+                return await engine.acknowledge(args.alert, args.by, "cli",
+                                                eta_s=args.eta_min * 60 if args.eta_min else None,
+                                                note=args.note)
+            if action == "on-scene":
+                return await engine.on_scene(args.alert, args.by, "cli")
+            return await engine.resolve(args.alert, args.by, "cli", args.outcome, note=args.note)
+
+    from rules.actions import AlertError
+
+    try:
+        alert = asyncio.run(main())
+    except AlertError as error:
+        print(f"cannot {action}: {error}", file=sys.stderr)
+        return 1
+    assert alert is not None
+    print(f"{alert.code} {alert.kind} is now {alert.state}"
+          + (f" (taken by {alert.acknowledged_by})" if alert.acknowledged_by else ""))
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    if args.alerts_command != "list":
+        return _engine_call(args, args.alerts_command)
+    import psycopg
+
+    from gateway.service import _with_password, conninfo
+
+    config = _config(args)
+    dsn, kwargs = conninfo(config)
+    where = "WHERE a.state <> 'resolved'" if not args.all else ""
+    with psycopg.connect(_with_password(dsn, kwargs)) as conn:
+        conn.execute("SELECT set_config('TimeZone', %s, false)", (config.escalation.timezone,))
+        rows = conn.execute(
+            "SELECT a.code, to_char(a.opened_at, 'MM-DD HH24:MI:SS'), a.severity, a.kind, a.state, "
+            "coalesce(e.name, a.device_id), coalesce(a.community, ''), coalesce(a.acknowledged_by, ''), "
+            f"(SELECT max(tier) + 1 FROM tier_firings f WHERE f.alert_id = a.alert_id) FROM alerts a "
+            f"LEFT JOIN elders e USING (elder_id) {where} ORDER BY "
+            "CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, a.opened_at "
+            "LIMIT %s", (args.limit,)).fetchall()
+    print(f"{'alert':<8} {'opened':<15} {'severity':<9} {'kind':<20} {'state':<13} {'tier':>4}  "
+          f"{'elder':<10} {'community':<10} taken by")
+    for code, opened, severity, kind, state, elder, community, by, tier in rows:
+        print(f"{code:<8} {opened:<15} {severity:<9} {kind:<20} {state:<13} {tier or 0:>4}  "
+              f"{elder:<10} {community:<10} {by}")
+    print(f"{len(rows)} alert(s)")
+    return 0
+
+
+def cmd_report_responses(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from gateway.service import _with_password, conninfo
+    from rules.report import render, responses
+
+    config = _config(args)
+    dsn, kwargs = conninfo(config)
+    try:
+        with psycopg.connect(_with_password(dsn, kwargs)) as conn:
+            rows = responses(conn, args.month, config.escalation.timezone)
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    print(render(rows, args.month))
+    return 0
+
+
 def cmd_falls_evaluate(args: argparse.Namespace) -> int:
     from gateway.detect.fall_evaluate import main as evaluate_main
 
@@ -177,6 +276,37 @@ def build_parser() -> argparse.ArgumentParser:
     reg_import = registry_sub.add_parser("import", help="import a registry YAML file into the database")
     reg_import.add_argument("file")
     reg_import.set_defaults(func=cmd_registry_import)
+
+    alerts = sub.add_parser("alerts", help="list, take and close alerts")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
+    a_list = alerts_sub.add_parser("list", help="open alerts, most severe and oldest first")
+    a_list.add_argument("--all", action="store_true", help="include resolved alerts")
+    a_list.add_argument("--limit", type=int, default=100)
+    a_list.set_defaults(func=cmd_alerts)
+    a_ack = alerts_sub.add_parser("ack", help="take responsibility for an alert")
+    a_ack.add_argument("alert", help="alert code (A123) or id")
+    a_ack.add_argument("--by", required=True, help="who takes it")
+    a_ack.add_argument("--eta-min", type=float, help="expected minutes until on scene")
+    a_ack.add_argument("--note")
+    a_ack.set_defaults(func=cmd_alerts)
+    a_scene = alerts_sub.add_parser("on-scene", help="the responder has arrived")
+    a_scene.add_argument("alert")
+    a_scene.add_argument("--by", required=True)
+    a_scene.set_defaults(func=cmd_alerts)
+    a_res = alerts_sub.add_parser("resolve", help="close an alert with its outcome")
+    a_res.add_argument("alert")
+    a_res.add_argument("--by", required=True)
+    a_res.add_argument("--outcome", required=True,
+                       choices=["false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared",
+                                "other"])
+    a_res.add_argument("--note")
+    a_res.set_defaults(func=cmd_alerts)
+
+    report = sub.add_parser("report", help="reports")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    rep = report_sub.add_parser("responses", help="response times per community and tier")
+    rep.add_argument("--month", required=True, help="e.g. 2026-11")
+    rep.set_defaults(func=cmd_report_responses)
 
     falls = sub.add_parser("falls", help="fall detector")
     falls_sub = falls.add_subparsers(dest="falls_command", required=True)

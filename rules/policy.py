@@ -255,7 +255,8 @@ def _warning_tiers() -> list[TierSpec]:
     ]
 
 
-_CRITICAL_VITALS = [FALL_NO_RECOVERY, HYPOGLYCAEMIA, HYPERTENSIVE_CRISIS, HR_HIGH, HR_LOW, SPO2_LOW,
+# a fall with no recovery raises the open "fall" alert to critical (rules.lifecycle.ALERT_KIND)
+_CRITICAL_VITALS = [FALL, FALL_NO_RECOVERY, HYPOGLYCAEMIA, HYPERTENSIVE_CRISIS, HR_HIGH, HR_LOW, SPO2_LOW,
                     HYPERGLYCAEMIA]
 _CARE_WARNINGS = [FALL, HYPOGLYCAEMIA, HYPERGLYCAEMIA, HR_HIGH, HR_LOW, SPO2_LOW, HYPOTENSION]
 _DEFAULT_POLICIES: tuple[PolicySpec, ...] = (
@@ -302,7 +303,7 @@ escalation:
         - {roles: {post_station: [voice, sms], volunteer: [sms]}, wait_s: 120}
         - {roles: {hotline: [voice]}, wait_s: 120}
     - name: critical_health      # the elder is asked "are you OK?" for 60 s first
-      kinds: [fall_no_recovery, hypoglycaemia, hypertensive_crisis, hr_high, hr_low, spo2_low, hyperglycaemia]
+      kinds: [fall, fall_no_recovery, hypoglycaemia, hypertensive_crisis, hr_high, hr_low, spo2_low, hyperglycaemia]
       severities: [critical]
       confirm_window_s: 60
       start_tiers: 2

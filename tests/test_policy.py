@@ -125,6 +125,7 @@ def test_known_kinds_are_every_kind_the_detectors_emit() -> None:
         ("sos", "critical", "sos"),
         ("sos", "warning", "sos"),  # sos names no severities: any
         ("fall_no_recovery", "critical", "critical_health"),
+        ("fall", "critical", "critical_health"),
         ("hypoglycaemia", "critical", "critical_health"),
         ("hypoglycaemia", "warning", "care_warning"),
         ("hypertensive_crisis", "critical", "critical_health"),
