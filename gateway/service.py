@@ -30,7 +30,6 @@ from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
 from gateway.detect.registry import RegistryFile, load_registry, parse_window
 from gateway.detect.registry_db import import_registry, load_registry_from_db
-from rules.roster import check_roster
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
@@ -39,6 +38,7 @@ from gateway.storage.schema import StoragePolicy, maintain_partitions, upgrade
 from gateway.storage.spool import DiskSpool
 from gateway.storage.writer import StorageRejected, StorageUnavailable, TelemetryWriter
 from rules.engine import AlertEngine, Downlink
+from rules.roster import check_roster
 
 log = logging.getLogger(__name__)
 

@@ -303,7 +303,8 @@ escalation:
         - {roles: {post_station: [voice, sms], volunteer: [sms]}, wait_s: 120}
         - {roles: {hotline: [voice]}, wait_s: 120}
     - name: critical_health      # the elder is asked "are you OK?" for 60 s first
-      kinds: [fall, fall_no_recovery, hypoglycaemia, hypertensive_crisis, hr_high, hr_low, spo2_low, hyperglycaemia]
+      kinds: [fall, fall_no_recovery,
+              hypoglycaemia, hypertensive_crisis, hr_high, hr_low, spo2_low, hyperglycaemia]
       severities: [critical]
       confirm_window_s: 60
       start_tiers: 2

@@ -1,0 +1,818 @@
+"""Wrist fall detector, vectorised over many devices for the gateway's hot loop.
+
+A fall on the wrist shows up as an impact (acceleration magnitude peak), usually preceded by a
+short free-fall dip and followed by a change of wrist orientation and then little movement. The
+impact alone is not enough on the wrist (clapping, hitting a table, dropping onto a chair all
+peak above 3 g), so every impact that passes a cheap magnitude gate becomes a *candidate*; once
+3 s of signal after it have arrived, hand-made features of the 6 s around it are scored by a
+small gradient-boosted tree ensemble (parameters in ``fall_model_params.json``, fitted by
+``tools/fit_fall_model.py``), and the candidate is reported as a fall when the score clears the
+fitted threshold.
+
+Per-device state lives in numpy arrays indexed by a device slot (a ring buffer of the last
+~10 s of samples plus a few counters), never in per-device Python objects, so that one call
+handles a batch of windows from a thousand devices with a handful of numpy operations. Only
+slots whose recent samples crossed the gate pay for candidate search and features.
+
+Candidates are the samples whose magnitude exceeds the gate and is the maximum within
+``peak_radius`` samples on each side (strictly greater than the samples before, at least the
+samples after). That definition depends only on the signal, not on how it was cut into
+windows, so a fall split across windows is found exactly once, and the features the model was
+fitted on are the very ones computed in streaming.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "FEATURE_NAMES",
+    "CandidateBatch",
+    "FallCandidate",
+    "FallDetector",
+    "FallFindings",
+    "FallModelParams",
+    "candidate_features",
+]
+
+PARAMS_RESOURCE = "fall_model_params.json"
+
+# Feature geometry, in samples at 50 Hz relative to the impact sample (half-open ranges).
+# The feature window must therefore cover at least FEATURE_PRE samples before the impact and
+# FEATURE_POST after it.
+FEATURE_PRE = 150
+FEATURE_POST = 150
+_IMPACT_PRE = (-50, 1)  # last second up to and including the peak: free fall, impact velocity
+_PRE_NEAR = (-50, -5)  # last second before the impact
+_PRE_ACT = (-150, -25)  # what the wearer was doing before
+_PRE_ORIENT = (-100, -25)  # wrist orientation before
+_PRE_TILT_A = (-150, -100)
+_PRE_TILT_B = (-50, -10)
+_IMPACT = (-25, 26)  # +-0.5 s around the peak
+_IMPACT_WIDE = (-50, 51)
+_OTHER_EXCLUDE = (-12, 13)  # the impact itself, excluded when looking for other peaks
+_POST_ACT = (50, 151)  # 1..3 s after: lying still?
+_POST_EARLY = (25, 100)
+_POST_LATE = (100, 151)
+_POST_MAX = (25, 151)
+_POST_ORIENT = (75, 151)  # wrist orientation after
+_POST_TILT_A = (25, 75)
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "peak_g",
+    "pre_min_g",
+    "free_fall_samples",
+    "pre_mean_g",
+    "pre_std_g",
+    "pre_activity",
+    "pre_activity_near",
+    "post_std_g",
+    "post_activity",
+    "post_activity_early",
+    "post_activity_late",
+    "post_mad_g",
+    "post_jerk",
+    "post_max_g",
+    "post_count_1g5",
+    "pre_count_1g5",
+    "tilt_deg",
+    "pre_tilt_deg",
+    "post_tilt_deg",
+    "impact_velocity",
+    "impact_energy",
+    "impact_width",
+    "impact_jerk",
+    "other_peak_g",
+    "other_peak_pre_g",
+    "post_ux",
+    "post_uy",
+    "post_uz",
+    "pre_ux",
+    "pre_uy",
+    "pre_uz",
+    "post_gravity_g",
+)
+# A coarse profile of the 6 s around the impact (0.5 s bins): wrist orientation (unit gravity
+# vector), peak magnitude and movement per bin, so the trees can see the sequence of events.
+_BIN = 25
+_BINS = tuple(range(-FEATURE_PRE // _BIN, FEATURE_POST // _BIN))
+FEATURE_NAMES = FEATURE_NAMES + tuple(
+    f"bin{b:+d}_{q}" for b in _BINS for q in ("ux", "uy", "uz", "max_g", "activity")
+)
+
+_NEG = np.int64(-(2**62))  # "never" for sample indices
+
+
+def _angle_deg(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Angle between mean gravity vectors: the posture change a fall leaves behind."""
+    na = np.sqrt(np.einsum("ck,ck->c", a, a))
+    nb = np.sqrt(np.einsum("ck,ck->c", b, b))
+    cos = np.einsum("ck,ck->c", a, b) / (na * nb + 1e-9)
+    out: NDArray[np.float64] = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return out
+
+
+def candidate_features(win: NDArray[np.float64], pre: int) -> NDArray[np.float64]:
+    """Features of candidate windows (C, pre+post+1, 3) centred on the impact at index ``pre``.
+
+    Shared by streaming inference and by the fitting script, so that the model is fitted on
+    exactly what it sees at run time. Means and spreads over the many sub-windows come from
+    running sums (one pass), which keeps the per-candidate cost low in the hot loop.
+    """
+    if pre < FEATURE_PRE or win.shape[1] - pre - 1 < FEATURE_POST:
+        raise ValueError("candidate window too short for the features")
+    win = win[:, pre - FEATURE_PRE : pre + FEATURE_POST + 1]
+    c = FEATURE_PRE
+    n_cand = win.shape[0]
+    mag: NDArray[np.float64] = np.sqrt(np.einsum("ctk,ctk->ct", win, win))
+    # Running sums with a leading zero: sum over [a, b) is cs[b] - cs[a].
+    cw = np.zeros((n_cand, win.shape[1] + 1, 7))
+    np.cumsum(win, axis=1, out=cw[:, 1:, 0:3])
+    np.cumsum(win * win, axis=1, out=cw[:, 1:, 3:6])
+    np.cumsum(mag, axis=1, out=cw[:, 1:, 6])
+
+    def m(r: tuple[int, int]) -> NDArray[np.float64]:
+        return mag[:, c + r[0] : c + r[1]]
+
+    def w(r: tuple[int, int]) -> NDArray[np.float64]:
+        return win[:, c + r[0] : c + r[1]]
+
+    def sums(r: tuple[int, int]) -> NDArray[np.float64]:
+        out: NDArray[np.float64] = (cw[:, c + r[1]] - cw[:, c + r[0]]) / (r[1] - r[0])
+        return out
+
+    def mean_vec(r: tuple[int, int]) -> NDArray[np.float64]:
+        return sums(r)[:, 0:3]
+
+    def activity(r: tuple[int, int]) -> NDArray[np.float64]:
+        # Per-axis spread catches rotation too, which the magnitude alone hides.
+        s = sums(r)
+        var = s[:, 3:6] - s[:, 0:3] ** 2
+        spread: NDArray[np.float64] = np.sqrt(np.maximum(var.sum(axis=1), 0.0))
+        return spread
+
+    def mag_std(r: tuple[int, int]) -> NDArray[np.float64]:
+        s = sums(r)
+        var = s[:, 3:6].sum(axis=1) - s[:, 6] ** 2  # E|a|^2 - (E|a|)^2
+        std: NDArray[np.float64] = np.sqrt(np.maximum(var, 0.0))
+        return std
+
+    out = np.empty((n_cand, len(FEATURE_NAMES)), dtype=np.float64)
+    v_pre = mean_vec(_PRE_ORIENT)
+    v_post = mean_vec(_POST_ORIENT)
+    n_post = np.linalg.norm(v_post, axis=1)
+    u_post = v_post / (n_post[:, None] + 1e-9)
+    u_pre = v_pre / (np.linalg.norm(v_pre, axis=1)[:, None] + 1e-9)
+    others = mag.copy()
+    others[:, c + _OTHER_EXCLUDE[0] : c + _OTHER_EXCLUDE[1]] = 0.0
+    impact = sums(_IMPACT)
+    n_impact = _IMPACT[1] - _IMPACT[0]
+    cols: list[NDArray[np.float64]] = [
+        mag[:, c],
+        m(_IMPACT_PRE).min(axis=1),
+        (m(_IMPACT_PRE) < 0.6).sum(axis=1).astype(np.float64),
+        sums(_PRE_NEAR)[:, 6],
+        mag_std(_PRE_ACT),
+        activity(_PRE_ACT),
+        activity(_PRE_NEAR),
+        mag_std(_POST_ACT),
+        activity(_POST_ACT),
+        activity(_POST_EARLY),
+        activity(_POST_LATE),
+        np.abs(m(_POST_ACT) - 1.0).mean(axis=1),
+        np.abs(np.diff(w(_POST_ACT), axis=1)).sum(axis=2).mean(axis=1),
+        m(_POST_MAX).max(axis=1),
+        (m(_POST_MAX) > 1.5).sum(axis=1).astype(np.float64),
+        (m(_PRE_ACT) > 1.5).sum(axis=1).astype(np.float64),
+        _angle_deg(v_pre, v_post),
+        _angle_deg(mean_vec(_PRE_TILT_A), mean_vec(_PRE_TILT_B)),
+        _angle_deg(mean_vec(_POST_TILT_A), v_post),
+        (sums(_IMPACT_PRE)[:, 6] - 1.0) * (_IMPACT_PRE[1] - _IMPACT_PRE[0]) / 50.0,
+        # sum (|a| - 1)^2 = sum |a|^2 - 2 sum |a| + n
+        (impact[:, 3:6].sum(axis=1) - 2.0 * impact[:, 6] + 1.0) * n_impact / 50.0,
+        (m(_IMPACT_WIDE) > 1.6).sum(axis=1).astype(np.float64),
+        np.linalg.norm(np.diff(w(_IMPACT), axis=1), axis=2).max(axis=1),
+        others.max(axis=1),
+        others[:, :c].max(axis=1),
+        u_post[:, 0],
+        u_post[:, 1],
+        u_post[:, 2],
+        u_pre[:, 0],
+        u_pre[:, 1],
+        u_pre[:, 2],
+        n_post,
+    ]
+    for j, col in enumerate(cols):
+        out[:, j] = col
+    # Profile bins from the same running sums.
+    edges = c + np.arange(_BINS[0], _BINS[-1] + 2) * _BIN
+    bin_mean = np.diff(cw[:, edges], axis=1) / _BIN  # (C, bins, 7)
+    mean = bin_mean[..., 0:3]
+    unit = mean / (np.linalg.norm(mean, axis=2, keepdims=True) + 1e-9)
+    spread = np.sqrt(np.maximum((bin_mean[..., 3:6] - mean**2).sum(axis=2), 0.0))
+    peak = mag[:, edges[0] : edges[-1]].reshape(n_cand, -1, _BIN).max(axis=2)
+    block = np.concatenate([unit, peak[..., None], spread[..., None]], axis=2)
+    out[:, len(cols) :] = block.reshape(n_cand, -1)
+    return out
+
+
+def _window_max(x: NDArray[np.float32], r: int) -> NDArray[np.float32]:
+    """Running maximum over ``r`` samples along axis 1 by doubling: log2(r) passes, not r."""
+    y = x
+    span = 1
+    while span * 2 <= r:
+        y = np.maximum(y[:, :-span], y[:, span:])
+        span *= 2
+    if span < r:
+        y = np.maximum(y[:, : y.shape[1] - (r - span)], y[:, r - span :])
+    return y
+
+
+def _frozen(a: ArrayLike, dtype: type[np.generic]) -> NDArray[Any]:
+    arr = np.array(a, dtype=dtype)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FallModelParams:
+    """Everything the detector needs: streaming geometry, the tree ensemble and its threshold.
+
+    Trees are complete binary trees of equal depth stored level by level: node ``k`` has
+    children ``2k+1`` (feature <= threshold) and ``2k+2`` (feature > threshold); leaves are
+    numbered left to right. An unused split has threshold +max-float, so everything goes left.
+    """
+
+    rate_hz: float
+    gate_g: float
+    peak_radius: int
+    pre_samples: int
+    post_samples: int
+    refractory_samples: int
+    max_gap_ms: float
+    feature_names: tuple[str, ...]
+    base_score: float
+    tree_feature: NDArray[np.intp]
+    tree_threshold: NDArray[np.float64]
+    tree_value: NDArray[np.float64]
+    threshold: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.feature_names != FEATURE_NAMES:
+            raise ValueError("parameters were fitted on a different feature set")
+        if self.pre_samples < FEATURE_PRE or self.post_samples < FEATURE_POST:
+            raise ValueError("pre/post window shorter than the feature geometry")
+        if not 1 <= self.peak_radius <= min(self.pre_samples, self.post_samples):
+            raise ValueError("peak_radius must be within the candidate window")
+        nt, nn = self.tree_feature.shape
+        if self.tree_threshold.shape != (nt, nn) or self.tree_value.shape != (nt, nn + 1):
+            raise ValueError("inconsistent tree arrays")
+        if nn & (nn + 1):
+            raise ValueError("trees must be complete binary trees")
+        if nt and (self.tree_feature.min() < 0 or self.tree_feature.max() >= len(FEATURE_NAMES)):
+            raise ValueError("tree refers to an unknown feature")
+
+    @property
+    def depth(self) -> int:
+        """Depth of every tree."""
+        return int(self.tree_feature.shape[1] + 1).bit_length() - 1
+
+    @classmethod
+    def untrained(
+        cls,
+        *,
+        rate_hz: float = 50.0,
+        gate_g: float = 1.8,
+        peak_radius: int = 50,
+        pre_samples: int = FEATURE_PRE,
+        post_samples: int = FEATURE_POST,
+        refractory_samples: int = 250,
+        max_gap_ms: float = 250.0,
+        depth: int = 1,
+    ) -> FallModelParams:
+        """Geometry without a model (never fires): used to harvest candidates for fitting."""
+        nn = 2**depth - 1
+        return cls(
+            rate_hz=rate_hz,
+            gate_g=gate_g,
+            peak_radius=peak_radius,
+            pre_samples=pre_samples,
+            post_samples=post_samples,
+            refractory_samples=refractory_samples,
+            max_gap_ms=max_gap_ms,
+            feature_names=FEATURE_NAMES,
+            base_score=0.0,
+            tree_feature=_frozen(np.zeros((0, nn)), np.intp),
+            tree_threshold=_frozen(np.zeros((0, nn)), np.float64),
+            tree_value=_frozen(np.zeros((0, nn + 1)), np.float64),
+            threshold=float("inf"),
+        )
+
+    def with_model(
+        self,
+        base_score: float,
+        tree_feature: ArrayLike,
+        tree_threshold: ArrayLike,
+        tree_value: ArrayLike,
+        threshold: float,
+        meta: dict[str, Any] | None = None,
+    ) -> FallModelParams:
+        """Same geometry, new fitted model."""
+        return FallModelParams(
+            rate_hz=self.rate_hz,
+            gate_g=self.gate_g,
+            peak_radius=self.peak_radius,
+            pre_samples=self.pre_samples,
+            post_samples=self.post_samples,
+            refractory_samples=self.refractory_samples,
+            max_gap_ms=self.max_gap_ms,
+            feature_names=self.feature_names,
+            base_score=float(base_score),
+            tree_feature=_frozen(tree_feature, np.intp),
+            tree_threshold=_frozen(tree_threshold, np.float64),
+            tree_value=_frozen(tree_value, np.float64),
+            threshold=float(threshold),
+            meta=dict(meta or {}),
+        )
+
+    def score(self, features: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Ensemble log-odds for a batch of feature rows, all trees at once."""
+        n = features.shape[0]
+        nt, nn = self.tree_feature.shape
+        if n == 0 or nt == 0:
+            return np.full(n, self.base_score, dtype=np.float64)
+        rows = np.arange(n)[:, None]
+        trees = np.arange(nt)[None, :]
+        node = np.zeros((n, nt), dtype=np.intp)
+        for _ in range(self.depth):
+            f = self.tree_feature[trees, node]
+            right = features[rows, f] > self.tree_threshold[trees, node]
+            node = 2 * node + 1 + right
+        leaves = self.tree_value[trees, node - nn]
+        return np.asarray(self.base_score + leaves.sum(axis=1), dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; floats keep full precision so decisions replay exactly."""
+        big = np.finfo(np.float64).max
+        return {
+            "format": "eldercare-fall-gbdt/1",
+            "rate_hz": self.rate_hz,
+            "gate_g": self.gate_g,
+            "peak_radius": self.peak_radius,
+            "pre_samples": self.pre_samples,
+            "post_samples": self.post_samples,
+            "refractory_samples": self.refractory_samples,
+            "max_gap_ms": self.max_gap_ms,
+            "feature_names": list(self.feature_names),
+            "base_score": self.base_score,
+            "threshold": self.threshold,
+            "tree_feature": self.tree_feature.tolist(),
+            "tree_threshold": np.minimum(self.tree_threshold, big).tolist(),
+            "tree_value": self.tree_value.tolist(),
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FallModelParams:
+        """Inverse of :meth:`to_dict`."""
+        if d.get("format") != "eldercare-fall-gbdt/1":
+            raise ValueError("unknown fall model parameter format")
+        return cls(
+            rate_hz=float(d["rate_hz"]),
+            gate_g=float(d["gate_g"]),
+            peak_radius=int(d["peak_radius"]),
+            pre_samples=int(d["pre_samples"]),
+            post_samples=int(d["post_samples"]),
+            refractory_samples=int(d["refractory_samples"]),
+            max_gap_ms=float(d["max_gap_ms"]),
+            feature_names=tuple(d["feature_names"]),
+            base_score=float(d["base_score"]),
+            tree_feature=_frozen(d["tree_feature"], np.intp),
+            tree_threshold=_frozen(d["tree_threshold"], np.float64),
+            tree_value=_frozen(d["tree_value"], np.float64),
+            threshold=float(d["threshold"]),
+            meta=dict(d.get("meta", {})),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> FallModelParams:
+        """Load from ``path``, or the parameters shipped with the package."""
+        if path is None:
+            text = resources.files(__package__).joinpath(PARAMS_RESOURCE).read_text("utf-8")
+        else:
+            text = Path(path).read_text("utf-8")
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON, one key (and one tree) per line so diffs stay readable."""
+        lines = []
+        for key, value in self.to_dict().items():
+            if isinstance(value, list) and value and isinstance(value[0], list):
+                rows = ",\n  ".join(json.dumps(row) for row in value)
+                lines.append(f"{json.dumps(key)}: [\n  {rows}\n ]")
+            else:
+                lines.append(f"{json.dumps(key)}: {json.dumps(value)}")
+        Path(path).write_text("{\n " + ",\n ".join(lines) + "\n}\n", "utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class FallCandidate:
+    """One detected fall: where, when the impact happened, and the evidence."""
+
+    slot: int
+    t_ms: int
+    peak_g: float
+    score: float
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CandidateBatch:
+    """Every candidate decided in one update, fired or not (kept for fitting and debugging)."""
+
+    slot: NDArray[np.int64]
+    sample_index: NDArray[np.int64]  # index of the impact sample since the slot's stream start
+    t_ms: NDArray[np.int64]
+    peak_g: NDArray[np.float64]
+    features: NDArray[np.float64]
+    score: NDArray[np.float64]
+    fired: NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return int(self.slot.shape[0])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FallFindings:
+    """Falls found by one :meth:`FallDetector.update` call, as parallel arrays."""
+
+    slot: NDArray[np.int64]
+    t_ms: NDArray[np.int64]
+    peak_g: NDArray[np.float64]
+    score: NDArray[np.float64]
+    ignored: int = 0  # windows dropped: wrong rate, non-finite, stale/duplicate, or empty
+    evaluated: CandidateBatch | None = None
+
+    def __len__(self) -> int:
+        return int(self.slot.shape[0])
+
+    def candidates(self) -> list[FallCandidate]:
+        """The falls as value objects (for the alerting path, which is not hot)."""
+        return [
+            FallCandidate(int(s), int(t), float(p), float(c))
+            for s, t, p, c in zip(
+                self.slot.tolist(),
+                self.t_ms.tolist(),
+                self.peak_g.tolist(),
+                self.score.tolist(),
+                strict=True,
+            )
+        ]
+
+    def __iter__(self) -> Iterator[FallCandidate]:
+        return iter(self.candidates())
+
+
+def _empty_findings(ignored: int, collect: bool) -> FallFindings:
+    i64 = np.zeros(0, dtype=np.int64)
+    f64 = np.zeros(0, dtype=np.float64)
+    ev = None
+    if collect:
+        ev = CandidateBatch(
+            i64, i64, i64, f64, np.zeros((0, len(FEATURE_NAMES))), f64, np.zeros(0, bool)
+        )
+    return FallFindings(i64, i64, f64, f64, ignored, ev)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Round:
+    """Windows with at most one per slot, each no longer than the ring allows."""
+
+    slots: NDArray[np.int64]
+    t0_ms: NDArray[np.float64]
+    data: NDArray[np.float32]  # (m, T, 3), padded when lens is not None
+    lens: NDArray[np.int64] | None
+
+
+class FallDetector:
+    """Streaming fall detector over device slots; all state in numpy arrays.
+
+    State per slot: a ring buffer of ``ring`` samples (float32 x, y, z), the number of samples
+    received since the stream (re)started, the time of sample 0, the index of the last sample
+    above the gate and of the last reported fall. Candidates waiting for their post-impact
+    seconds need no extra state: they are re-derived from the ring when their last needed
+    sample arrives, which also makes the decision independent of window boundaries.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        params: FallModelParams | None = None,
+        *,
+        collect_candidates: bool = False,
+    ) -> None:
+        self.params = params if params is not None else FallModelParams.load()
+        p = self.params
+        self._collect = collect_candidates
+        self._pre = p.pre_samples
+        self._post = p.post_samples
+        self._radius = p.peak_radius
+        span = p.pre_samples + p.post_samples + 1
+        # Ring: the candidate window plus at least a 4 s chunk of new data; power of two so a
+        # mask replaces the modulo.
+        self._ring = 1 << int(span + 200 - 1).bit_length()
+        self._mask = self._ring - 1
+        # Longest piece appended in one go; the refractory must cover it so at most one fall
+        # per slot can be reported per piece.
+        self._chunk = min(self._ring - span, p.refractory_samples)
+        if self._chunk < 1:
+            raise ValueError("refractory_samples must be positive")
+        self._dt_ms = 1000.0 / p.rate_hz
+        self._gate2 = np.float32(p.gate_g) * np.float32(p.gate_g)
+        cap = max(int(capacity), 1)
+        self._buf = np.zeros((cap, self._ring, 3), dtype=np.float32)
+        self._count = np.zeros(cap, dtype=np.int64)
+        self._t_origin = np.zeros(cap, dtype=np.float64)
+        self._last_hot = np.full(cap, _NEG, dtype=np.int64)
+        self._last_fire = np.full(cap, _NEG, dtype=np.int64)
+        self._mark = np.full(cap, -1, dtype=np.int64)  # scratch for duplicate-slot checks
+
+    @property
+    def capacity(self) -> int:
+        """Number of device slots currently allocated."""
+        return int(self._count.shape[0])
+
+    def bytes_per_slot(self) -> int:
+        """Memory of the per-slot state."""
+        arrays = (self._buf, self._count, self._t_origin, self._last_hot, self._last_fire)
+        return sum(a.nbytes for a in arrays) // self.capacity + self._mark.itemsize
+
+    def reset(self, slot: int) -> None:
+        """Forget a slot's stream (device re-paired or slot reused); pending impacts are dropped."""
+        if 0 <= slot < self.capacity:
+            self._count[slot] = 0
+            self._last_hot[slot] = _NEG
+            self._last_fire[slot] = _NEG
+
+    def _grow(self, needed: int) -> None:
+        cap = self.capacity
+        if needed <= cap:
+            return
+        new = max(needed, 2 * cap)
+        extra = new - cap
+        self._buf = np.concatenate(
+            [self._buf, np.zeros((extra, self._ring, 3), dtype=np.float32)]
+        )
+        self._count = np.concatenate([self._count, np.zeros(extra, dtype=np.int64)])
+        self._t_origin = np.concatenate([self._t_origin, np.zeros(extra)])
+        self._last_hot = np.concatenate([self._last_hot, np.full(extra, _NEG)])
+        self._last_fire = np.concatenate([self._last_fire, np.full(extra, _NEG)])
+        self._mark = np.concatenate([self._mark, np.full(extra, -1, dtype=np.int64)])
+
+    def update(
+        self,
+        slots: ArrayLike,
+        t0_ms: ArrayLike,
+        windows: Sequence[NDArray[np.floating[Any]]] | NDArray[np.floating[Any]],
+        rate_hz: ArrayLike | None = None,
+    ) -> FallFindings:
+        """Append a batch of windows and return the falls decided now.
+
+        ``windows`` is either an (n, T, 3) array (fast path) or a list of (T_i, 3) arrays, in g.
+        Several windows of one slot are applied in ``t0_ms`` order. ``rate_hz`` (scalar or
+        per window), when given, drops windows not at the model's rate.
+        Windows with non-finite samples, or that start before the slot's last sample
+        (duplicates), are dropped; a forward gap larger than ``max_gap_ms`` restarts the slot's
+        stream. Each impact is decided once, ``post_samples`` after it.
+        """
+        sl = np.asarray(slots, dtype=np.int64).reshape(-1)
+        t0 = np.asarray(t0_ms, dtype=np.float64).reshape(-1)
+        n = sl.shape[0]
+        if t0.shape[0] != n or len(windows) != n:
+            raise ValueError("slots, t0_ms and windows must have the same length")
+        if n == 0:
+            return _empty_findings(0, self._collect)
+        if sl.min() < 0:
+            raise ValueError("slots must be non-negative")
+        self._grow(int(sl.max()) + 1)
+        keep = np.ones(n, dtype=bool)
+        if rate_hz is not None:
+            rate = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), (n,))
+            keep &= np.abs(rate - self.params.rate_hz) < 1e-6
+        rounds, keep = self._rounds(sl, t0, windows, keep)
+        ignored = int(n - keep.sum())
+        found: list[FallFindings] = []
+        for rnd in rounds:
+            res = self._process(rnd)
+            ignored += res.ignored
+            if len(res) or (res.evaluated is not None and len(res.evaluated)):
+                found.append(res)
+        if not found:
+            return _empty_findings(ignored, self._collect)
+        ev = None
+        if self._collect:
+            evs = [f.evaluated for f in found if f.evaluated is not None]
+            ev = CandidateBatch(
+                *(np.concatenate([getattr(e, f.name) for e in evs]) for f in fields(CandidateBatch))
+            )
+        return FallFindings(
+            np.concatenate([f.slot for f in found]),
+            np.concatenate([f.t_ms for f in found]),
+            np.concatenate([f.peak_g for f in found]),
+            np.concatenate([f.score for f in found]),
+            ignored,
+            ev,
+        )
+
+    def _unique(self, sl: NDArray[np.int64]) -> bool:
+        """O(n) duplicate check using a scratch array instead of sorting."""
+        idx = np.arange(sl.shape[0], dtype=np.int64)
+        self._mark[sl] = idx
+        ok = bool((self._mark[sl] == idx).all())
+        self._mark[sl] = -1
+        return ok
+
+    def _rounds(
+        self,
+        sl: NDArray[np.int64],
+        t0: NDArray[np.float64],
+        windows: Sequence[NDArray[np.floating[Any]]] | NDArray[np.floating[Any]],
+        keep: NDArray[np.bool_],
+    ) -> tuple[list[_Round], NDArray[np.bool_]]:
+        """Split the batch into rounds with one piece per slot (order kept within a slot).
+
+        Also returns which windows were accepted (rate matched, all samples finite). The
+        common case (distinct slots, equal lengths, list or array) is one round with no copy
+        beyond the float32 conversion; everything else is index arithmetic, no Python loop
+        over windows.
+        """
+        n = sl.shape[0]
+        if isinstance(windows, np.ndarray):
+            if windows.ndim != 3 or windows.shape[2] != 3:
+                raise ValueError("windows array must be (n, T, 3)")
+            data = np.asarray(windows, dtype=np.float32)
+            flat = data.reshape(-1, 3)
+            lens = np.full(n, data.shape[1], dtype=np.int64)
+        else:
+            lens = np.fromiter((len(w) for w in windows), dtype=np.int64, count=n)
+            try:
+                flat = np.concatenate(windows, axis=0, dtype=np.float32)
+            except ValueError as error:
+                raise ValueError("each window must be (T, 3)") from error
+            if flat.ndim != 2 or flat.shape[1] != 3:
+                raise ValueError("each window must be (T, 3)")
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+        bad_rows = ~np.isfinite(flat).all(axis=1)
+        if bad_rows.any():
+            bad = np.add.reduceat(bad_rows, np.minimum(starts, flat.shape[0] - 1)) > 0
+            keep = keep & ~(bad & (lens > 0))
+        keep = keep & (lens > 0)
+        if not keep.any():
+            return [], keep
+        t_max = int(lens.max())
+        if t_max <= self._chunk and bool((lens == t_max).all()) and self._unique(sl):
+            data = flat.reshape(n, t_max, 3)
+            if keep.all():
+                return [_Round(sl, t0, data, None)], keep
+            return [_Round(sl[keep], t0[keep], data[keep], None)], keep
+        # Pieces of at most `chunk` samples.
+        win = np.flatnonzero(keep)
+        n_pieces = -(-lens[win] // self._chunk)
+        src = np.repeat(win, n_pieces)
+        first_piece = np.cumsum(n_pieces) - n_pieces
+        off = (np.arange(src.shape[0]) - np.repeat(first_piece, n_pieces)) * self._chunk
+        plen = np.minimum(self._chunk, lens[src] - off)
+        psl = sl[src]
+        pt0 = t0[src] + off * self._dt_ms
+        order = np.lexsort((pt0, psl))  # by slot, then time (ties keep arrival order)
+        sorted_sl = psl[order]
+        head = np.r_[True, sorted_sl[1:] != sorted_sl[:-1]]
+        group_start = np.maximum.accumulate(np.where(head, np.arange(order.shape[0]), 0))
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.shape[0]) - group_start
+        rounds: list[_Round] = []
+        for r in range(int(rank.max()) + 1):
+            sel = np.flatnonzero(rank == r)
+            rl = plen[sel]
+            tmax = int(rl.max())
+            ar = np.arange(tmax, dtype=np.int64)
+            valid = ar < rl[:, None]
+            idx = np.where(valid, starts[src[sel], None] + off[sel, None] + ar, 0)
+            data = flat[idx]
+            equal = bool((rl == tmax).all())
+            rounds.append(
+                _Round(psl[sel], pt0[sel], data, None if equal else rl)
+            )
+        return rounds, keep
+
+    def _process(self, rnd: _Round) -> FallFindings:
+        """Append one round (one piece per slot), then decide the impacts now complete."""
+        s, t0, x, lens = rnd.slots, rnd.t0_ms, rnd.data, rnd.lens
+        m, t = x.shape[0], x.shape[1]
+        tol = self.params.max_gap_ms
+        cnt = self._count[s]
+        fresh = cnt == 0
+        delta = t0 - (self._t_origin[s] + cnt * self._dt_ms)
+        stale = ~fresh & (delta < -tol)
+        ignored = 0
+        if stale.any():
+            ok = ~stale
+            ignored = int(stale.sum())
+            s, t0, x, cnt, delta, fresh = s[ok], t0[ok], x[ok], cnt[ok], delta[ok], fresh[ok]
+            lens = None if lens is None else lens[ok]
+            m = s.shape[0]
+            if m == 0:
+                return _empty_findings(ignored, self._collect)
+        restart = fresh | (delta > tol)
+        if restart.any():
+            r = s[restart]
+            # Pre-fill with the first sample so features of an impact right at stream start
+            # see a plausible (still) past instead of zeros.
+            self._buf[r] = x[restart, 0][:, None, :]
+            cnt = np.where(restart, 0, cnt)
+            self._last_hot[r] = _NEG
+            self._last_fire[r] = _NEG
+        start = cnt
+        self._t_origin[s] = t0 - start * self._dt_ms
+        ar = np.arange(t, dtype=np.int64)
+        pos = (start[:, None] + ar) & self._mask
+        m2 = x[..., 0] * x[..., 0] + x[..., 1] * x[..., 1] + x[..., 2] * x[..., 2]
+        hot = m2 > self._gate2
+        if lens is None:
+            self._buf[s[:, None], pos] = x
+            n_new = np.full(m, t, dtype=np.int64)
+        else:
+            valid = ar < lens[:, None]
+            self._buf[np.broadcast_to(s[:, None], (m, t))[valid], pos[valid]] = x[valid]
+            hot &= valid
+            n_new = lens
+        end = start + n_new
+        self._count[s] = end
+        any_hot = hot.any(axis=1)
+        if any_hot.any():
+            h = np.flatnonzero(any_hot)
+            last = t - 1 - np.argmax(hot[h, ::-1], axis=1)
+            self._last_hot[s[h]] = start[h] + last
+        # Impacts whose last needed sample arrived now: p in [start - post, end - post).
+        lo = start - self._post
+        need = np.flatnonzero((self._last_hot[s] >= lo) & (end - self._post > 0))
+        if need.shape[0] == 0:
+            return _empty_findings(ignored, self._collect)
+        return self._decide(s[need], lo[need], n_new[need], ignored)
+
+    def _decide(
+        self,
+        s: NDArray[np.int64],
+        lo: NDArray[np.int64],
+        n: NDArray[np.int64],
+        ignored: int,
+    ) -> FallFindings:
+        """Find candidate impacts in [lo, lo + n) per slot, score them, report falls."""
+        r = self._radius
+        nmax = int(n.max())
+        idx = lo[:, None] + np.arange(-r, nmax + r, dtype=np.int64)
+        seg = self._buf[s[:, None], idx & self._mask]
+        m2 = seg[..., 0] * seg[..., 0] + seg[..., 1] * seg[..., 1] + seg[..., 2] * seg[..., 2]
+        runs = _window_max(m2, r)  # runs[:, j] = max m2[:, j : j + r]
+        centre = m2[:, r : r + nmax]
+        cand = (
+            (centre > self._gate2)
+            & (centre > runs[:, :nmax])
+            & (centre >= runs[:, r + 1 : r + 1 + nmax])
+            & (np.arange(nmax) < n[:, None])
+            & (idx[:, r : r + nmax] >= 0)
+        )
+        fi, j = np.nonzero(cand)
+        if fi.shape[0] == 0:
+            return _empty_findings(ignored, self._collect)
+        slot = s[fi]
+        p = lo[fi] + j
+        widx = (p[:, None] + np.arange(-self._pre, self._post + 1, dtype=np.int64)) & self._mask
+        win = self._buf[slot[:, None], widx].astype(np.float64)
+        feats = candidate_features(win, self._pre)
+        score = self.params.score(feats)
+        peak = feats[:, 0]
+        t_ms = np.rint(self._t_origin[slot] + p * self._dt_ms).astype(np.int64)
+        fired = score >= self.params.threshold
+        report = np.zeros_like(fired)
+        eligible = fired & (p - self._last_fire[slot] > self.params.refractory_samples)
+        if eligible.any():
+            # One fall, one alert: candidates come ordered by slot then time, and a round spans
+            # less than the refractory period, so only the first eligible one per slot counts.
+            fidx = np.flatnonzero(eligible)
+            fs = slot[fidx]
+            first = fidx[np.r_[True, fs[1:] != fs[:-1]]]
+            report[first] = True
+            self._last_fire[slot[first]] = p[first]
+        ev = None
+        if self._collect:
+            ev = CandidateBatch(slot, p, t_ms, peak, feats, score, fired)
+        return FallFindings(slot[report], t_ms[report], peak[report], score[report], ignored, ev)
