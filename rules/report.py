@@ -99,7 +99,8 @@ def render(rows: list[ResponseRow], month: str) -> str:
     lines = [f"response times for {month} (tier = highest tier paged; 0 = closed before paging)", header]
     for r in rows:
         lines.append(f"{r.community:<16} {r.tier:>4} {r.alerts:>6} {r.acknowledged:>6} "
-                     f"{_dur(r.ack_p50_s):>9} {_dur(r.ack_p90_s):>9} {_dur(r.resolve_p50_s):>12} {_dur(r.resolve_p90_s):>12} "
+                     f"{_dur(r.ack_p50_s):>9} {_dur(r.ack_p90_s):>9} "
+                     f"{_dur(r.resolve_p50_s):>12} {_dur(r.resolve_p90_s):>12} "
                      f"{r.unacked_to_hotline:>19}")
     total = sum(r.alerts for r in rows)
     acked = sum(r.acknowledged for r in rows)
