@@ -114,6 +114,34 @@ def measure(batch_size: int, total: int, detectors: DetectorSet, positions: list
     return decode_s / n * 1e6, detect_s / n * 1e6, detections
 
 
+def fall_model_cost(path: Path, batch: int = 1_000, seconds: int = 20) -> tuple[float, float] | None:
+    """(us per 1-s window, bytes per slot) for the accelerometer fall model on real recordings.
+
+    Every device replays a FallAllD recording (falls and daily activities with impacts),
+    which is the model's worst case: quiet devices cost a fraction of it.
+    """
+    if not path.exists():
+        return None
+    import numpy as np
+
+    from gateway.detect.fall_model import FallDetector
+
+    data = np.load(path)
+    acc, offsets = data["acc_g"], data["offsets"]
+    n = min(batch, len(offsets) - 1)
+    model = FallDetector(n)
+    slots = np.arange(n, dtype=np.int64)
+    elapsed = 0.0
+    for second in range(seconds):
+        windows = [acc[offsets[i] + second * 50: offsets[i] + (second + 1) * 50].astype(np.float64)
+                   for i in range(n)]
+        t0 = np.full(n, 1_795_000_000_000 + second * 1000, np.int64)
+        t = time.perf_counter()
+        model.update(slots, t0, windows)
+        elapsed += time.perf_counter() - t
+    return elapsed / (n * seconds) * 1e6, float(model.bytes_per_slot())
+
+
 def main() -> int:
     rnd = random.Random(11)
     reg, positions = registry(rnd)
@@ -147,6 +175,11 @@ def main() -> int:
     print(f"detector state: {per_device} bytes per device in arrays; all detector structures "
           f"(registry index, fences, prepared geometries): {setup_bytes / DEVICES / 1024:.1f} KiB "
           f"per device")
+    falls = fall_model_cost(REPO.parent / "shared" / "data" / "fallalld_wrist_50hz.npz")
+    if falls:
+        print(f"accelerometer fall model (bands that stream raw windows): {falls[0]:.1f} us per 1-s window "
+              f"at 1,000 windows per batch, replaying FallAllD activity (worst case); "
+              f"{falls[1]:,.0f} bytes per device")
     decode_us, detect_us = results[1_000]
     print(f"detect_us_per_msg={detect_us:.2f} decode_us_per_msg={decode_us:.2f}")
     return 0

@@ -40,6 +40,7 @@ class Route:
     channel: str
     contract: type[Payload]
     decoder: msgspec.json.Decoder[Any]
+    device_key: bytes = b""  # the id encoded once: every row of this device shares the object
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ def route_topic(topic: str) -> Route | Rejected:
     contract = CONTRACTS.get((device_type, channel))
     if contract is None:
         return Rejected(f"a {device_type} has no {channel} channel")
-    return Route(device_type, device_id, channel, contract, _DECODERS[contract])
+    return Route(device_type, device_id, channel, contract, _DECODERS[contract], device_id.encode())
 
 
 def check_record(record: Payload, route: Route) -> Rejected | None:

@@ -79,17 +79,23 @@ class BloodPressureReading(Payload, frozen=True, kw_only=True):
     irregular: bool = False
 
 
-WristbandEventKind = Literal["sos", "fall", "removed", "cancel"]
-PagerEventKind = Literal["sos", "call", "cancel"]
+WristbandEventKind = Literal["sos", "fall", "removed", "cancel", "received"]
+PagerEventKind = Literal["sos", "call", "cancel", "received"]
 MeterEventKind = Literal["error"]
 
 
 class WristbandEvent(Payload, frozen=True, kw_only=True):
+    """A button press or band-side detection; ``received`` confirms a ``cmd`` (give its ``alert``)."""
+
     event: WristbandEventKind
+    alert: Annotated[str, Meta(max_length=32)] | None = None
 
 
 class PagerEvent(Payload, frozen=True, kw_only=True):
+    """A button press; ``received`` confirms a ``cmd`` (give its ``alert``)."""
+
     event: PagerEventKind
+    alert: Annotated[str, Meta(max_length=32)] | None = None
 
 
 class MeterEvent(Payload, frozen=True, kw_only=True):

@@ -95,6 +95,12 @@ def render_readme() -> str:
                     parts.append(f"{example.title}:\n")
                     parts.append("```json\n" + json.dumps(example.payload, ensure_ascii=False) + "\n```\n")
         parts.append(f"Downlink: subscribe to `{topic_for(device_type, '{device_id}', 'cmd')}`.\n")
+        if device_type in ("wristband", "pager"):
+            parts.append(
+                "Commands are JSON: `{\"cmd\": \"confirm\", \"alert\": \"A17\", \"timeout_s\": 60}` asks "
+                "the elder \"are you OK?\" (a cancel press within the timeout means yes); "
+                "`{\"cmd\": \"help_coming\", \"alert\": \"A17\", \"by\": \"王芳\"}` reassures them that "
+                "someone is on the way. Publish an event `received` with the alert code once shown.\n")
     return "\n".join(parts)
 
 

@@ -45,6 +45,8 @@ EXAMPLES: tuple[Example, ...] = (
     Example("wristband", "event", "Band taken off", {"ts": EXAMPLE_TS, "event": "removed"}),
     Example("wristband", "event", "Elder cancels (pressed by mistake / I am OK)",
             {"ts": EXAMPLE_TS, "event": "cancel"}),
+    Example("wristband", "event", "The band showed a command (e.g. \"help is coming\") to the elder",
+            {"ts": EXAMPLE_TS, "event": "received", "alert": "A17"}),
     Example("wristband", "status", "Status; publish {\"online\": false} as the MQTT will", {
         "ts": EXAMPLE_TS, "battery": 64, "rssi_dbm": -78, "firmware": "2.4.1", "online": True,
     }),

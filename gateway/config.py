@@ -3,8 +3,9 @@
 Every section is a msgspec Struct with ``forbid_unknown_fields`` so a typo is an
 error, not a silently ignored setting. Any key can be overridden by an environment
 variable ``ELDERCARE_<SECTION>__<KEY>`` (e.g. ``ELDERCARE_DATABASE__DSN``,
-``ELDERCARE_MQTT__PASSWORD``), which is how secrets stay out of the file; a value is
-read as YAML, so numbers and booleans work. A key ending in ``_file`` names a file
+``ELDERCARE_MQTT__PASSWORD``), which is how secrets stay out of the file; numbers
+and booleans are converted per field, and a value starting with ``[`` or ``{`` is
+read as YAML. A key ending in ``_file`` names a file
 whose contents are the secret (it must not be readable by others).
 """
 
@@ -112,6 +113,44 @@ class RegistryConfig(_Section, frozen=True, kw_only=True):
     file: str | None = None
 
 
+E164 = Annotated[str, Meta(pattern=r"^\+[1-9]\d{6,14}$")]
+
+
+class TwilioConfig(_Section, frozen=True, kw_only=True):
+    """Twilio credentials; keep the token in the environment or a chmod-600 file."""
+
+    account_sid: str
+    auth_token: str | None = None
+    auth_token_file: str | None = None
+    sms_from: E164
+    voice_from: E164
+    base_url: str | None = None  # another server speaking Twilio's API (the local fake)
+    timeout_s: PositiveFloat = 10.0
+
+
+class WebhookConfig(_Section, frozen=True, kw_only=True):
+    url: str
+    secret: str | None = None
+    secret_file: str | None = None
+
+
+class NotifyConfig(_Section, frozen=True, kw_only=True):
+    """How people are reached, and where Twilio reaches us back."""
+
+    enabled: bool = True
+    public_base_url: str = "http://127.0.0.1:8080"  # the URL Twilio calls for webhooks
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Meta(ge=0, le=65_535)] = 8080
+    twilio: TwilioConfig | None = None
+    webhook: WebhookConfig | None = None
+    console: bool = False  # log messages instead of sending (development)
+    calls_per_hour: Annotated[int, Meta(ge=1)] = 6
+    max_attempts: Annotated[int, Meta(ge=1, le=50)] = 5
+    backoff_initial_s: PositiveFloat = 2.0
+    backoff_max_s: PositiveFloat = 60.0
+    lease_s: PositiveFloat = 60.0
+
+
 class LoggingConfig(_Section, frozen=True, kw_only=True):
     level: str = "INFO"
     stats_interval_s: PositiveFloat = 60.0
@@ -125,6 +164,7 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     detect: DetectConfig = msgspec.field(default_factory=DetectConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     escalation: EscalationConfig = msgspec.field(default_factory=EscalationConfig)
+    notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
 
@@ -139,7 +179,9 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
             if not isinstance(child, dict):
                 raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a section")
             node = child
-        node[path[-1]] = yaml.safe_load(value) if value else value
+        # strings as given (a phone number "+8613..." must not become a number); the
+        # conversion to int/float/bool happens in msgspec's lax mode, per field type
+        node[path[-1]] = yaml.safe_load(value) if value.lstrip()[:1] in ("[", "{") else value
 
 
 def _read_secret_file(key: str, path: str) -> str:
@@ -195,6 +237,10 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         validate(config.escalation)
     except PolicyError as error:
         raise ConfigError(f"{source}: escalation: {error}") from None
+    if config.notify.twilio is not None:
+        twilio_token(config)  # fail at start-up, not at the first emergency
+    if config.notify.webhook is not None:
+        webhook_secret(config)
     d = config.detect
     if not d.battery_critical_pct < d.battery_warning_pct < d.battery_clear_pct:
         raise ConfigError(f"{source}: detect: battery_critical_pct < battery_warning_pct < "
@@ -206,6 +252,30 @@ def mqtt_password(config: GatewayConfig) -> str | None:
     if config.mqtt.password_file:
         return _read_secret_file("mqtt.password_file", config.mqtt.password_file)
     return config.mqtt.password
+
+
+def _required_secret(key: str, inline: str | None, file: str | None) -> str:
+    """A secret given inline (best from the environment) or as a private file; never both missing."""
+    if file:
+        return _read_secret_file(f"{key}_file", file)
+    if not inline:
+        env = ENV_PREFIX + "__".join(part.upper() for part in key.split("."))
+        raise ConfigError(f"{key}: set it (e.g. {env}) or {key.rsplit('.', 1)[1]}_file")
+    return inline
+
+
+def twilio_token(config: GatewayConfig) -> str:
+    twilio = config.notify.twilio
+    if twilio is None:
+        raise ConfigError("notify.twilio is not configured")
+    return _required_secret("notify.twilio.auth_token", twilio.auth_token, twilio.auth_token_file)
+
+
+def webhook_secret(config: GatewayConfig) -> str:
+    hook = config.notify.webhook
+    if hook is None:
+        raise ConfigError("notify.webhook is not configured")
+    return _required_secret("notify.webhook.secret", hook.secret, hook.secret_file)
 
 
 def database_password(config: GatewayConfig) -> str | None:

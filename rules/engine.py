@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.detect.detection import SEVERITY_LEVEL, Detection
+from gateway.detect.detection import CMD_RECEIVED, SEVERITY_LEVEL, Detection
 from gateway.detect.registry import ElderSpec, RegistryFile
 from rules import actions, store
 from rules.actions import AlertError
@@ -115,6 +115,13 @@ class AlertEngine:
 
     async def _apply(self, conn: Conn, det: Detection) -> int | None:
         now = self.clock_ms()
+        if det.kind == CMD_RECEIVED:
+            alert = await store.by_ref(conn, str(det.evidence.get("alert") or ""), lock=False)
+            if alert is None:
+                return None
+            await store.event(conn, alert.alert_id, now, "device_received", actor="elder", channel="device",
+                              device=det.device_id)
+            return alert.alert_id
         if is_cancel(det):
             if det.elder_id is None:
                 return None
@@ -327,6 +334,39 @@ class AlertEngine:
             result = await self._locked(conn, alert.alert_id)
         await self._flush_downlinks()
         return result
+
+    async def pass_on(self, ref: int | str, actor: str, channel: str, *, actor_key: str | None = None) -> None:
+        """The person paged declines ("press 2"): once everyone in the current tier has, move on now."""
+        now = self.clock_ms()
+        async with self.pool.connection() as conn, conn.transaction():
+            alert = await self._locked(conn, ref)
+            await store.event(conn, alert.alert_id, now, "passed_on", actor=actor, channel=channel,
+                              actor_key=actor_key)
+            if alert.state not in ("notifying", "confirming"):
+                return
+            cur = await conn.execute(
+                "SELECT f.tier, f.round FROM tier_firings f WHERE f.alert_id = %s ORDER BY f.tier DESC, "
+                "f.round DESC LIMIT 1", (alert.alert_id,))
+            latest = await cur.fetchone()
+            if latest is None:
+                return
+            tier, round_ = latest
+            cur = await conn.execute(
+                "SELECT count(DISTINCT n.recipient_key) FILTER (WHERE NOT EXISTS (SELECT 1 FROM alert_events e "
+                "WHERE e.alert_id = n.alert_id AND e.event = 'passed_on' AND e.detail->>'actor_key' = "
+                "n.recipient_key)) FROM notifications n WHERE n.alert_id = %s AND n.purpose = 'page' "
+                "AND n.tier = %s AND n.round = %s", (alert.alert_id, tier, round_))
+            left = await cur.fetchone()
+            if left is not None and left[0] == 0:
+                # everyone in this tier declined: its wait is over, so the next check moves on
+                policy = self.policies.get(alert.policy) or select_policy(self.escalation, alert.kind,
+                                                                          alert.severity)
+                wait_ms = int(policy.tiers[tier].wait_s * 1000)
+                await conn.execute("UPDATE tier_firings SET at = at - make_interval(secs => %s) WHERE "
+                                   "alert_id = %s AND tier = %s AND round = %s",
+                                   (wait_ms / 1000, alert.alert_id, tier, round_))
+                await store.update(conn, alert.alert_id, next_check_ms=now)
+                await store.event(conn, alert.alert_id, now, "tier_declined", actor="system", tier=tier)
 
     async def on_scene(self, ref: int | str, actor: str, channel: str) -> AlertRow:
         now = self.clock_ms()

@@ -20,6 +20,7 @@ import msgspec
 from gateway.detect.detection import (
     CALL,
     CANCEL,
+    CMD_RECEIVED,
     CANCEL_LATE,
     DEVICE_SILENT,
     FALL,
@@ -48,7 +49,7 @@ KNOWN_KINDS: frozenset[str] = frozenset({
     CANCEL_LATE,
 })
 # Detector kinds that are not alerts (a cancel closes alerts), so no policy may name them.
-NOT_ALERT_KINDS: frozenset[str] = frozenset({CANCEL})
+NOT_ALERT_KINDS: frozenset[str] = frozenset({CANCEL, CMD_RECEIVED})
 # Roles that have someone on duty around the clock; the last tier must name one of them.
 ALWAYS_STAFFED: tuple[str, ...] = ("hotline", "post_station")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")

@@ -49,6 +49,23 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
     assert mqtt_password(config) == "s3cret"
 
 
+def test_a_phone_number_from_the_environment_stays_a_string() -> None:
+    config = load_config(None, environ={
+        "ELDERCARE_NOTIFY__TWILIO__ACCOUNT_SID": "AC123", "ELDERCARE_NOTIFY__TWILIO__AUTH_TOKEN": "t",
+        "ELDERCARE_NOTIFY__TWILIO__SMS_FROM": "+15005550006",
+        "ELDERCARE_NOTIFY__TWILIO__VOICE_FROM": "+8613800138000", "ELDERCARE_NOTIFY__CONSOLE": "true",
+        "ELDERCARE_ESCALATION__QUIET_HOURS": "23:00-06:00"})
+    assert config.notify.twilio is not None and config.notify.twilio.sms_from == "+15005550006"
+    assert config.notify.console is True and config.escalation.quiet_hours == "23:00-06:00"
+
+
+def test_missing_twilio_token_is_named_with_its_variable() -> None:
+    with pytest.raises(ConfigError, match="ELDERCARE_NOTIFY__TWILIO__AUTH_TOKEN"):
+        load_config(None, environ={"ELDERCARE_NOTIFY__TWILIO__ACCOUNT_SID": "AC1",
+                                   "ELDERCARE_NOTIFY__TWILIO__SMS_FROM": "+15005550006",
+                                   "ELDERCARE_NOTIFY__TWILIO__VOICE_FROM": "+15005550006"})
+
+
 def test_secret_file_must_be_private(tmp_path: Path) -> None:
     secret = tmp_path / "mqtt.pw"
     secret.write_text("hunter2\n")

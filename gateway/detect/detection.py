@@ -28,6 +28,7 @@ NOT_WORN = "not_worn"
 DEVICE_SILENT = "device_silent"
 INACTIVITY = "inactivity"
 CANCEL_LATE = "cancel_late"
+CMD_RECEIVED = "cmd_received"  # the device confirms it showed a command (alert code in evidence)
 CANCEL = "cancel"  # the elder pressed cancel ("I am OK"): closes alerts still asking them
 
 

@@ -67,7 +67,10 @@ class DetectorSet:
                 }, out)
             elif name == "device_events":
                 events = [e.decode() for e in rows.column("event").values]
-                self.events.process(slots, ts, events, out)
+                detail = rows.column("detail")
+                details = [d.decode() if (detail.valid is None or detail.valid[i]) else None
+                           for i, d in enumerate(detail.values)]
+                self.events.process(slots, ts, events, out, details)
             elif name == "device_status":
                 self._status(rows, slots, ts, out)
             elif name == "wristband_accel":

@@ -19,6 +19,7 @@ from gateway.detect.detection import (
     CALL,
     CANCEL,
     CANCEL_LATE,
+    CMD_RECEIVED,
     FALL,
     FALL_NO_RECOVERY,
     NOT_WORN,
@@ -118,14 +119,16 @@ class EventDetector:
         self.pending: dict[int, _Pending] = {}  # slot -> last SOS/call not yet cancelled
 
     def process(self, slots: NDArray[np.int64], ts: NDArray[np.int64], events: list[str],
-                out: list[Detection]) -> None:
+                out: list[Detection], details: list[str | None] | None = None) -> None:
         for i in np.argsort(ts, kind="stable"):
-            self._one(int(slots[i]), int(ts[i]), events[i], out)
+            self._one(int(slots[i]), int(ts[i]), events[i], out, details[i] if details else None)
 
-    def _one(self, slot: int, ts_ms: int, event: str, out: list[Detection]) -> None:
+    def _one(self, slot: int, ts_ms: int, event: str, out: list[Detection], detail: str | None = None) -> None:
         elder = _elder(self.index, slot)
         device = self.index.device_ids[slot]
-        if event in (SOS, CALL):
+        if event == "received":
+            out.append(Detection(elder, device, CMD_RECEIVED, "info", ts_ms, {"alert": detail}))
+        elif event in (SOS, CALL):
             self.pending[slot] = _Pending(event, ts_ms)
             out.append(Detection(elder, device, event, "critical" if event == SOS else "warning",
                                  ts_ms, {"button": event}))

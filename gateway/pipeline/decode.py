@@ -151,7 +151,7 @@ class BatchDecoder:
             ts = ts[keep]
             if not recs:
                 return
-        ids = np.array([r.device_id.encode() for r in rts], dtype=object)
+        ids = np.array([r.device_key for r in rts], dtype=object)
         time_col = Column("timestamptz_ms", ts)
         id_col = Column("text", ids)
         if contract is WristbandTelemetry:
@@ -174,7 +174,7 @@ class BatchDecoder:
                 Column("bool", np.array([r.irregular for r in recs], bool)),
             )))
         elif contract in (WristbandEvent, PagerEvent, MeterEvent):
-            details = [getattr(r, "code", None) for r in recs]
+            details = [getattr(r, "code", None) or getattr(r, "alert", None) for r in recs]
             detail_valid = np.array([d is not None for d in details], bool)
             out.tables.append(TableRows(tables.EVENTS, (
                 time_col, id_col,
