@@ -134,6 +134,7 @@ def drain_gateway(port: int, dsn: str, n: int, workdir: Path) -> tuple[float, in
         "mqtt": {"port": port, "client_id": "gateway"},
         "database": {"dsn": dsn},
         "storage": {"spool_dir": str(workdir / "spool")},
+        "notify": {"http_port": 0},
         "logging": {"level": "WARNING"},
     }))
     subprocess.run([sys.executable, "-m", "gateway.cli", "-c", str(config), "db", "upgrade"],

@@ -53,7 +53,7 @@ class WristbandTelemetry(Payload, frozen=True, kw_only=True):
 
     lat: Latitude | None = None
     lon: Longitude | None = None
-    gps_acc_m: Annotated[float, Meta(ge=0.0, le=100_000.0, description="GPS accuracy radius, m")] | None = None  # noqa: E501
+    gps_acc_m: Annotated[float, Meta(ge=0.0, le=100_000.0, description="GPS accuracy radius, m")] | None = None
     hr: Bpm | None = None
     spo2: Percent | None = None
     steps: Annotated[int, Meta(ge=0, le=1_000_000, description="steps since midnight")] | None = None

@@ -15,16 +15,22 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
+import uvicorn
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from gateway.config import GatewayConfig, database_password, mqtt_password
+from gateway.config import ConfigError, GatewayConfig, database_password, mqtt_password, twilio_token
 from gateway.detect.detection import Detection
 from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
@@ -32,6 +38,9 @@ from gateway.detect.registry import RegistryFile, load_registry, parse_window
 from gateway.detect.registry_db import import_registry, load_registry_from_db
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
+from gateway.notify.outbox import OutboxSender
+from gateway.notify.setup import build_notifiers, outbox_settings
+from gateway.notify.webhooks import TwilioWebhooks, webhook_app
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.storage.schema import StoragePolicy, maintain_partitions, upgrade
@@ -133,6 +142,8 @@ class Gateway:
         self._pool: AsyncConnectionPool | None = None
         self.detectors: DetectorSet | None = None
         self.detections_stored = asyncio.Event()
+        self.outbox_due = asyncio.Event()
+        self.http: uvicorn.Server | None = None
         self.detections: list[Detection] = []  # everything detected, for tests and the console
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -153,6 +164,13 @@ class Gateway:
         writer = TelemetryWriter(self._pool, self.policy)
         self.alerts = AlertEngine(self._pool, self.config.escalation, registry, self.clock_ms,
                                   self._send_downlink)
+        self.outbox = OutboxSender(self._pool, build_notifiers(self.config), outbox_settings(self.config),
+                                   self.clock_ms)
+        try:
+            http = self._http_server() if self.config.notify.enabled else None
+        except ConfigError:
+            await self._pool.close()
+            raise
         try:
             async with asyncio.TaskGroup() as tasks:
                 workers = [
@@ -161,17 +179,26 @@ class Gateway:
                     tasks.create_task(self._store_stage(writer), name="store"),
                     tasks.create_task(self._tick_stage(), name="detect-timers"),
                     tasks.create_task(self._alert_stage(), name="escalate"),
+                    tasks.create_task(self._notify_stage(), name="notify"),
                     tasks.create_task(self._maintenance(dsn, kwargs), name="maintenance"),
                     tasks.create_task(self._log_stats(), name="stats"),
                 ]
+                if http is not None:
+                    workers.append(tasks.create_task(http.serve(sockets=[self._http_socket]), name="http"))
                 self.ready.set()
                 await stop.wait()
                 log.info("stopping: flushing what is held")
                 await self._drain()
                 await self.mqtt.close()
+                if http is not None:
+                    http.should_exit = True
                 for worker in workers:
-                    worker.cancel()
+                    if worker.get_name() != "http":
+                        worker.cancel()
         finally:
+            outbox = getattr(self, "outbox", None)
+            if outbox is not None:
+                await outbox.close()
             await self._pool.close()
 
     async def _upgrade_schema(self, dsn: str, kwargs: dict[str, object]) -> None:
@@ -241,10 +268,65 @@ class Gateway:
                 while await self.alerts.process_detections() > 0:
                     pass
                 await self.alerts.run_due()
+                self.outbox_due.set()
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as error:
                 log.warning("alert engine waiting for the database: %s", _first_line(error))
             except Exception:
                 log.exception("alert engine step failed; retrying")
+
+    async def _notify_stage(self) -> None:
+        """Send what the alert engine queued in the outbox: woken by it, and every 0.5 s for retries."""
+        if not self.config.notify.enabled:
+            return
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self.outbox_due.wait()
+            self.outbox_due.clear()
+            if not self.database_up:
+                continue
+            try:
+                while await self.outbox.run_once() > 0:
+                    pass
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as error:
+                log.warning("outbox waiting for the database: %s", _first_line(error))
+            except Exception:
+                log.exception("outbox step failed; retrying")
+
+    def _http_server(self) -> uvicorn.Server:
+        assert self._pool is not None
+        n = self.config.notify
+        routes = [Route("/healthz", self._healthz), Route("/readyz", self._readyz)]
+        if n.twilio is not None:
+            hooks = TwilioWebhooks(self._pool, self.alerts, twilio_token(self.config), n.public_base_url,
+                                   self.clock_ms)
+            app = webhook_app(hooks, routes)
+        else:
+            app = Starlette(routes=routes)
+        # bind here, so a port in use is a clear start-up error, not uvicorn exiting the process later
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((n.http_host, n.http_port))
+        except OSError as error:
+            sock.close()
+            raise ConfigError(f"notify.http_port: cannot listen on {n.http_host}:{n.http_port}: "
+                              f"{error.strerror}") from None
+        sock.listen(128)
+        sock.setblocking(False)
+        self._http_socket = sock
+        self.http_port = int(sock.getsockname()[1])
+        server = _HttpServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.http = server
+        return server
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _readyz(self, request: Request) -> Response:
+        ready = self.mqtt.connected.is_set() and self.database_up
+        return JSONResponse({"mqtt": self.mqtt.connected.is_set(), "database": self.database_up,
+                             "spool_batches": len(self.spool)}, status_code=200 if ready else 503)
 
     async def _send_downlink(self, command: Downlink) -> None:
         payload = json.dumps(command.payload, ensure_ascii=False).encode()
@@ -402,6 +484,14 @@ class Gateway:
                 self.batcher.received, s.rows_stored, s.dead_letters, s.spooled_messages,
                 s.replayed_messages,
             )
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the gateway's supervisor owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _first_line(error: BaseException) -> str:

@@ -158,6 +158,7 @@ async def run_demo(duration_s: float = 0.0) -> int:
             "mqtt": {"port": broker.port, "client_id": "demo-gateway"},
             "database": {"dsn": database.dsn},
             "storage": {"spool_dir": str(work / "spool")},
+            "notify": {"http_port": 0, "console": True},
             "registry": {"file": str(work / "registry.yaml")},
             "detect": {"fall_confirm_s": 10, "fence_dwell_s": 4, "fence_dwell_readings": 1,
                        "fence_reentry_readings": 1, "silent_factor": 2.0, "tick_s": 0.5},

@@ -232,11 +232,19 @@ def _migration_3(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePo
     conn.execute(ALERTS_SQL)
 
 
+def _migration_4(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePolicy) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS webhook_receipts (receipt text PRIMARY KEY, "
+        "received_at timestamptz NOT NULL DEFAULT now())"
+    )
+
+
 Migration = Callable[[psycopg.Connection[tuple[object, ...]], StoragePolicy], None]
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "registry, dead letters and time-series tables", _migration_1),
     (2, "detections and geofences", _migration_2),
     (3, "alerts, audit trail, tier firings, notification outbox, responders", _migration_3),
+    (4, "webhook receipts (Twilio retries: apply each once)", _migration_4),
 )
 
 

@@ -1,0 +1,250 @@
+"""The outbox sender: every notification row is sent, retried, failed over, or recorded failed.
+
+Rows are written by the alert engine before anything is sent. The sender claims due
+rows (``FOR UPDATE SKIP LOCKED``) and marks them ``sending`` with a lease; if the
+process dies mid-send the lease runs out and another sender (or the restarted one)
+sends again: a crash can cause a repeat, never a silence. Then:
+
+* accepted by the provider -> ``sent`` with the provider's id (callbacks refine it);
+* retryable failure -> back to ``pending`` after exponential back-off with jitter;
+* permanent failure or retries exhausted -> ``failed``, and a new row on the person's
+  other channel (voice <-> SMS) if they have one; otherwise it counts as no answer
+  and the tier escalates on its timer.
+
+Carriers block numbers that call or text one phone too often: calls beyond
+``calls_per_hour`` to a phone become SMS, and several alerts due for one phone at
+once go out as one summary SMS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.notify.base import Notifier, NotifyError, Outbound, PermanentError, Sent, redact_phone
+from gateway.notify.templates import (
+    MessageContext,
+    render_sms,
+    render_summary_sms,
+    render_voice_twiml,
+)
+from rules import store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    public_base_url: str = "http://127.0.0.1:8080"
+    max_attempts: int = 5
+    backoff_initial_s: float = 2.0
+    backoff_max_s: float = 60.0
+    lease_s: float = 60.0
+    calls_per_hour: int = 6
+    concurrency: int = 16
+    no_reply_prefixes: tuple[str, ...] = ("+86",)  # Twilio: no two-way SMS, no URLs to China
+
+
+def backoff_s(attempt: int, settings: OutboxSettings, rnd: random.Random) -> float:
+    """Exponential back-off with full jitter: 2, 4, 8 ... s, capped, times a random 0.5-1."""
+    base = min(settings.backoff_max_s, settings.backoff_initial_s * 2.0 ** max(0, attempt - 1))
+    return float(base * (0.5 + rnd.random() / 2))
+
+
+_CLAIM = """
+UPDATE notifications SET status = 'sending', attempts = attempts + 1, next_attempt_at = %(lease)s,
+       updated_at = %(now)s
+WHERE id IN (SELECT id FROM notifications
+             WHERE status IN ('pending', 'sending') AND next_attempt_at <= %(now)s
+             ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING id, alert_id, purpose, tier, round, recipient_key, recipient_name, role, phone, language,
+          channel, channels, provider, idempotency_key, attempts
+"""
+
+_CONTEXT = """
+SELECT a.alert_id, a.code, a.kind, a.severity, a.opened_at, a.evidence, a.acknowledged_by, a.outcome,
+       coalesce(e.name, a.device_id) AS elder_name, coalesce(e.profile->>'address', '') AS address,
+       (e.profile->'home'->>'lat')::float8 AS lat, (e.profile->'home'->>'lon')::float8 AS lon
+FROM alerts a LEFT JOIN elders e USING (elder_id) WHERE a.alert_id = ANY(%s)
+"""
+
+
+class OutboxSender:
+    def __init__(self, pool: AsyncConnectionPool, notifiers: Sequence[Notifier], settings: OutboxSettings,
+                 clock_ms: Callable[[], int], seed: int | None = None) -> None:
+        self.pool = pool
+        self.notifiers = list(notifiers)
+        self.settings = settings
+        self.clock_ms = clock_ms
+        self.rnd = random.Random(seed)
+        self.sent_count: dict[str, int] = {}
+        self.failed_count: dict[str, int] = {}
+
+    async def close(self) -> None:
+        for notifier in self.notifiers:
+            await notifier.close()
+
+    def _notifiers_for(self, channel: str, preferred: str | None) -> list[Notifier]:
+        able = [n for n in self.notifiers if channel in n.channels]
+        return sorted(able, key=lambda n: n.name != preferred)
+
+    async def run_once(self, limit: int = 50) -> int:
+        """Claim and send what is due; return how many rows were handled."""
+        now = self.clock_ms()
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_CLAIM, {"now": store.ts(now), "limit": limit,
+                                       "lease": store.ts(now + int(self.settings.lease_s * 1000))})
+            rows = list(await cur.fetchall())
+            if not rows:
+                return 0
+            await cur.execute(_CONTEXT, ([r["alert_id"] for r in rows],))
+            contexts = {c["alert_id"]: c for c in await cur.fetchall()}
+        rows = await self._rate_limit(rows, now)
+        groups = self._group(rows)
+        semaphore = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(group: list[dict[str, Any]]) -> None:
+            async with semaphore:
+                await self._send(group, contexts, now)
+
+        await asyncio.gather(*(one(g) for g in groups))
+        return len(rows)
+
+    def _group(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """SMS pages due for one phone at once travel as one summary message."""
+        by_phone: dict[str, list[dict[str, Any]]] = {}
+        groups: list[list[dict[str, Any]]] = []
+        for row in rows:
+            if row["channel"] == "sms" and row["purpose"] == "page":
+                by_phone.setdefault(row["phone"], []).append(row)
+            else:
+                groups.append([row])
+        groups.extend(by_phone.values())
+        return groups
+
+    async def _rate_limit(self, rows: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
+        calls = [r for r in rows if r["channel"] == "voice"]
+        if not calls:
+            return rows
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT phone, count(*) FROM notifications WHERE channel = 'voice' AND status NOT IN "
+                "('pending', 'sending', 'failed') AND updated_at > %s AND phone = ANY(%s) GROUP BY phone",
+                (store.ts(now - 3_600_000), [r["phone"] for r in calls]))
+            recent: dict[str, int] = {phone: int(n) for phone, n in await cur.fetchall()}
+        out = []
+        for row in rows:
+            if row["channel"] == "voice":
+                recent[row["phone"]] = recent.get(row["phone"], 0) + 1
+                if recent[row["phone"]] > self.settings.calls_per_hour and "sms" in row["channels"]:
+                    await self._failover(row, f"more than {self.settings.calls_per_hour} calls an hour "
+                                              "to this phone", now, to="sms")
+                    continue
+            out.append(row)
+        return out
+
+    def _context(self, ctx: dict[str, Any], row: dict[str, Any]) -> MessageContext:
+        return MessageContext(
+            elder_name=ctx["elder_name"], kind=ctx["kind"], severity=ctx["severity"],
+            when_ms=store.ms(ctx["opened_at"]) or 0, alert_code=ctx["code"], address=ctx["address"],
+            lat=ctx["lat"], lon=ctx["lon"], evidence=ctx["evidence"] or {},
+            taken_by=ctx["acknowledged_by"], outcome=ctx["outcome"], role=row["role"],
+            recipient_language=row["language"],
+        )
+
+    def _outbound(self, group: list[dict[str, Any]], contexts: dict[int, dict[str, Any]]) -> Outbound:
+        row = group[0]
+        base = self.settings.public_base_url.rstrip("/")
+        china = row["phone"].startswith(self.settings.no_reply_prefixes)
+        twiml = None
+        if len(group) > 1:
+            text = render_summary_sms([self._context(contexts[r["alert_id"]], r) for r in group],
+                                      replies_supported=not china, links_allowed=not china)
+        else:
+            ctx = self._context(contexts[row["alert_id"]], row)
+            text = render_sms(ctx, row["purpose"], replies_supported=not china, links_allowed=not china)
+            if row["channel"] == "voice":
+                twiml = render_voice_twiml(ctx, f"{base}/twilio/voice/gather/{row['id']}")
+        return Outbound(
+            notification_id=row["id"], alert_id=row["alert_id"], purpose=row["purpose"],
+            channel=row["channel"], phone=row["phone"], language=row["language"],
+            recipient_name=row["recipient_name"], text=text, twiml=twiml,
+            callback_url=f"{base}/twilio/status/{row['id']}",
+        )
+
+    async def _send(self, group: list[dict[str, Any]], contexts: dict[int, dict[str, Any]], now: int) -> None:
+        row = group[0]
+        message = self._outbound(group, contexts)
+        error: NotifyError = PermanentError(f"no notifier for channel {row['channel']}")
+        for notifier in self._notifiers_for(row["channel"], row["provider"]):
+            try:
+                sent = await notifier.send(message)
+            except NotifyError as failure:
+                error = failure
+                log.warning("%s via %s to %s failed: %s", row["channel"], notifier.name,
+                            redact_phone(row["phone"]), failure)
+                if failure.retryable:
+                    break  # retry the preferred provider first, after back-off
+                continue  # permanent for this provider: try the next provider
+            await self._sent(group, sent, now)
+            return
+        for each in group:
+            if error.retryable and each["attempts"] < self.settings.max_attempts:
+                await self._retry(each, error, now)
+            else:
+                await self._failover(each, str(error), now)
+
+    async def _sent(self, group: list[dict[str, Any]], sent: Sent, now: int) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            for row in group:
+                await conn.execute(
+                    "UPDATE notifications SET status = 'sent', provider_sid = %s, provider = %s, "
+                    "last_error = NULL, updated_at = %s WHERE id = %s",
+                    (sent.provider_sid, sent.provider, store.ts(now), row["id"]))
+                await store.event(conn, row["alert_id"], now, "notified", actor=row["recipient_name"],
+                                  channel=row["channel"], purpose=row["purpose"], tier=row["tier"],
+                                  summary=len(group) > 1)
+        self.sent_count[row["channel"]] = self.sent_count.get(row["channel"], 0) + len(group)
+
+    async def _retry(self, row: dict[str, Any], error: NotifyError, now: int) -> None:
+        delay = backoff_s(row["attempts"], self.settings, self.rnd)
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE notifications SET status = 'pending', next_attempt_at = %s, last_error = %s, "
+                "updated_at = %s WHERE id = %s",
+                (store.ts(now + int(delay * 1000)), str(error)[:500], store.ts(now), row["id"]))
+
+    async def _failover(self, row: dict[str, Any], reason: str, now: int, to: str | None = None) -> None:
+        """This channel is done for this person: try their other channel, else record no answer."""
+        other = to or ("sms" if row["channel"] == "voice" else "voice")
+        self.failed_count[row["channel"]] = self.failed_count.get(row["channel"], 0) + 1
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE notifications SET status = 'failed', last_error = %s, updated_at = %s WHERE id = %s",
+                (reason[:500], store.ts(now), row["id"]))
+            inserted = 0
+            if other in row["channels"] and not row["idempotency_key"].endswith(":failover"):
+                cur = await conn.execute(
+                    "INSERT INTO notifications (alert_id, purpose, tier, round, recipient_key, recipient_name, "
+                    "role, phone, language, channel, channels, provider, idempotency_key, next_attempt_at) "
+                    "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS ("
+                    "SELECT 1 FROM notifications WHERE alert_id = %s AND recipient_key = %s AND channel = %s "
+                    "AND purpose = %s AND tier IS NOT DISTINCT FROM %s AND round IS NOT DISTINCT FROM %s "
+                    "AND status <> 'failed') ON CONFLICT DO NOTHING",
+                    (row["alert_id"], row["purpose"], row["tier"], row["round"], row["recipient_key"],
+                     row["recipient_name"], row["role"], row["phone"], row["language"], other,
+                     Jsonb(row["channels"]), row["provider"], f"{row['idempotency_key']}:failover",
+                     store.ts(now), row["alert_id"], row["recipient_key"], other, row["purpose"],
+                     row["tier"], row["round"]))
+                inserted = cur.rowcount
+            await store.event(conn, row["alert_id"], now, "notify_failover" if inserted else "notify_failed",
+                              actor=row["recipient_name"], channel=row["channel"], reason=reason[:200],
+                              to_channel=other if inserted else None)

@@ -1,0 +1,38 @@
+"""Notifiers and outbox settings from the configuration."""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.config import GatewayConfig, twilio_token, webhook_secret
+from gateway.notify.base import Notifier
+from gateway.notify.outbox import OutboxSettings
+from gateway.notify.twilio_client import TwilioSettings
+from gateway.notify.twilio_sms import TwilioSms
+from gateway.notify.twilio_voice import TwilioVoice
+from gateway.notify.webhook import ConsoleNotifier, SignedWebhook
+
+log = logging.getLogger(__name__)
+
+
+def build_notifiers(config: GatewayConfig) -> list[Notifier]:
+    n = config.notify
+    notifiers: list[Notifier] = []
+    if n.twilio is not None:
+        settings = TwilioSettings(n.twilio.account_sid, twilio_token(config), n.twilio.sms_from,
+                                  n.twilio.voice_from, n.twilio.base_url, n.twilio.timeout_s)
+        notifiers += [TwilioSms(settings), TwilioVoice(settings)]
+    if n.webhook is not None:
+        notifiers.append(SignedWebhook(n.webhook.url, webhook_secret(config)))
+    if n.console or not notifiers:
+        if not n.console:
+            log.warning("no SMS/voice provider configured (notify.twilio): notifications are only logged")
+        notifiers.append(ConsoleNotifier())
+    return notifiers
+
+
+def outbox_settings(config: GatewayConfig) -> OutboxSettings:
+    n = config.notify
+    return OutboxSettings(public_base_url=n.public_base_url, max_attempts=n.max_attempts,
+                          backoff_initial_s=n.backoff_initial_s, backoff_max_s=n.backoff_max_s,
+                          lease_s=n.lease_s, calls_per_hour=n.calls_per_hour)

@@ -1,0 +1,48 @@
+"""The real ``twilio`` client, async, optionally pointed at another base URL.
+
+Tests and the demo point it at the local fake (``gateway.notify.fake_twilio``); in
+production ``base_url`` stays None and requests go to Twilio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from gateway.notify.base import NotifyError, RetryableError, classify_http
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    account_sid: str
+    auth_token: str
+    sms_from: str
+    voice_from: str
+    base_url: str | None = None
+    timeout_s: float = 10.0
+
+    def __repr__(self) -> str:  # the token must never reach a log line
+        return f"TwilioSettings(account_sid={self.account_sid!r}, base_url={self.base_url!r}, token=***)"
+
+
+def make_client(settings: TwilioSettings) -> Client:
+    client = Client(settings.account_sid, settings.auth_token,
+                    http_client=AsyncTwilioHttpClient(timeout=settings.timeout_s))
+    if settings.base_url:
+        client.api.base_url = settings.base_url.rstrip("/")
+    return client
+
+
+def translate(error: BaseException) -> NotifyError:
+    """Any failure of a Twilio call as our retryable/permanent error."""
+    if isinstance(error, NotifyError):
+        return error
+    if isinstance(error, TwilioRestException):
+        return classify_http(error.status, error.code, f"twilio {error.status} {error.code}: {error.msg}")
+    if isinstance(error, TimeoutError | asyncio.TimeoutError):
+        return RetryableError("twilio request timed out")
+    return RetryableError(f"twilio request failed: {type(error).__name__}: {error}")

@@ -1,0 +1,190 @@
+"""Twilio's webhooks: SMS replies, key presses, delivery and call status. All signed.
+
+Every request's ``X-Twilio-Signature`` is checked against the public URL Twilio
+called (``public_base_url`` + path) before anything else; an unsigned or wrongly
+signed request gets 403 and a log line. Twilio retries webhooks, so each effect is
+applied once: receipts are keyed by the message or call id (and digits).
+
+* ``POST /twilio/sms`` — an incoming SMS. "1" (optionally with an alert code,
+  "1 A17") takes the most recent open alert paged to that phone, or the named one.
+* ``POST /twilio/voice/gather/{notification_id}`` — the key pressed during our call:
+  1 takes the alert, 2 passes it on (the tier stops waiting for this person).
+* ``POST /twilio/status/{notification_id}`` — delivery or call progress; a missed,
+  busy or failed call counts as no answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+from xml.sax.saxutils import escape
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from twilio.request_validator import RequestValidator
+
+from gateway.notify.base import redact_phone
+from gateway.notify.templates import render_gather_reply
+from rules import store
+from rules.actions import AlertError
+from rules.engine import AlertEngine
+
+log = logging.getLogger(__name__)
+
+_REPLY = re.compile(r"^\s*([12])\s*(A?\d+)?\s*$", re.IGNORECASE)
+NO_ANSWER = frozenset({"no-answer", "busy", "failed", "canceled"})
+DELIVERY_FAILED = frozenset({"failed", "undelivered"})
+
+
+def twiml(body: str = "") -> Response:
+    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>',
+                    media_type="application/xml")
+
+
+class TwilioWebhooks:
+    def __init__(self, pool: AsyncConnectionPool, engine: AlertEngine, auth_token: str, public_base_url: str,
+                 clock_ms: Callable[[], int]) -> None:
+        self.pool = pool
+        self.engine = engine
+        self.validator = RequestValidator(auth_token)
+        self.public = public_base_url.rstrip("/")
+        self.clock_ms = clock_ms
+        self.refused = 0
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/twilio/sms", self.sms, methods=["POST"]),
+            Route("/twilio/voice/gather/{notification_id:int}", self.gather, methods=["POST"]),
+            Route("/twilio/status/{notification_id:int}", self.status, methods=["POST"]),
+        ]
+
+    async def _verified(self, request: Request) -> dict[str, str] | None:
+        form = await request.form()
+        params = {k: str(v) for k, v in form.items()}
+        url = self.public + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not self.validator.validate(url, params, signature):
+            self.refused += 1
+            log.warning("refused a webhook to %s: %s signature", request.url.path,
+                        "missing" if not signature else "wrong")
+            return None
+        return params
+
+    async def _first_time(self, key: str) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("INSERT INTO webhook_receipts (receipt) VALUES (%s) ON CONFLICT DO NOTHING",
+                                     (key,))
+            return cur.rowcount == 1
+
+    async def sms(self, request: Request) -> Response:
+        params = await self._verified(request)
+        if params is None:
+            return PlainTextResponse("invalid signature", status_code=403)
+        if not await self._first_time(f"sms:{params.get('MessageSid', '')}"):
+            return twiml()
+        phone, body = params.get("From", ""), params.get("Body", "")
+        match = _REPLY.match(body)
+        if not match:
+            return twiml("<Message>回复 1 确认处理 / Reply 1 to take the alert</Message>")
+        digit, code = match.group(1), match.group(2)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT n.alert_id, n.recipient_name, n.recipient_key, n.language FROM notifications n "
+                "JOIN alerts a USING (alert_id) WHERE n.phone = %s AND n.purpose = 'page' "
+                "AND a.state <> 'resolved' AND (%s::text IS NULL OR a.code = upper(%s) "
+                "OR a.alert_id::text = %s) ORDER BY a.opened_at DESC, n.id DESC LIMIT 1",
+                (phone, code, code, code))
+            row = await cur.fetchone()
+        if row is None:
+            log.info("an SMS reply from %s matched no open alert", redact_phone(phone))
+            return twiml("<Message>没有需要确认的告警 / No open alert to take</Message>")
+        alert_id, name, key, _ = row
+        text = await self._answer(alert_id, name, key, "sms", digit)
+        return twiml(f"<Message>{escape(text)}</Message>")
+
+    async def gather(self, request: Request) -> Response:
+        params = await self._verified(request)
+        if params is None:
+            return PlainTextResponse("invalid signature", status_code=403)
+        nid = int(request.path_params["notification_id"])
+        digits = params.get("Digits", "")
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT alert_id, recipient_name, recipient_key, language FROM notifications "
+                                     "WHERE id = %s", (nid,))
+            row = await cur.fetchone()
+        if row is None:
+            return twiml()
+        alert_id, name, key, language = row
+        if not await self._first_time(f"gather:{params.get('CallSid', '')}:{digits}"):
+            return twiml(render_gather_reply(language, accepted=digits == "1", taken_by_other=None))
+        if digits not in ("1", "2"):
+            return twiml(render_gather_reply(language, accepted=None, taken_by_other=None))
+        await self._mark(nid, "answered")
+        await self._answer(alert_id, name, key, "voice", digits)
+        taken_by = await self._taken_by(alert_id)
+        other = taken_by if taken_by and taken_by != name else None
+        return twiml(render_gather_reply(language, accepted=digits == "1" and other is None,
+                                         taken_by_other=other))
+
+    async def _answer(self, alert_id: int, name: str, key: str, channel: str, digit: str) -> str:
+        try:
+            if digit == "1":
+                alert = await self.engine.acknowledge(alert_id, name, channel, actor_key=key)
+                if alert.acknowledged_by != name:
+                    return f"{alert.acknowledged_by} 已在处理 {alert.code} / already taken by {alert.acknowledged_by}"
+                return f"已确认，请尽快前往 {alert.code} / You have taken {alert.code}"
+            await self.engine.pass_on(alert_id, name, channel, actor_key=key)
+            return "已转给下一位 / Passed on"
+        except AlertError as error:
+            return f"{error}"
+
+    async def _taken_by(self, alert_id: int) -> str | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT acknowledged_by FROM alerts WHERE alert_id = %s", (alert_id,))
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def _mark(self, nid: int, status: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("UPDATE notifications SET status = %s, updated_at = %s WHERE id = %s",
+                               (status, store.ts(self.clock_ms()), nid))
+
+    async def status(self, request: Request) -> Response:
+        params = await self._verified(request)
+        if params is None:
+            return PlainTextResponse("invalid signature", status_code=403)
+        nid = int(request.path_params["notification_id"])
+        call_status = params.get("CallStatus")
+        message_status = params.get("MessageStatus")
+        now = self.clock_ms()
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute("SELECT alert_id, status, recipient_name, channel FROM notifications "
+                                     "WHERE id = %s FOR UPDATE", (nid,))
+            row = await cur.fetchone()
+            if row is None:
+                return PlainTextResponse("")
+            alert_id, current, name, channel = row
+            new: str | None = None
+            if message_status in ("delivered",):
+                new = "delivered"
+            elif message_status in DELIVERY_FAILED:
+                new = "undelivered"
+            elif call_status in NO_ANSWER:
+                new = "no_answer"
+            elif call_status == "completed" and current not in ("answered",):
+                new = "no_answer"  # the call ended without a key press
+            if new and current not in ("answered", new):
+                await conn.execute("UPDATE notifications SET status = %s, updated_at = %s WHERE id = %s",
+                                   (new, store.ts(now), nid))
+                await store.event(conn, alert_id, now, f"notification_{new}", actor=name, channel=channel,
+                                  provider_status=call_status or message_status)
+        return PlainTextResponse("")
+
+
+def webhook_app(webhooks: TwilioWebhooks, extra_routes: list[Any] | None = None) -> Starlette:
+    return Starlette(routes=[*webhooks.routes(), *(extra_routes or [])])
