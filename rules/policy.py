@@ -20,8 +20,8 @@ import msgspec
 from gateway.detect.detection import (
     CALL,
     CANCEL,
-    CMD_RECEIVED,
     CANCEL_LATE,
+    CMD_RECEIVED,
     DEVICE_SILENT,
     FALL,
     FALL_NO_RECOVERY,
