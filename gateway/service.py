@@ -119,6 +119,9 @@ class Gateway:
         self.spool = DiskSpool(Path(config.storage.spool_dir))
         self.raw_queue: asyncio.Queue[RawBatch] = asyncio.Queue()
         self.store_queue: asyncio.Queue[tuple[RawBatch, DecodedBatch]] = asyncio.Queue(maxsize=2)
+        # batches with device events (SOS, fall) are stored on their own task and connection,
+        # so an emergency does not wait behind telemetry commits
+        self.urgent_queue: asyncio.Queue[tuple[RawBatch, DecodedBatch]] = asyncio.Queue(maxsize=64)
         self.batcher = MicroBatcher(
             self.raw_queue,
             max_messages=config.ingest.batch_max_messages,
@@ -143,6 +146,7 @@ class Gateway:
         self.detectors: DetectorSet | None = None
         self.detections_stored = asyncio.Event()
         self.outbox_due = asyncio.Event()
+        self._fast_sends: set[asyncio.Task[None]] = set()
         self.http: uvicorn.Server | None = None
         self.detections: list[Detection] = []  # everything detected, for tests and the console
 
@@ -162,10 +166,12 @@ class Gateway:
         )
         await self._pool.open(wait=False)
         writer = TelemetryWriter(self._pool, self.policy)
-        self.alerts = AlertEngine(self._pool, self.config.escalation, registry, self.clock_ms,
-                                  self._send_downlink)
         self.outbox = OutboxSender(self._pool, build_notifiers(self.config), outbox_settings(self.config),
                                    self.clock_ms)
+        self.alerts = AlertEngine(self._pool, self.config.escalation, registry, self.clock_ms,
+                                  self._send_downlink,
+                                  claimed=self._send_claimed if self.config.notify.enabled else None,
+                                  lease_s=self.config.notify.lease_s)
         try:
             http = self._http_server() if self.config.notify.enabled else None
         except ConfigError:
@@ -177,6 +183,7 @@ class Gateway:
                     tasks.create_task(self.mqtt.run(), name="ingest"),
                     tasks.create_task(self._decode_stage(), name="decode"),
                     tasks.create_task(self._store_stage(writer), name="store"),
+                    tasks.create_task(self._urgent_stage(writer), name="store-urgent"),
                     tasks.create_task(self._tick_stage(), name="detect-timers"),
                     tasks.create_task(self._alert_stage(), name="escalate"),
                     tasks.create_task(self._notify_stage(), name="notify"),
@@ -328,6 +335,18 @@ class Gateway:
         return JSONResponse({"mqtt": self.mqtt.connected.is_set(), "database": self.database_up,
                              "spool_batches": len(self.spool)}, status_code=200 if ready else 503)
 
+    async def _send_claimed(self, ids: list[int]) -> None:
+        """Pages the engine just created: sent right away, in the background."""
+        task = asyncio.create_task(self._send_claimed_now(ids), name="notify-fast")
+        self._fast_sends.add(task)
+        task.add_done_callback(self._fast_sends.discard)
+
+    async def _send_claimed_now(self, ids: list[int]) -> None:
+        try:
+            await self.outbox.send_claimed(ids)
+        except Exception:  # the lease runs out and the poller sends them: never lost
+            log.exception("immediate send failed; the outbox will retry")
+
     async def _send_downlink(self, command: Downlink) -> None:
         payload = json.dumps(command.payload, ensure_ascii=False).encode()
         await self.mqtt.publish(command.topic, payload, qos=1)
@@ -345,6 +364,7 @@ class Gateway:
             async with asyncio.timeout(timeout_s):
                 await self.raw_queue.join()
                 await self.store_queue.join()
+                await self.urgent_queue.join()
 
     async def _decode_stage(self) -> None:
         while True:
@@ -355,7 +375,8 @@ class Gateway:
                 decoded.detections = self.detectors.process(decoded)
                 if decoded.detections:
                     self._detected(decoded.detections)
-            await self.store_queue.put((raw, decoded))
+            urgent = decoded.table("device_events") is not None and self.spool.is_empty()
+            await (self.urgent_queue if urgent else self.store_queue).put((raw, decoded))
             self.raw_queue.task_done()
 
     async def _store_stage(self, writer: TelemetryWriter) -> None:
@@ -375,6 +396,14 @@ class Gateway:
                 await self._store(writer, raw, decoded)
             finally:
                 self.store_queue.task_done()
+
+    async def _urgent_stage(self, writer: TelemetryWriter) -> None:
+        while True:
+            raw, decoded = await self.urgent_queue.get()
+            try:
+                await self._store(writer, raw, decoded)
+            finally:
+                self.urgent_queue.task_done()
 
     async def _store(self, writer: TelemetryWriter, raw: RawBatch, decoded: DecodedBatch) -> None:
         stats = self.stats

@@ -75,6 +75,8 @@ class AlertEngine:
         registry: RegistryFile,
         clock_ms: Callable[[], int],
         downlink: Callable[[Downlink], Awaitable[None]] | None = None,
+        claimed: Callable[[list[int]], Awaitable[None]] | None = None,
+        lease_s: float = 60.0,
     ) -> None:
         self.pool = pool
         self.escalation = escalation
@@ -85,6 +87,13 @@ class AlertEngine:
         self.policies: dict[str, PolicySpec] = {p.name: p for p in escalation.policies}
         self.tz = ZoneInfo(escalation.timezone)
         self._downlinks: list[Downlink] = []
+        # With a sender attached, pages are created already claimed (with its lease) and
+        # handed to it after the commit: no second transaction before the first SMS. If
+        # the process dies first, the lease runs out and the outbox poller sends them.
+        self.claimed = claimed
+        self.lease_ms = int(lease_s * 1000)
+        self._claimed: list[int] = []
+        self._opened_now: list[int] = []
 
     # -- detections -> alerts ------------------------------------------------------------
 
@@ -110,8 +119,22 @@ class AlertEngine:
                 alert_id = await self._apply(conn, det)
                 await conn.execute("UPDATE detections SET handled = true, alert_id = %s WHERE id = %s",
                                    (alert_id, det_id))
-        await self._flush_downlinks()
+            # an alert that pages at once (no confirmation window) fires its first tiers now,
+            # in this transaction: one commit between the SOS and the first page
+            opened, self._opened_now = self._opened_now, []
+            now = self.clock_ms()
+            for alert_id in opened:
+                alert = await store.by_ref(conn, alert_id)
+                if alert is not None and alert.state == "notifying":
+                    await self._escalate(conn, alert, now)
+        await self._after_commit()
         return len(rows)
+
+    async def _after_commit(self) -> None:
+        claimed, self._claimed = self._claimed, []
+        if claimed and self.claimed is not None:
+            await self.claimed(claimed)
+        await self._flush_downlinks()
 
     async def _apply(self, conn: Conn, det: Detection) -> int | None:
         now = self.clock_ms()
@@ -184,6 +207,8 @@ class AlertEngine:
         )
         await store.event(conn, alert_id, now, "opened", actor="system", kind=det.kind,
                           severity=change.severity, policy=policy.name, reason=change.reason)
+        if not confirm:
+            self._opened_now.append(alert_id)
         if confirm and elder:
             device = _elder_device(elder)
             if device:
@@ -216,6 +241,7 @@ class AlertEngine:
                 (store.ts(now), limit), lock="FOR UPDATE SKIP LOCKED")
             for alert in due:
                 await self._escalate(conn, alert, now)
+        await self._after_commit()
         return len(due)
 
     async def _firings(self, conn: Conn, alert_id: int) -> list[TierFiring]:
@@ -285,16 +311,22 @@ class AlertEngine:
             "ON CONFLICT DO NOTHING", (alert.alert_id, tier, round_, store.ts(now), len(recipients)))
         if cur.rowcount == 0:  # another engine fired this tier and round already
             return
+        claim = self.claimed is not None
         for person, channels in recipients:
             for channel in channels:
-                await conn.execute(
+                cur = await conn.execute(
                     "INSERT INTO notifications (alert_id, purpose, tier, round, recipient_key, "
                     "recipient_name, role, phone, language, channel, channels, provider, idempotency_key, "
-                    "next_attempt_at) VALUES (%s, 'page', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
+                    "next_attempt_at, status, attempts) VALUES (%s, 'page', %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
                     (alert.alert_id, tier, round_, person.key, person.name, person.role, person.phone,
                      person.language, channel, Jsonb(list(person.channels)), person.provider,
-                     f"{alert.alert_id}:page:{tier}:{round_}:{person.key}:{channel}", store.ts(now)))
+                     f"{alert.alert_id}:page:{tier}:{round_}:{person.key}:{channel}",
+                     store.ts(now + self.lease_ms if claim else now), "sending" if claim else "pending",
+                     1 if claim else 0))
+                created = await cur.fetchone()
+                if claim and created is not None:
+                    self._claimed.append(int(created[0]))
         await store.event(conn, alert.alert_id, now, "tier_fired", actor="system", tier=tier, round=round_,
                           roles=list(spec.roles), reached=[p.name for p, _ in recipients], reason=reason)
 

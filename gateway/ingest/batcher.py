@@ -1,7 +1,8 @@
 """Micro-batching between the broker connection and the decode stage.
 
 Messages are gathered until the batch holds ``max_messages`` or its first message is
-``max_age_ms`` old, then handed on whole. The hand-off is bounded: when
+``max_age_ms`` old, then handed on whole; a read that brings a device event (an SOS,
+a fall, a cancel) flushes at once. The hand-off is bounded: when
 ``max_pending`` batches wait, the broker connection stops reading, so TCP and the
 broker's receive-maximum push back on publishers instead of memory growing.
 """
@@ -63,7 +64,8 @@ class MicroBatcher:
         self._ids += publishes.packet_ids
         self._dup += publishes.dup
         self.received += len(publishes.topics)
-        if len(self._topics) >= self.max_messages:
+        # an event (SOS, fall, cancel) does not wait for the batch to fill or age
+        if len(self._topics) >= self.max_messages or any(t.endswith(b"/event") for t in publishes.topics):
             self.flush()
 
     def flush(self) -> None:

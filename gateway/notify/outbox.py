@@ -69,6 +69,12 @@ RETURNING id, alert_id, purpose, tier, round, recipient_key, recipient_name, rol
           channel, channels, provider, idempotency_key, attempts
 """
 
+_CLAIMED = """
+SELECT id, alert_id, purpose, tier, round, recipient_key, recipient_name, role, phone, language, channel,
+       channels, provider, idempotency_key, attempts
+FROM notifications WHERE id = ANY(%s) AND status = 'sending'
+"""
+
 _CONTEXT = """
 SELECT a.alert_id, a.code, a.kind, a.severity, a.opened_at, a.evidence, a.acknowledged_by, a.outcome,
        coalesce(e.name, a.device_id) AS elder_name, coalesce(e.profile->>'address', '') AS address,
@@ -107,6 +113,22 @@ class OutboxSender:
                 return 0
             await cur.execute(_CONTEXT, ([r["alert_id"] for r in rows],))
             contexts = {c["alert_id"]: c for c in await cur.fetchall()}
+        await self._dispatch(rows, contexts, now)
+        return len(rows)
+
+    async def send_claimed(self, ids: list[int]) -> None:
+        """Send rows the alert engine created already claimed (the low-latency path)."""
+        now = self.clock_ms()
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_CLAIMED, (ids,))
+            rows = list(await cur.fetchall())
+            if not rows:
+                return
+            await cur.execute(_CONTEXT, ([r["alert_id"] for r in rows],))
+            contexts = {c["alert_id"]: c for c in await cur.fetchall()}
+        await self._dispatch(rows, contexts, now)
+
+    async def _dispatch(self, rows: list[dict[str, Any]], contexts: dict[int, dict[str, Any]], now: int) -> None:
         rows = await self._rate_limit(rows, now)
         groups = self._group(rows)
         semaphore = asyncio.Semaphore(self.settings.concurrency)
@@ -116,7 +138,6 @@ class OutboxSender:
                 await self._send(group, contexts, now)
 
         await asyncio.gather(*(one(g) for g in groups))
-        return len(rows)
 
     def _group(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         """SMS pages due for one phone at once travel as one summary message."""
