@@ -16,7 +16,6 @@ Run: ``.venv/bin/python bench/alert_latency.py [--trials 200] [--background 1800
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import statistics
@@ -37,7 +36,6 @@ sys.path.insert(0, str(REPO))
 
 from gateway.local_services import LocalMosquitto, LocalPostgres, free_port  # noqa: E402
 from gateway.notify.fake_twilio import FakeTwilio, running_in_thread  # noqa: E402
-from simulators.bulk_publisher import publish_all  # noqa: E402
 
 SID, TOKEN = "AC" + "1" * 32, "bench-token"
 BANDS = 5_000
@@ -60,7 +58,7 @@ def registry(n: int) -> dict[str, Any]:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 BACKGROUND = r"""

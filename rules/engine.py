@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.detect.detection import CMD_RECEIVED, SEVERITY_LEVEL, Detection
+from gateway.detect.detection import CANCEL_LATE, CMD_RECEIVED, SEVERITY_LEVEL, Detection
 from gateway.detect.registry import ElderSpec, RegistryFile
 from rules import actions, store
 from rules.actions import AlertError
@@ -37,12 +37,14 @@ from rules.lifecycle import (
     Open,
     OpenAlert,
     Resolve,
+    Retract,
     Update,
     alert_key,
     alert_kind,
     is_cancel,
     on_cancel,
     on_detection,
+    retracted_kind,
 )
 from rules.model import Channel
 from rules.policy import EscalationConfig, PolicySpec, select_policy
@@ -155,7 +157,8 @@ class AlertEngine:
             for change in changes:
                 await self._change(conn, change, det, now)
             return rows[0].alert_id if rows else None
-        key = alert_key(det.elder_id, det.device_id, alert_kind(det.kind))
+        kind = retracted_kind(det) if det.kind == CANCEL_LATE else alert_kind(det.kind)
+        key = alert_key(det.elder_id, det.device_id, kind)
         current = await store.open_alert(conn, key)
         change = on_detection(det, _open(current) if current else None)
         return await self._change(conn, change, det, now, key=key, current=current)
@@ -187,6 +190,12 @@ class AlertEngine:
             await store.update(conn, change.alert_id, recovered=True)
             await store.event(conn, change.alert_id, now, "recovered", actor="elder", channel="device",
                               reason=change.reason)
+            return change.alert_id
+        if isinstance(change, Retract):
+            await store.update(conn, change.alert_id, recovered=True)
+            await store.event(conn, change.alert_id, now, "late_cancel", actor="elder", channel="device",
+                              reason=change.reason)
+            await actions.inform(conn, change.alert_id, "retraction", now, detail={"late_cancel": True})
             return change.alert_id
         if isinstance(change, Note):
             await store.event(conn, change.alert_id, now, change.event, actor="system", reason=change.reason)

@@ -9,6 +9,9 @@ Which kinds may close by themselves is decided here, once:
   ("are you OK?"): that is a false alarm by the elder's word.
 * A fall followed by movement while paging is not resolved either, but escalation
   stops at the tiers already paged (``MarkRecovered``).
+* A cancel after the grace period (``cancel_late``) sends everyone already paged a
+  short retraction and stops further tiers, but leaves the alert for a person to
+  close: someone should still check.
 * Everything else (geofence exit, vitals, device health, inactivity) resolves
   automatically when its detector reports the condition cleared.
 """
@@ -30,6 +33,11 @@ from gateway.detect.detection import (
 )
 
 ALERT_KIND: dict[str, str] = {FALL_NO_RECOVERY: FALL}  # detection kind -> alert kind
+
+
+def retracted_kind(det: Detection) -> str:
+    """The alert a late cancel is about (its evidence names it: ``of``)."""
+    return str(det.evidence.get("of") or SOS)
 NEVER_AUTO_RESOLVE: frozenset[str] = frozenset({SOS, CALL, FALL})
 
 
@@ -90,11 +98,19 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class Retract:
+    """A late cancel: tell everyone paged it may be a mistake, page nobody new; a person closes it."""
+
+    alert_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ignore:
     reason: str
 
 
-Change = Open | Update | Resolve | MarkRecovered | Note | Ignore
+Change = Open | Update | Resolve | MarkRecovered | Note | Retract | Ignore
 
 
 def on_detection(det: Detection, current: OpenAlert | None) -> Change:
@@ -103,8 +119,8 @@ def on_detection(det: Detection, current: OpenAlert | None) -> Change:
     if det.kind == CANCEL_LATE:
         if current is None:
             return Ignore("late cancel with no open alert")
-        return Note(current.alert_id, "late_cancel",
-                    f"the elder cancelled {det.evidence.get('cancelled_after_s')} s after pressing")
+        return Retract(current.alert_id,
+                       f"the elder cancelled {det.evidence.get('cancelled_after_s')} s after pressing")
     if det.cleared:
         if current is None:
             return Ignore(f"{kind} cleared, no open alert")

@@ -310,6 +310,24 @@ def test_withdrawn_sos_resolves_and_sends_a_retraction(world: World) -> None:
     scenario(world, body)
 
 
+def test_a_late_cancel_retracts_to_everyone_paged_and_stops_new_tiers(world: World) -> None:
+    async def body(engine: AlertEngine) -> None:
+        world.detect("sos")
+        await step(engine)
+        world.clock.advance(60 * S)
+        world.detect("cancel_late", "info", of="sos", cancelled_after_s=60)
+        await step(engine)
+        told = query(world.dsn, "SELECT DISTINCT recipient_name FROM notifications WHERE purpose = 'retraction' "
+                     "ORDER BY 1")
+        assert told == [("李娜",), ("王强",), ("王芳",)]
+        assert world.alert()[1] == "notifying"  # still open: a person closes it
+        before = len(world.pages())
+        world.clock.advance(30 * MIN)
+        await step(engine)
+        assert len(world.pages()) == before
+    scenario(world, body)
+
+
 def test_quiet_hours_delay_a_warning_but_never_a_critical(world: World) -> None:
     world.clock.ms = int(datetime(2026, 11, 23, 23, 30, tzinfo=SH).timestamp() * 1000)
 

@@ -173,10 +173,14 @@ class OutboxSender:
         return out
 
     def _context(self, ctx: dict[str, Any], row: dict[str, Any]) -> MessageContext:
+        evidence = ctx["evidence"] or {}
+        # where the elder is: the fix that triggered the alert (a geofence exit), else home
+        lat, lon = (evidence["lat"], evidence["lon"]) if "lat" in evidence and "lon" in evidence else (
+            ctx["lat"], ctx["lon"])
         return MessageContext(
             elder_name=ctx["elder_name"], kind=ctx["kind"], severity=ctx["severity"],
             when_ms=store.ms(ctx["opened_at"]) or 0, alert_code=ctx["code"], address=ctx["address"],
-            lat=ctx["lat"], lon=ctx["lon"], evidence=ctx["evidence"] or {},
+            lat=lat, lon=lon, evidence=evidence,
             taken_by=ctx["acknowledged_by"], outcome=ctx["outcome"], role=row["role"],
             recipient_language=row["language"],
         )

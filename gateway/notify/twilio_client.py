@@ -7,13 +7,16 @@ production ``base_url`` stays None and requests go to Twilio.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from gateway.notify.base import NotifyError, RetryableError, classify_http
+from gateway.notify.base import NotifyError, RetryableError, classify_http, redact_phone
+
+_PHONE = re.compile(r"\+\d{7,15}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,9 @@ def translate(error: BaseException) -> NotifyError:
     if isinstance(error, NotifyError):
         return error
     if isinstance(error, TwilioRestException):
-        return classify_http(error.status, error.code, f"twilio {error.status} {error.code}: {error.msg}")
+        # Twilio's messages quote the number ("The 'To' number +86... is not valid"): keep it out of logs
+        text = _PHONE.sub(lambda m: redact_phone(m.group(0)), str(error.msg))
+        return classify_http(error.status, error.code, f"twilio {error.status} {error.code}: {text}")
     if isinstance(error, TimeoutError | asyncio.TimeoutError):
         return RetryableError("twilio request timed out")
     return RetryableError(f"twilio request failed: {type(error).__name__}: {error}")
