@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from gateway.local_services import LocalMosquitto, LocalPostgres  # noqa: E402
 from simulators.bulk_publisher import publish_all  # noqa: E402
 
-TOPIC_FILTER = "eldercare/v1/+/+/+"
+TOPIC_FILTER = "eldercare/v1/+/+/telemetry"  # the stream is telemetry only
 SESSION_EXPIRY_S = 86_400
 
 

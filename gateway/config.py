@@ -44,7 +44,8 @@ class MqttConfig(_Section, frozen=True, kw_only=True):
     username: str | None = None
     password: str | None = None
     password_file: str | None = None
-    topic_filter: str = "eldercare/v1/+/+/+"
+    topic_filters: list[str] = msgspec.field(default_factory=lambda: [
+        "eldercare/v1/+/+/telemetry", "eldercare/v1/+/+/event", "eldercare/v1/+/+/status"])
     share_group: str | None = None
     keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
     session_expiry_s: PositiveInt = 7 * 86_400

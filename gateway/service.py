@@ -133,7 +133,7 @@ class Gateway:
         self.mqtt = MqttIngestClient(
             MqttSettings(
                 host=m.host, port=m.port, client_id=m.client_id, username=m.username,
-                password=mqtt_password(config), topic_filter=m.topic_filter,
+                password=mqtt_password(config), topic_filters=tuple(m.topic_filters),
                 share_group=m.share_group, keepalive_s=m.keepalive_s,
                 session_expiry_s=m.session_expiry_s, receive_maximum=m.receive_maximum,
                 tls_ca_file=m.tls_ca_file,

@@ -67,8 +67,31 @@ def build(n: int = 50, seed: int = 5) -> tuple[list[SimElder], dict[str, Any]]:
             "id": eid, "name": name, "community": "幸福社区", "grid": f"网格{i % 3 + 1}",
             "address": f"幸福路{100 + i}号", "lives_alone": i % 2 == 1, "conditions": conditions,
             "home": {"lat": lat, "lon": lon},
+            "contacts": _contacts(i, name),
             "fences": [{"id": "home", "circle": {"lat": lat, "lon": lon, "radius_m": 150},
                         **({"severity": "critical"} if dementia else {})}],
             "devices": devices,
         })
-    return elders, {"elders": docs}
+    return elders, {"elders": docs, "responders": RESPONDERS}
+
+
+CHILD_NAMES = ["强", "娜", "伟", "静", "磊", "敏"]
+RESPONDERS: list[dict[str, Any]] = [
+    {"id": "grid-1", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "网格1"},
+    {"id": "grid-2", "name": "赵刚", "role": "grid_worker", "phone": "+8613900000002", "grid": "网格2"},
+    {"id": "grid-3", "name": "孙丽", "role": "grid_worker", "phone": "+8613900000003", "grid": "网格3"},
+    {"id": "station", "name": "幸福社区养老驿站", "role": "post_station", "phone": "+8621000000001",
+     "community": "幸福社区"},
+    {"id": "hotline", "name": "24小时热线", "role": "hotline", "phone": "+8640000000001"},
+]
+
+
+def _contacts(i: int, name: str) -> list[dict[str, Any]]:
+    """A child nearby (Chinese); every fifth elder also has one abroad who reads English."""
+    contacts: list[dict[str, Any]] = [{
+        "name": name[0] + CHILD_NAMES[i % len(CHILD_NAMES)], "phone": f"+86138{i:08d}",
+        "relation": "child", "priority": 1}]
+    if i % 5 == 0:
+        contacts.append({"name": f"Lily {name[0]}", "phone": f"+1415555{i:04d}", "relation": "grandchild",
+                         "language": "en", "priority": 2, "channels": ["sms"]})
+    return contacts

@@ -23,14 +23,31 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import load_config
-from gateway.local_services import private_services
+from gateway.local_services import free_port, private_services
+from gateway.notify.base import redact_phone
+from gateway.notify.fake_twilio import FakeTwilio
 from gateway.service import Gateway
+from rules.policy import DEFAULT_ESCALATION, EscalationConfig
 from simulators.community import SimElder, build, offset
+
+TWILIO_SID, TWILIO_TOKEN = "AC" + "d" * 32, "demo-token"
+
+
+def compressed(escalation: EscalationConfig, factor: float) -> dict[str, Any]:
+    """The shipped policies with every wait and window divided by ``factor`` (demo time)."""
+    raw = msgspec.to_builtins(escalation)
+    for policy in raw["policies"]:
+        policy["confirm_window_s"] = round(policy.get("confirm_window_s", 0) / factor)
+        for tier in policy["tiers"]:
+            tier["wait_s"] = max(1, int(tier["wait_s"] / factor))
+    raw["quiet_hours"] = None
+    return raw  # type: ignore[no-any-return]
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 KIND_ZH = {
@@ -151,6 +168,9 @@ async def run_demo(duration_s: float = 0.0) -> int:
     names = {e.id: e.name for e in elders}
     steps, expects = script(elders)
     timeline_end = max(s.at_s for s in steps) + 12
+    fake = FakeTwilio(TWILIO_SID, TWILIO_TOKEN)
+    await fake.start()
+    http_port = free_port()
     with private_services(prefix="eldercare-demo-") as (broker, database):
         work = Path(tempfile.mkdtemp(prefix="eldercare-demo-gw-"))
         (work / "registry.yaml").write_text(yaml.safe_dump(registry, allow_unicode=True), "utf-8")
@@ -158,12 +178,18 @@ async def run_demo(duration_s: float = 0.0) -> int:
             "mqtt": {"port": broker.port, "client_id": "demo-gateway"},
             "database": {"dsn": database.dsn},
             "storage": {"spool_dir": str(work / "spool")},
-            "notify": {"http_port": 0, "console": True},
+            "notify": {"http_port": http_port, "public_base_url": f"http://127.0.0.1:{http_port}",
+                       "twilio": {"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN,
+                                  "sms_from": "+15005550006", "voice_from": "+15005550006",
+                                  "base_url": fake.base_url}},
+            "escalation": compressed(DEFAULT_ESCALATION, 8),
             "registry": {"file": str(work / "registry.yaml")},
             "detect": {"fall_confirm_s": 10, "fence_dwell_s": 4, "fence_dwell_readings": 1,
                        "fence_reentry_readings": 1, "silent_factor": 2.0, "tick_s": 0.5},
             "logging": {"level": "WARNING"},
         }))
+        print(f"fake Twilio (SMS and voice are recorded, not sent) on {fake.base_url}; escalation waits "
+              "are 1/8 of the shipped ones so tiers move within the demo")
         print(f"eldercare demo: private Mosquitto on 127.0.0.1:{broker.port} and PostgreSQL on "
               f"127.0.0.1:{database.port} (temporary, removed on exit)")
         print(f"community 幸福社区: {len(elders)} elders, "
@@ -175,8 +201,12 @@ async def run_demo(duration_s: float = 0.0) -> int:
         await asyncio.wait_for(gateway.mqtt.connected.wait(), 30)
         fleet = Fleet(broker.port, elders)
         shown = 0
+        seen_messages = seen_calls = 0
+        people = {c["phone"]: c["name"] for e in registry["elders"] for c in e["contacts"]}
+        people.update({r["phone"]: r["name"] for r in registry["responders"]})
         start = time.monotonic()
         pending = list(steps)
+        actions = responder_script(elders)
         tick = 0
         try:
             while True:
@@ -193,6 +223,20 @@ async def run_demo(duration_s: float = 0.0) -> int:
                     who = names.get(d.elder_id or "", d.device_id)
                     print(f"[{_clock(d.ts_ms)}]   detected: {who} — {what} ({d.kind}) {state}")
                 shown = len(gateway.detections)
+                for m in fake.messages[seen_messages:]:
+                    if m.accepted:
+                        print(f"[{_clock(m.received_at_ms)}]   SMS  → {people.get(m.to, '?')} "
+                              f"({redact_phone(m.to)}): {m.body}")
+                seen_messages = len(fake.messages)
+                for c in fake.calls[seen_calls:]:
+                    if c.accepted:
+                        print(f"[{_clock(c.received_at_ms)}]   CALL → {people.get(c.to, '?')} "
+                              f"({redact_phone(c.to)}): reads the alert, asks to press 1 or 2")
+                seen_calls = len(fake.calls)
+                for act in list(actions):
+                    if act.at_s <= elapsed:
+                        actions.remove(act)
+                        await act.run(gateway, fake, elders)
                 if elapsed >= max(timeline_end, duration_s) and (duration_s or not pending):
                     if duration_s or _all_seen(gateway, expects):
                         break
@@ -204,7 +248,48 @@ async def run_demo(duration_s: float = 0.0) -> int:
             stop.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(gateway_task, 30)
-        return _summary(gateway, fleet, expects, names)
+            await fake.stop()
+        return _summary(gateway, fleet, fake, expects, names, database.dsn)
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    """A responder's action at a time in the script."""
+
+    at_s: float
+    says: str
+    run_fn: Callable[[Gateway, FakeTwilio, list[SimElder]], Any]
+
+    async def run(self, gateway: Gateway, fake: FakeTwilio, elders: list[SimElder]) -> None:
+        print(f"[{_clock(now_ms())}] responder: {self.says}")
+        try:
+            await self.run_fn(gateway, fake, elders)
+        except Exception as error:  # the demo reports what happened; it must not die here
+            print(f"             (could not: {error})")
+
+
+def responder_script(elders: list[SimElder]) -> list[Act]:
+    first = elders[0]
+
+    async def grid_worker_presses_1(gateway: Gateway, fake: FakeTwilio, _: list[SimElder]) -> None:
+        call = next(c for c in fake.calls if c.to == "+8613900000001" and c.sid)
+        answer = await fake.press_key(call.sid or "", "1")
+        print(f"             key 1 pressed on the call; the gateway answers {answer.status}")
+
+    async def resolve(gateway: Gateway, fake: FakeTwilio, _: list[SimElder]) -> None:
+        import psycopg
+
+        dsn = gateway.config.database.dsn
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            cur = await conn.execute("SELECT code FROM alerts WHERE elder_id = %s AND kind = 'sos'", (first.id,))
+            row = await cur.fetchone()
+        if row:
+            alert = await gateway.alerts.resolve(row[0], "王芳", "console", "handled_at_home",
+                                                 note="已陪同休息，家属已到")
+            print(f"             {alert.code} resolved: {alert.outcome}")
+
+    return [Act(9, f"王芳 (grid worker) answers the call about {first.name} and presses 1", grid_worker_presses_1),
+            Act(26, f"王芳 is with {first.name} and closes the alert: handled at home", resolve)]
 
 
 def _all_seen(gateway: Gateway, expects: list[Expect]) -> bool:
@@ -212,9 +297,22 @@ def _all_seen(gateway: Gateway, expects: list[Expect]) -> bool:
     return all((e.elder, e.kind, e.cleared) in seen for e in expects)
 
 
-def _summary(gateway: Gateway, fleet: Fleet, expects: list[Expect], names: dict[str, str]) -> int:
+def _summary(gateway: Gateway, fleet: Fleet, fake: FakeTwilio, expects: list[Expect], names: dict[str, str],
+             dsn: str) -> int:
+    import psycopg
+
     seen = {(d.elder_id, d.kind, d.cleared) for d in gateway.detections}
+    with psycopg.connect(dsn) as conn:
+        opened, acked, resolved = conn.execute(
+            "SELECT count(*), count(acknowledged_at), count(resolved_at) FROM alerts").fetchone() or (0, 0, 0)
+        sos_state = conn.execute("SELECT state, acknowledged_by, outcome FROM alerts WHERE elder_id = 'e001' "
+                                 "AND kind = 'sos'").fetchone()
+    sms = [m for m in fake.messages if m.accepted]
+    calls = [c for c in fake.calls if c.accepted]
     print("\nsummary")
+    print(f"  alerts opened: {opened}, acknowledged: {acked}, resolved: {resolved}")
+    print(f"  notifications: {len(sms)} SMS ({sum(1 for m in sms if m.to.startswith('+86'))} in Chinese, "
+          f"{sum(1 for m in sms if not m.to.startswith('+86'))} in English), {len(calls)} calls")
     print(f"  messages published by the fleet: {fleet.sent:,}; rows stored: {gateway.stats.rows_stored:,}; "
           f"dead letters: {gateway.stats.dead_letters}")
     by_kind = ", ".join(f"{k} {v}" for k, v in sorted(gateway.stats.detections.items()))
@@ -225,7 +323,16 @@ def _summary(gateway: Gateway, fleet: Fleet, expects: list[Expect], names: dict[
         failed += not ok
         print(f"  {'PASS' if ok else 'FAIL'}  {names.get(e.elder, e.elder)}: {e.kind}"
               f"{' cleared' if e.cleared else ''}")
-    print(f"scenarios passed={len(expects) - failed} failed={failed}")
+    checks = [
+        ("SOS paged by SMS and voice", any(m.to == "+86138" + "0" * 8 for m in sms)
+         and any(c.to == "+8613900000001" for c in calls)),
+        ("English SMS for the contact abroad", any(not m.to.startswith("+86") and "Reply 1" in m.body for m in sms)),
+        ("SOS taken by key press, then resolved", sos_state == ("resolved", "王芳", "handled_at_home")),
+    ]
+    for label, ok in checks:
+        failed += not ok
+        print(f"  {'PASS' if ok else 'FAIL'}  {label}")
+    print(f"scenarios passed={len(expects) + len(checks) - failed} failed={failed}")
     return 0 if failed == 0 else 1
 
 

@@ -56,7 +56,9 @@ class MqttSettings:
     client_id: str = "eldercare-gateway"
     username: str | None = None
     password: str | None = None
-    topic_filter: str = "eldercare/v1/+/+/+"
+    # the three device-to-gateway channels; not "+/+/+", which would bring our own cmd back
+    topic_filters: tuple[str, ...] = ("eldercare/v1/+/+/telemetry", "eldercare/v1/+/+/event",
+                                      "eldercare/v1/+/+/status")
     share_group: str | None = None  # "$share/<group>/..." for several gateway instances
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 86_400
@@ -67,10 +69,10 @@ class MqttSettings:
     tls_ca_file: str | None = None
 
     @property
-    def subscription(self) -> str:
+    def subscription(self) -> list[str]:
         if self.share_group:
-            return f"$share/{self.share_group}/{self.topic_filter}"
-        return self.topic_filter
+            return [f"$share/{self.share_group}/{f}" for f in self.topic_filters]
+        return list(self.topic_filters)
 
 
 Sink = Callable[[InboundPublishes, "IngestConnection"], None]
@@ -239,7 +241,7 @@ class MqttIngestClient:
                 suback = conn.expect(SUBACK)
                 conn.write(encode_subscribe(self._pid(), s.subscription, qos=1))
                 codes = suback_codes((await suback).body)
-                if not codes or codes[0] >= 0x80:
+                if len(codes) != len(s.subscription) or any(code >= 0x80 for code in codes):
                     raise MqttConnectError(f"subscription to {s.subscription} refused: {codes}")
             except BaseException:
                 conn.abort()

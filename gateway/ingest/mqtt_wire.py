@@ -98,8 +98,11 @@ def encode_connect(
     return _packet(CONNECT, body)
 
 
-def encode_subscribe(packet_id: int, topic_filter: str, qos: int) -> bytes:
-    body = struct.pack("!H", packet_id) + encode_varint(0) + encode_str(topic_filter) + bytes([qos])
+def encode_subscribe(packet_id: int, topic_filters: str | list[str], qos: int) -> bytes:
+    filters = [topic_filters] if isinstance(topic_filters, str) else topic_filters
+    body = struct.pack("!H", packet_id) + encode_varint(0)
+    for topic_filter in filters:
+        body += encode_str(topic_filter) + bytes([qos])
     return _packet(SUBSCRIBE, body)
 
 
