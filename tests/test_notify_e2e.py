@@ -108,6 +108,11 @@ def test_key_press_takes_the_alert_once_and_tells_the_others(
                          or None, timeout_s=10, what="the daughter told that 王芳 took it")
     time.sleep(4)  # past the grid tier's wait: an acknowledged alert pages nobody further
     assert not [c for c in fake.calls if c.to == HOTLINE]
+    # later the grid worker reports arrival by replying 3
+    public = f"http://127.0.0.1:{gateway.gateway.http_port}" if gateway.gateway else ""
+    arrived = fake.run_blocking(fake.reply_sms(GRID, "+15005550006", "3", f"{public}/twilio/sms"))
+    assert arrived.status == 200
+    assert query(database, "SELECT state FROM alerts") == [("on_scene",)]
 
 
 def test_sms_reply_takes_the_alert_where_replies_work(

@@ -8,7 +8,8 @@ applied once: receipts are keyed by the message or call id (and digits).
 * ``POST /twilio/sms`` — an incoming SMS. "1" (optionally with an alert code,
   "1 A17") takes the most recent open alert paged to that phone, or the named one.
 * ``POST /twilio/voice/gather/{notification_id}`` — the key pressed during our call:
-  1 takes the alert, 2 passes it on (the tier stops waiting for this person).
+  1 takes the alert, 2 passes it on (the tier stops waiting for this person), 3 says
+  "I have arrived" (on scene). SMS replies use the same digits.
 * ``POST /twilio/status/{notification_id}`` — delivery or call progress; a missed,
   busy or failed call counts as no answer.
 """
@@ -36,7 +37,7 @@ from rules.engine import AlertEngine
 
 log = logging.getLogger(__name__)
 
-_REPLY = re.compile(r"^\s*([12])\s*(A?\d+)?\s*$", re.IGNORECASE)
+_REPLY = re.compile(r"^\s*([123])\s*(A?\d+)?\s*$", re.IGNORECASE)
 NO_ANSWER = frozenset({"no-answer", "busy", "failed", "canceled"})
 DELIVERY_FAILED = frozenset({"failed", "undelivered"})
 
@@ -122,7 +123,7 @@ class TwilioWebhooks:
         alert_id, name, key, language = row
         if not await self._first_time(f"gather:{params.get('CallSid', '')}:{digits}"):
             return twiml(render_gather_reply(language, accepted=digits == "1", taken_by_other=None))
-        if digits not in ("1", "2"):
+        if digits not in ("1", "2", "3"):
             return twiml(render_gather_reply(language, accepted=None, taken_by_other=None))
         await self._mark(nid, "answered")
         await self._answer(alert_id, name, key, "voice", digits)
@@ -133,6 +134,9 @@ class TwilioWebhooks:
 
     async def _answer(self, alert_id: int, name: str, key: str, channel: str, digit: str) -> str:
         try:
+            if digit == "3":
+                alert = await self.engine.on_scene(alert_id, name, channel)
+                return f"已记录到达 {alert.code} / On scene at {alert.code}"
             if digit == "1":
                 alert = await self.engine.acknowledge(alert_id, name, channel, actor_key=key)
                 if alert.acknowledged_by != name:
