@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.local_services import LocalMosquitto, LocalPostgres, free_port  # noqa: E402
+from gateway.local_services import LocalMosquitto, free_port, private_services  # noqa: E402
 from gateway.notify.fake_twilio import FakeTwilio, running_in_thread  # noqa: E402
 
 SID, TOKEN = "AC" + "1" * 32, "bench-token"
@@ -126,66 +124,69 @@ def run_trials(broker: LocalMosquitto, fake: FakeTwilio, trials: int, first: int
     return latencies
 
 
+def wait_for_gateway(dsn: str, timeout_s: float = 60) -> None:
+    """Until the gateway holds its database connections (its schema and registry are in)."""
+    with psycopg.connect(dsn) as conn:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = '' "
+                               "AND datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+            if row and row[0] >= 2:
+                break
+            time.sleep(0.2)
+    time.sleep(3)  # the registry import and the MQTT session
+
+
+def measure(
+    broker: LocalMosquitto, fake: FakeTwilio, args: argparse.Namespace
+) -> tuple[list[float], list[float], float]:
+    """Warm up, then the idle trials, then the trials under background telemetry."""
+    run_trials(broker, fake, 5, 2 * args.trials - 5, "warmup")  # warm caches and connections
+    idle = run_trials(broker, fake, args.trials // 2, 0, "idle")
+    background = Background(broker.port, args.background, seconds=12 + args.trials * 0.2)
+    time.sleep(3)
+    loaded = run_trials(broker, fake, args.trials // 2, args.trials // 2, "loaded")
+    return idle, loaded, background.achieved()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--background", type=int, default=18_000, help="telemetry msg/s while loaded")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="eldercare-latency-"))
-    broker = LocalMosquitto(root / "mosquitto", max_queued_messages=1_000_000, persistence=False)
-    database = LocalPostgres(root / "postgres", fsync=True)
     fake = FakeTwilio(SID, TOKEN)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        broker.start()
-        database.start()
-        with running_in_thread(fake):
-            (root / "registry.yaml").write_text(yaml.safe_dump(registry(2 * args.trials), allow_unicode=True))
-            port = free_port()
-            (root / "config.yaml").write_text(yaml.safe_dump({
-                "mqtt": {"port": broker.port, "client_id": "gateway"},
-                "database": {"dsn": database.dsn},
-                "storage": {"spool_dir": str(root / "spool")},
-                "registry": {"file": str(root / "registry.yaml")},
-                "notify": {"public_base_url": f"http://127.0.0.1:{port}", "http_port": port,
-                           "twilio": {"account_sid": SID, "auth_token": TOKEN, "sms_from": "+15005550006",
-                                      "voice_from": "+15005550006", "base_url": fake.base_url}},
-                "logging": {"level": "WARNING"},
-            }))
-            with (root / "gateway.log").open("ab") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(root / "config.yaml"),
-                                         "run"], cwd=REPO, stdout=log, stderr=log)
-            with psycopg.connect(database.dsn) as conn:
-                deadline = time.time() + 60
-                while time.time() < deadline:
-                    if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = '' "
-                                    "AND datname = 'eldercare'").fetchone()[0] >= 2:  # type: ignore[index]
-                        break
-                    time.sleep(0.2)
-            time.sleep(3)  # registry import and MQTT session
-            run_trials(broker, fake, 5, 2 * args.trials - 5, "warmup")  # warm caches and connections
-            idle = run_trials(broker, fake, args.trials // 2, 0, "idle")
-            background = Background(broker.port, args.background, seconds=12 + args.trials * 0.2)
-            time.sleep(3)
-            loaded = run_trials(broker, fake, args.trials // 2, args.trials // 2, "loaded")
-            achieved = background.achieved()
-        print(f"SOS over MQTT -> first request at the fake Twilio ({args.trials // 2} trials each; "
-              "fsync on; gateway in its own process)")
-        for label, values, note in (("idle", idle, ""),
-                                    ("loaded", loaded, f" (background telemetry {achieved:,.0f} msg/s)")):
-            print(f"{label:>7}: p50 {statistics.median(values):6.1f} ms  p99 {percentile(values, 0.99):6.1f} ms  "
-                  f"max {max(values):6.1f} ms{note}")
-        print(f"sos_p50_ms={statistics.median(loaded):.1f} sos_p99_ms={percentile(loaded, 0.99):.1f}")
-        return 0
-    finally:
-        if proc is not None:
+    with private_services("eldercare-latency-", fsync=True, max_queued_messages=1_000_000,
+                          broker_persistence=False) as (broker, database), running_in_thread(fake):
+        root = broker.workdir.parent
+        (root / "registry.yaml").write_text(yaml.safe_dump(registry(2 * args.trials), allow_unicode=True))
+        port = free_port()
+        (root / "config.yaml").write_text(yaml.safe_dump({
+            "mqtt": {"port": broker.port, "client_id": "gateway"},
+            "database": {"dsn": database.dsn},
+            "storage": {"spool_dir": str(root / "spool")},
+            "registry": {"file": str(root / "registry.yaml")},
+            "notify": {"public_base_url": f"http://127.0.0.1:{port}", "http_port": port,
+                       "twilio": {"account_sid": SID, "auth_token": TOKEN, "sms_from": "+15005550006",
+                                  "voice_from": "+15005550006", "base_url": fake.base_url}},
+            "logging": {"level": "WARNING"},
+        }))
+        with (root / "gateway.log").open("ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(root / "config.yaml"), "run"],
+                                    cwd=REPO, stdout=log, stderr=log)
+        try:
+            wait_for_gateway(database.dsn)
+            idle, loaded, achieved = measure(broker, fake, args)
+        finally:
             proc.terminate()
             proc.wait(30)
-        broker.stop()
-        try:
-            database.stop("immediate")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    print(f"SOS over MQTT -> first request at the fake Twilio ({args.trials // 2} trials each; "
+          "fsync on; gateway in its own process)")
+    for label, values, note in (("idle", idle, ""),
+                                ("loaded", loaded, f" (background telemetry {achieved:,.0f} msg/s)")):
+        print(f"{label:>7}: p50 {statistics.median(values):6.1f} ms  p99 {percentile(values, 0.99):6.1f} ms  "
+              f"max {max(values):6.1f} ms{note}")
+    print(f"sos_p50_ms={statistics.median(loaded):.1f} sos_p99_ms={percentile(loaded, 0.99):.1f}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ import json
 import os
 import random
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +33,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.local_services import LocalMosquitto, LocalPostgres  # noqa: E402
+from gateway.local_services import private_services  # noqa: E402
 from simulators.bulk_publisher import publish_all  # noqa: E402
 
 TOPIC_FILTER = "eldercare/v1/+/+/telemetry"  # the stream is telemetry only
@@ -166,14 +164,11 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=10_000)
     args = parser.parse_args()
     n = args.messages
-    root = Path(tempfile.mkdtemp(prefix="eldercare-bench-"))
     # no broker persistence: autosaving a store of 1.5M queued messages every few
     # seconds would stall the broker and measure its disk, not the subscribers
-    broker = LocalMosquitto(root / "mosquitto", max_queued_messages=n * 2, persistence=False)
-    database = LocalPostgres(root / "postgres", fsync=True)
-    try:
-        broker.start()
-        database.start()
+    with private_services("eldercare-bench-", fsync=True, max_queued_messages=n * 2,
+                          broker_persistence=False) as (broker, database):
+        root = broker.workdir.parent
         for client_id in ("null-c", "null-gmqtt", "gateway"):
             register_session(broker.port, client_id)
         stream = wristband_stream(n, args.devices, time.time_ns() // 1_000_000 - n)
@@ -201,12 +196,6 @@ def main() -> int:
               f"cores: {os.cpu_count()}")
         print(f"ingest_ratio={gw_rate / null_rate:.3f} rows_ok={'true' if rows == n else 'false'}")
         return 0
-    finally:
-        broker.stop()
-        try:
-            database.stop("immediate")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -224,11 +224,13 @@ class LocalPostgres:
 
 @contextlib.contextmanager
 def private_services(
-    prefix: str = "eldercare-", fsync: bool = False
+    prefix: str = "eldercare-", fsync: bool = False, *, max_queued_messages: int = 100_000,
+    broker_persistence: bool = True,
 ) -> Iterator[tuple[LocalMosquitto, LocalPostgres]]:
     """Start a broker and a database in one temporary directory; stop and remove both."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    broker = LocalMosquitto(root / "mosquitto")
+    broker = LocalMosquitto(root / "mosquitto", max_queued_messages=max_queued_messages,
+                            persistence=broker_persistence)
     database = LocalPostgres(root / "postgres", fsync=fsync)
     try:
         broker.start()

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -258,47 +258,47 @@ class Gateway:
                 await self.store_queue.put((empty, DecodedBatch(received_ms=empty.received_ms,
                                                                 detections=found)))
 
+    async def _database_loop(self, wake: asyncio.Event, every_s: float, step: Callable[[], Awaitable[None]],
+                             what: str) -> None:
+        """Run ``step`` when woken or every ``every_s``; the database being away only delays it."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every_s):
+                    await wake.wait()
+            wake.clear()
+            if not self.database_up:
+                continue
+            try:
+                await step()
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as error:
+                log.warning("%s waiting for the database: %s", what, _first_line(error))
+            except Exception:
+                log.exception("%s step failed; retrying", what)
+
     async def _alert_stage(self) -> None:
         """Detections become alerts as soon as they are committed; escalation timers every second.
 
         Both read their work from the database, so nothing here is lost by a crash: a
         restarted gateway (or another instance) finds the same unhandled rows.
         """
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self.detections_stored.wait()
-            self.detections_stored.clear()
-            if not self.database_up:
-                continue
-            try:
-                while await self.alerts.process_detections() > 0:
-                    pass
-                await self.alerts.run_due()
-                self.outbox_due.set()
-            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as error:
-                log.warning("alert engine waiting for the database: %s", _first_line(error))
-            except Exception:
-                log.exception("alert engine step failed; retrying")
+        async def step() -> None:
+            while await self.alerts.process_detections() > 0:
+                pass
+            await self.alerts.run_due()
+            self.outbox_due.set()
+
+        await self._database_loop(self.detections_stored, 1.0, step, "alert engine")
 
     async def _notify_stage(self) -> None:
         """Send what the alert engine queued in the outbox: woken by it, and every 0.5 s for retries."""
         if not self.config.notify.enabled:
             return
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
-                    await self.outbox_due.wait()
-            self.outbox_due.clear()
-            if not self.database_up:
-                continue
-            try:
-                while await self.outbox.run_once() > 0:
-                    pass
-            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as error:
-                log.warning("outbox waiting for the database: %s", _first_line(error))
-            except Exception:
-                log.exception("outbox step failed; retrying")
+
+        async def step() -> None:
+            while await self.outbox.run_once() > 0:
+                pass
+
+        await self._database_loop(self.outbox_due, 0.5, step, "outbox")
 
     def _http_server(self) -> uvicorn.Server:
         assert self._pool is not None

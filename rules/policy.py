@@ -11,7 +11,6 @@ messages meant for people ("policy sos, tier 2" is the second tier in the list).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -40,6 +39,7 @@ from gateway.detect.detection import (
     SPO2_LOW,
     Severity,
 )
+from gateway.detect.registry import RegistryError, parse_window
 from rules.model import ROLES, Channel
 
 ANY_KIND = "*"
@@ -52,7 +52,6 @@ KNOWN_KINDS: frozenset[str] = frozenset({
 NOT_ALERT_KINDS: frozenset[str] = frozenset({CANCEL, CMD_RECEIVED})
 # Roles that have someone on duty around the clock; the last tier must name one of them.
 ALWAYS_STAFFED: tuple[str, ...] = ("hotline", "post_station")
-_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 _UNNAMED_KIND = "\x00a kind no policy names"  # stands for kinds added to detectors later
 
 
@@ -202,10 +201,11 @@ def validate(config: EscalationConfig) -> EscalationConfig:
     except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
         raise PolicyError(f"timezone: unknown time zone {config.timezone!r}") from None
     if config.quiet_hours is not None:
-        match = _WINDOW.match(config.quiet_hours)
-        if not match:
-            raise PolicyError(f"quiet_hours: {config.quiet_hours!r} is not HH:MM-HH:MM")
-        if match.group(1, 2) == match.group(3, 4):
+        try:
+            start, end = parse_window(config.quiet_hours)
+        except RegistryError:
+            raise PolicyError(f"quiet_hours: {config.quiet_hours!r} is not HH:MM-HH:MM") from None
+        if start == end:
             raise PolicyError(f"quiet_hours: {config.quiet_hours!r} starts and ends at the same time")
     if config.on_scene_margin_s < 0:
         raise PolicyError(f"on_scene_margin_s must be >= 0, got {config.on_scene_margin_s}")

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from msgspec import Meta
 
-from gateway.detect.registry import ElderSpec, Point, RegistryFile
+from gateway.detect.registry import ElderSpec, Point, RegistryError, RegistryFile, parse_window
 from rules.model import ROLES, Channel, GeoPoint, Responder, Role, RosterOverride
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -30,7 +30,6 @@ VOLUNTEER_RADIUS_M = 3000.0
 VOLUNTEER_MAX = 3
 _EARTH_RADIUS_M = 6_371_008.8
 _SHIFT = re.compile(r"^(\S+) ([01]\d|2[0-3]):([0-5]\d)-(?:([01]\d|2[0-3]):([0-5]\d)|(24):(00))$")
-_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 _AwareDatetime = Annotated[datetime, Meta(tz=True)]
 _NOBODY = ElderSpec(id="", name="")
 
@@ -208,11 +207,10 @@ def resolve_role(role: str, elder: ElderSpec | None, registry: RegistryFile, at:
 
 
 def _window(window: str) -> tuple[int, int]:
-    match = _WINDOW.match(window.strip())
-    if not match:
-        raise RosterError(f"time window {window!r} is not HH:MM-HH:MM")
-    h1, m1, h2, m2 = (int(g) for g in match.groups())
-    return h1 * 60 + m1, h2 * 60 + m2
+    try:
+        return parse_window(window)
+    except RegistryError as error:
+        raise RosterError(str(error)) from None
 
 
 def in_window(window: str, at: datetime, *, tz: tzinfo = SHANGHAI) -> bool:

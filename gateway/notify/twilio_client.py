@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -16,6 +18,7 @@ from twilio.rest import Client
 
 from gateway.notify.base import NotifyError, RetryableError, classify_http, redact_phone
 
+T = TypeVar("T")
 _PHONE = re.compile(r"\+\d{7,15}")
 
 
@@ -38,6 +41,31 @@ def make_client(settings: TwilioSettings) -> Client:
     if settings.base_url:
         client.api.base_url = settings.base_url.rstrip("/")
     return client
+
+
+class TwilioChannel:
+    """What the SMS and voice senders share: one client, a time limit, error translation."""
+
+    name = "twilio"
+
+    def __init__(self, settings: TwilioSettings) -> None:
+        self.settings = settings
+        self.client = make_client(settings)
+
+    async def guarded(self, request: Awaitable[T]) -> T:
+        """Await a Twilio request within the time limit (the async client sets none itself)."""
+        try:
+            async with asyncio.timeout(self.settings.timeout_s + 2):
+                return await request
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            raise translate(error) from None
+
+    async def close(self) -> None:
+        close = getattr(self.client.http_client, "close", None)
+        if close is not None:
+            await close()
 
 
 def translate(error: BaseException) -> NotifyError:
