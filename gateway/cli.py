@@ -228,6 +228,32 @@ def cmd_report_responses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_provision(args: argparse.Namespace) -> int:
+    from gateway.provision import BrokerCredentials, ProvisionError
+
+    creds = BrokerCredentials(Path(args.passwd_file), Path(args.acl_file))
+    try:
+        if args.provision_command == "gateway":
+            print(f"gateway account {creds.gateway_user}: password {creds.add_gateway()}")
+        elif args.provision_command == "add":
+            for device in args.devices:
+                print(f"{device}: password {creds.add_device(device)}")
+        elif args.provision_command == "rotate":
+            print(f"{args.device}: new password {creds.rotate(args.device)}")
+        elif args.provision_command == "revoke":
+            creds.revoke(args.device)
+            print(f"{args.device}: revoked")
+        else:
+            print("\n".join(creds.users()))
+            return 0
+    except ProvisionError as error:
+        print(f"provision: {error}", file=sys.stderr)
+        return 1
+    print("passwords are shown once; reload the broker to apply: kill -HUP $(pidof mosquitto)",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_falls_evaluate(args: argparse.Namespace) -> int:
     from gateway.detect.fall_evaluate import main as evaluate_main
 
@@ -301,6 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
                                 "other"])
     a_res.add_argument("--note")
     a_res.set_defaults(func=cmd_alerts)
+
+    prov = sub.add_parser("provision", help="device credentials and broker ACL")
+    prov.add_argument("--passwd-file", default="/etc/mosquitto/eldercare.passwd")
+    prov.add_argument("--acl-file", default="/etc/mosquitto/eldercare.acl")
+    prov_sub = prov.add_subparsers(dest="provision_command", required=True)
+    prov_sub.add_parser("gateway", help="create or reset the gateway's own account").set_defaults(
+        func=cmd_provision)
+    p_add = prov_sub.add_parser("add", help="credentials for new devices")
+    p_add.add_argument("devices", nargs="+")
+    p_add.set_defaults(func=cmd_provision)
+    for name, text in (("rotate", "a new password for a device"), ("revoke", "remove a device's access")):
+        p = prov_sub.add_parser(name, help=text)
+        p.add_argument("device")
+        p.set_defaults(func=cmd_provision)
+    prov_sub.add_parser("list", help="accounts in the password file").set_defaults(func=cmd_provision)
 
     report = sub.add_parser("report", help="reports")
     report_sub = report.add_subparsers(dest="report_command", required=True)

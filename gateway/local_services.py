@@ -92,6 +92,7 @@ class LocalMosquitto:
     extra_config: list[str] = field(default_factory=list)
     max_queued_messages: int = 100_000
     persistence: bool = True  # saves sessions across restarts; off for benchmarks
+    anonymous: bool = True  # False: only accounts in a password_file (see gateway.provision)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,7 +102,7 @@ class LocalMosquitto:
     def config_text(self) -> str:
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             "autosave_interval 5",
