@@ -38,6 +38,7 @@ from gateway.detect.registry import RegistryFile, load_registry, parse_window
 from gateway.detect.registry_db import import_registry, load_registry_from_db
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
+from gateway.notify.emergency import EmergencyPager
 from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
 from gateway.notify.webhooks import TwilioWebhooks, webhook_app
@@ -147,6 +148,8 @@ class Gateway:
         self.detections_stored = asyncio.Event()
         self.outbox_due = asyncio.Event()
         self._fast_sends: set[asyncio.Task[None]] = set()
+        self.emergency: EmergencyPager | None = None
+        self._emergency_tasks: set[asyncio.Task[int]] = set()
         self.http: uvicorn.Server | None = None
         self.detections: list[Detection] = []  # everything detected, for tests and the console
 
@@ -168,6 +171,8 @@ class Gateway:
         writer = TelemetryWriter(self._pool, self.policy)
         self.outbox = OutboxSender(self._pool, build_notifiers(self.config), outbox_settings(self.config),
                                    self.clock_ms)
+        self.emergency = EmergencyPager(self.outbox.notifiers, self.config.escalation, registry, self.clock_ms,
+                                        self.config.notify.public_base_url) if self.config.notify.enabled else None
         self.alerts = AlertEngine(self._pool, self.config.escalation, registry, self.clock_ms,
                                   self._send_downlink,
                                   claimed=self._send_claimed if self.config.notify.enabled else None,
@@ -358,6 +363,7 @@ class Gateway:
             log.info("detected %s%s (%s) for elder %s", d.kind, " cleared" if d.cleared else "",
                      d.severity, d.elder_id)
 
+
     async def _drain(self, timeout_s: float = 30.0) -> None:
         self.batcher.flush()
         with contextlib.suppress(TimeoutError):
@@ -426,6 +432,18 @@ class Gateway:
         await asyncio.to_thread(self.spool.append, raw, decoded.detections)
         stats.spooled_messages += len(raw)
         self._ack(raw)
+        self._page_without_database(decoded.detections)
+
+    def _page_without_database(self, detections: list[Detection]) -> None:
+        """The batch went to the spool: its critical detections are paged now, from memory."""
+        pager = self.emergency
+        if pager is None:
+            return
+        for det in detections:
+            if pager.wanted(det):
+                task = asyncio.create_task(pager.page(det), name="emergency-page")
+                self._emergency_tasks.add(task)
+                task.add_done_callback(self._emergency_tasks.discard)
 
     async def _reject_batch(
         self, writer: TelemetryWriter, raw: RawBatch, error: StorageRejected,

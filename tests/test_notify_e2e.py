@@ -172,3 +172,21 @@ def test_a_missed_call_counts_as_no_answer(
     # nobody took it: the hotline tier is reached after the waits
     fake.wait_until_sync(lambda: [c for c in fake.calls if c.to == HOTLINE] or None, timeout_s=15,
                          what="the hotline called")
+
+
+def test_an_sos_during_a_database_outage_still_pages_and_is_recorded_later(
+    gateway: GatewayRunner, publisher: Publisher, fake: FakeTwilio, database: str, tmp_path: Path,
+    postgres_server: Any,
+) -> None:
+    start(gateway, fake, tmp_path)
+    postgres_server.stop("fast")
+    try:
+        sos(publisher)
+        fake.wait_until_sync(lambda: {m.to for m in fake.messages if m.accepted} >= {SON, DAUGHTER_US} or None,
+                             timeout_s=15, what="family paged while the database is down")
+        fake.wait_until_sync(lambda: [c for c in fake.calls if c.to == GRID] or None, timeout_s=15,
+                             what="grid worker called while the database is down")
+    finally:
+        postgres_server.start()
+    wait_until(lambda: query(database, "SELECT kind FROM alerts") == [("sos",)], timeout_s=30,
+               what="the SOS recorded as an alert once the database is back")
