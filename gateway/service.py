@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -38,6 +40,8 @@ from gateway.detect.registry import RegistryFile, load_registry, parse_window
 from gateway.detect.registry_db import import_registry, load_registry_from_db
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
+from gateway.metrics import BATCH_BUCKETS, WRITE_BUCKETS_MS, bucket_of
+from gateway.metrics import render as render_metrics
 from gateway.notify.emergency import EmergencyPager
 from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
@@ -66,6 +70,12 @@ class IngestStats:
     acked: int = 0
     ack_dropped: int = 0
     detections: dict[str, int] = field(default_factory=dict)
+    rejects: dict[str, int] = field(default_factory=dict)  # dead letters by reason (first words)
+    batch_messages: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # histogram bucket -> batches
+    writes: int = 0
+    write_ms_total: float = 0.0
+    write_ms_buckets: dict[int, int] = field(default_factory=dict)
 
 
 def detect_settings(config: GatewayConfig, now: datetime | None = None) -> DetectSettings:
@@ -308,7 +318,8 @@ class Gateway:
     def _http_server(self) -> uvicorn.Server:
         assert self._pool is not None
         n = self.config.notify
-        routes = [Route("/healthz", self._healthz), Route("/readyz", self._readyz)]
+        routes = [Route("/healthz", self._healthz), Route("/readyz", self._readyz),
+                  Route("/metrics", self._metrics)]
         if n.twilio is not None:
             hooks = TwilioWebhooks(self._pool, self.alerts, twilio_token(self.config), n.public_base_url,
                                    self.clock_ms)
@@ -331,6 +342,9 @@ class Gateway:
         server = _HttpServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
         self.http = server
         return server
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(await render_metrics(self), media_type=CONTENT_TYPE_LATEST)
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -414,6 +428,7 @@ class Gateway:
     async def _store(self, writer: TelemetryWriter, raw: RawBatch, decoded: DecodedBatch) -> None:
         stats = self.stats
         if self.spool.is_empty():
+            started = time.perf_counter()
             try:
                 await writer.write(decoded, idempotent=raw.any_dup)
             except StorageUnavailable as error:
@@ -425,6 +440,7 @@ class Gateway:
                 self._database_back()
                 stats.rows_stored += decoded.row_count
                 stats.dead_letters += len(decoded.dead_letters)
+                self._count(raw, decoded, (time.perf_counter() - started) * 1000)
                 self._ack(raw)
                 if decoded.detections:
                     self.detections_stored.set()
@@ -433,6 +449,20 @@ class Gateway:
         stats.spooled_messages += len(raw)
         self._ack(raw)
         self._page_without_database(decoded.detections)
+
+    def _count(self, raw: RawBatch, decoded: DecodedBatch, write_ms: float) -> None:
+        """Per batch, not per message: what the metrics endpoint reports."""
+        s = self.stats
+        s.batch_messages += len(raw)
+        size_bucket = bucket_of(len(raw), BATCH_BUCKETS)
+        s.batch_sizes[size_bucket] = s.batch_sizes.get(size_bucket, 0) + 1
+        s.writes += 1
+        s.write_ms_total += write_ms
+        ms_bucket = bucket_of(write_ms, WRITE_BUCKETS_MS)
+        s.write_ms_buckets[ms_bucket] = s.write_ms_buckets.get(ms_bucket, 0) + 1
+        for letter in decoded.dead_letters:
+            reason = " ".join(letter.reason.split(":")[0].split()[:3])
+            s.rejects[reason] = s.rejects.get(reason, 0) + 1
 
     def _page_without_database(self, detections: list[Detection]) -> None:
         """The batch went to the spool: its critical detections are paged now, from memory."""
