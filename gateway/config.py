@@ -149,7 +149,7 @@ class NotifyConfig(_Section, frozen=True, kw_only=True):
     max_attempts: Annotated[int, Meta(ge=1, le=50)] = 5
     backoff_initial_s: PositiveFloat = 2.0
     backoff_max_s: PositiveFloat = 60.0
-    lease_s: PositiveFloat = 60.0
+    lease_s: PositiveFloat = 20.0  # a crash mid-send repeats the page after this; > one send attempt
 
 
 class LoggingConfig(_Section, frozen=True, kw_only=True):

@@ -78,7 +78,7 @@ class AlertEngine:
         clock_ms: Callable[[], int],
         downlink: Callable[[Downlink], Awaitable[None]] | None = None,
         claimed: Callable[[list[int]], Awaitable[None]] | None = None,
-        lease_s: float = 60.0,
+        lease_s: float = 20.0,
     ) -> None:
         self.pool = pool
         self.escalation = escalation

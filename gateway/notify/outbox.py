@@ -47,7 +47,7 @@ class OutboxSettings:
     max_attempts: int = 5
     backoff_initial_s: float = 2.0
     backoff_max_s: float = 60.0
-    lease_s: float = 60.0
+    lease_s: float = 20.0
     calls_per_hour: int = 6
     concurrency: int = 16
     no_reply_prefixes: tuple[str, ...] = ("+86",)  # Twilio: no two-way SMS, no URLs to China
