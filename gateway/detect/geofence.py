@@ -10,11 +10,35 @@ the fence says so, or for an elder with dementia during the night window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 
 from gateway.detect.detection import GEOFENCE_EXIT, LEVEL_SEVERITY, Detection
 from gateway.detect.index import DetectSettings, DeviceIndex, minute_of_day, rounds
+
+
+@dataclass(frozen=True, slots=True)
+class _Pairs:
+    """One entry per (fix, fence of its elder): which fence, which fix, and how it classified."""
+
+    fence: NDArray[np.int64]
+    row: NDArray[np.int64]  # index into the fixes
+    ts: NDArray[np.int64]
+    minute: NDArray[np.int64]  # local minute of day
+    outside: NDArray[np.bool_]
+    inside: NDArray[np.bool_]
+    beyond: NDArray[np.float64]  # metres outside the fence
+    active: NDArray[np.bool_]  # the fence's time window holds
+
+
+@dataclass(frozen=True, slots=True)
+class _Fixes:
+    slots: NDArray[np.int64]
+    lat: NDArray[np.float64]
+    lon: NDArray[np.float64]
+    accuracy: NDArray[np.float64]
 
 
 class GeofenceDetector:
@@ -57,41 +81,26 @@ class GeofenceDetector:
         )
         pair_ts = ts[pair_row]
         minute = minute_of_day(pair_ts, self.s.timezone_offset_min)
-        active = fences.active(pair_fence, minute)
+        pairs = _Pairs(pair_fence, pair_row, pair_ts, minute, outside, inside, beyond,
+                       fences.active(pair_fence, minute))
+        fixes = _Fixes(slots, lat, lon, accuracy)
         for idx in rounds(pair_fence, pair_ts):
-            self._step(idx, pair_fence, pair_row, pair_ts, minute, outside, inside, beyond, active,
-                       slots, lat, lon, accuracy, out)
+            self._step(idx, pairs, fixes, out)
 
-    def _step(
-        self,
-        idx: NDArray[np.intp],
-        pair_fence: NDArray[np.int64],
-        pair_row: NDArray[np.int64],
-        pair_ts: NDArray[np.int64],
-        minute: NDArray[np.int64],
-        outside: NDArray[np.bool_],
-        inside: NDArray[np.bool_],
-        beyond: NDArray[np.float64],
-        active: NDArray[np.bool_],
-        slots: NDArray[np.int64],
-        lat: NDArray[np.float64],
-        lon: NDArray[np.float64],
-        accuracy: NDArray[np.float64],
-        out: list[Detection],
-    ) -> None:
-        f = pair_fence[idx]
-        t = pair_ts[idx]
+    def _step(self, idx: NDArray[np.intp], pairs: _Pairs, fixes: _Fixes, out: list[Detection]) -> None:
+        f = pairs.fence[idx]
+        t = pairs.ts[idx]
         fresh = t >= self.last_ts[f]
         idx, f, t = idx[fresh], f[fresh], t[fresh]
         if len(idx) == 0:
             return
         self.last_ts[f] = t
-        o, i = outside[idx], inside[idx]
+        o, i = pairs.outside[idx], pairs.inside[idx]
         out_count = np.where(o, self.out_count[f] + 1, np.where(i, 0, self.out_count[f]))
         out_start = np.where(o & (out_count == 1), t, self.out_start[f])
         in_count = np.where(i, self.in_count[f] + 1, np.where(o, 0, self.in_count[f]))
         exited = self.exited[f]
-        fire = (~exited & o & active[idx] & (out_count >= self.s.fence_dwell_readings)
+        fire = (~exited & o & pairs.active[idx] & (out_count >= self.s.fence_dwell_readings)
                 & (t - out_start >= self.s.fence_dwell_s * 1000))
         clear = exited & i & (in_count >= self.s.fence_reentry_readings)
         self.out_count[f] = out_count
@@ -104,10 +113,10 @@ class GeofenceDetector:
         night_start, night_end = self.s.night_window
         for j in np.flatnonzero(fire | clear):
             fence = int(f[j])
-            row = int(pair_row[idx[j]])
-            slot = int(slots[row])
+            row = int(pairs.row[idx[j]])
+            slot = int(fixes.slots[row])
             elder = int(fences.elder[fence])
-            m = int(minute[idx[j]])
+            m = int(pairs.minute[idx[j]])
             at_night = (m >= night_start or m < night_end) if night_start > night_end else (
                 night_start <= m < night_end)
             level = int(fences.severity_level[fence])
@@ -117,8 +126,9 @@ class GeofenceDetector:
                 elder_id=self.index.elder_ids[elder], device_id=self.index.device_ids[slot],
                 kind=GEOFENCE_EXIT, severity=LEVEL_SEVERITY[level], ts_ms=int(t[j]),
                 evidence={
-                    "fence": fences.ids[fence], "lat": float(lat[row]), "lon": float(lon[row]),
-                    "accuracy_m": float(accuracy[row]), "metres_outside": round(float(beyond[idx[j]]), 1),
+                    "fence": fences.ids[fence], "lat": float(fixes.lat[row]), "lon": float(fixes.lon[row]),
+                    "accuracy_m": float(fixes.accuracy[row]),
+                    "metres_outside": round(float(pairs.beyond[idx[j]]), 1),
                     "outside_fixes": int(out_count[j]), "at_night": at_night,
                     "outside_since_ms": int(out_start[j]),
                 },

@@ -47,7 +47,10 @@ class DiskSpool:
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.glob("*.tmp"):  # a write cut short by a crash: never acked
             leftover.unlink()
-        self._next = max((self._seq(p) for p in self._files()), default=0) + 1
+        files = self._files()
+        self._next = max((self._seq(p) for p in files), default=0) + 1
+        # kept in memory: the pipeline asks on every batch, a directory scan each time is waste
+        self._count = len(files)
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(SpoolRecord)
 
@@ -59,10 +62,10 @@ class DiskSpool:
         return sorted(self.directory.glob(f"*{self.SUFFIX}"), key=self._seq)
 
     def __len__(self) -> int:
-        return len(self._files())
+        return self._count
 
     def is_empty(self) -> bool:
-        return not any(self.directory.glob(f"*{self.SUFFIX}"))
+        return self._count == 0
 
     def message_count(self) -> int:
         return sum(len(s.batch) for s in self.pending())
@@ -78,6 +81,7 @@ class DiskSpool:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
+        self._count += 1
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -97,4 +101,6 @@ class DiskSpool:
             )
 
     def remove(self, spooled: SpooledBatch) -> None:
-        spooled.path.unlink(missing_ok=True)
+        if spooled.path.exists():
+            spooled.path.unlink()
+            self._count -= 1
