@@ -355,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("file")
     evaluate.add_argument("--window-s", type=float, default=None)
     evaluate.set_defaults(func=cmd_falls_evaluate)
+
+    # commands that live beside the code they drive; each module keeps its heavy imports lazy
+    from gateway.api.cli import register as register_users
+    from simulators.fleet_cli import register as register_simulate
+    from simulators.scenario_cli import register as register_scenario
+
+    register_scenario(sub)
+    register_simulate(sub)
+    register_users(sub)
     return parser
 
 

@@ -30,8 +30,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from gateway.api.routes import api_routes
 from gateway.config import ConfigError, GatewayConfig, database_password, mqtt_password, twilio_token
 from gateway.detect.detection import Detection
 from gateway.detect.engine import DetectorSet
@@ -318,8 +319,9 @@ class Gateway:
     def _http_server(self) -> uvicorn.Server:
         assert self._pool is not None
         n = self.config.notify
-        routes = [Route("/healthz", self._healthz), Route("/readyz", self._readyz),
-                  Route("/metrics", self._metrics)]
+        routes: list[BaseRoute] = [Route("/healthz", self._healthz), Route("/readyz", self._readyz),
+                                   Route("/metrics", self._metrics)]
+        routes.extend(api_routes(self))
         if n.twilio is not None:
             hooks = TwilioWebhooks(self._pool, self.alerts, twilio_token(self.config), n.public_base_url,
                                    self.clock_ms)

@@ -1,0 +1,1 @@
+"""The operator console's HTTP API: alerts, elders, devices, fences, responders, users."""
