@@ -149,6 +149,7 @@ class NotifyConfig(_Section, frozen=True, kw_only=True):
     max_attempts: Annotated[int, Meta(ge=1, le=50)] = 5
     backoff_initial_s: PositiveFloat = 2.0
     backoff_max_s: PositiveFloat = 60.0
+    keep_trying_s: PositiveFloat = 3600.0  # a page failing in a provider outage: retried while needed
     lease_s: PositiveFloat = 20.0  # a crash mid-send repeats the page after this; > one send attempt
 
 

@@ -13,27 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from psycopg_pool import AsyncConnectionPool
 
-from gateway.api.routes import api_routes
-from gateway.config import ConfigError, GatewayConfig, database_password, mqtt_password, twilio_token
+from gateway.config import GatewayConfig, database_password, mqtt_password
 from gateway.detect.detection import Detection
 from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
@@ -42,17 +35,16 @@ from gateway.detect.registry_db import import_registry, load_registry_from_db
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.metrics import BATCH_BUCKETS, WRITE_BUCKETS_MS, bucket_of
-from gateway.metrics import render as render_metrics
 from gateway.notify.emergency import EmergencyPager
 from gateway.notify.outbox import OutboxSender
-from gateway.notify.setup import build_notifiers, outbox_settings
-from gateway.notify.webhooks import TwilioWebhooks, webhook_app
+from gateway.notify.setup import build_notifiers
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder, DecodeLimits
+from gateway.responder import Responder
 from gateway.storage.schema import StoragePolicy, maintain_partitions, upgrade
 from gateway.storage.spool import DiskSpool
 from gateway.storage.writer import StorageRejected, StorageUnavailable, TelemetryWriter
-from rules.engine import AlertEngine, Downlink
+from rules.engine import AlertEngine
 from rules.roster import check_roster
 
 log = logging.getLogger(__name__)
@@ -130,6 +122,8 @@ class Gateway:
         self.policy = storage_policy(config)
         self.spool = DiskSpool(Path(config.storage.spool_dir))
         self.raw_queue: asyncio.Queue[RawBatch] = asyncio.Queue()
+        # device events (SOS, fall, cancel) travel alone and are decoded ahead of telemetry
+        self.urgent_raw_queue: asyncio.Queue[RawBatch] = asyncio.Queue()
         self.store_queue: asyncio.Queue[tuple[RawBatch, DecodedBatch]] = asyncio.Queue(maxsize=2)
         # batches with device events (SOS, fall) are stored on their own task and connection,
         # so an emergency does not wait behind telemetry commits
@@ -140,6 +134,7 @@ class Gateway:
             max_age_ms=config.ingest.batch_max_age_ms,
             max_pending=config.ingest.max_pending_batches,
             clock_ms=clock_ms,
+            urgent=self.urgent_raw_queue,
         )
         m = config.mqtt
         self.mqtt = MqttIngestClient(
@@ -154,15 +149,36 @@ class Gateway:
         )
         self.database_up = True
         self.ready = asyncio.Event()
-        self._pool: AsyncConnectionPool | None = None
         self.detectors: DetectorSet | None = None
-        self.detections_stored = asyncio.Event()
-        self.outbox_due = asyncio.Event()
-        self._fast_sends: set[asyncio.Task[None]] = set()
+        self.responder: Responder | None = None
+        self.ingest_loop: asyncio.AbstractEventLoop | None = None
         self.emergency: EmergencyPager | None = None
         self._emergency_tasks: set[asyncio.Task[int]] = set()
-        self.http: uvicorn.Server | None = None
         self.detections: list[Detection] = []  # everything detected, for tests and the console
+        self.registry = RegistryFile()
+
+    # the responder side's objects, for the console API, metrics and tests (use them on its loop)
+    @property
+    def _pool(self) -> AsyncConnectionPool | None:
+        return self.responder.pool if self.responder is not None else None
+
+    @property
+    def alerts(self) -> AlertEngine:
+        assert self.responder is not None and self.responder.alerts is not None
+        return self.responder.alerts
+
+    @property
+    def outbox(self) -> OutboxSender:
+        assert self.responder is not None and self.responder.outbox is not None
+        return self.responder.outbox
+
+    @property
+    def http(self) -> uvicorn.Server | None:
+        return self.responder.http if self.responder is not None else None
+
+    @property
+    def http_port(self) -> int:
+        return self.responder.http_port if self.responder is not None else 0
 
     async def run(self, stop: asyncio.Event) -> None:
         dsn, kwargs = conninfo(self.config)
@@ -172,57 +188,56 @@ class Gateway:
         self.registry = registry
         log.info("detectors ready: %d elders, %d devices, %d fences", len(registry.elders),
                  len(self.detectors.index.device_ids), len(self.detectors.index.fences))
-        self._pool = AsyncConnectionPool(
+        self.ingest_loop = asyncio.get_running_loop()
+        self._ingest_pool = AsyncConnectionPool(
             dsn, kwargs=kwargs, min_size=self.config.database.pool_min,
             max_size=self.config.database.pool_max, open=False,
             timeout=self.config.database.connect_timeout_s,
             reconnect_timeout=0,  # keep trying for ever; the spool covers the gap
         )
-        await self._pool.open(wait=False)
-        writer = TelemetryWriter(self._pool, self.policy)
-        self.outbox = OutboxSender(self._pool, build_notifiers(self.config), outbox_settings(self.config),
-                                   self.clock_ms)
-        self.emergency = EmergencyPager(self.outbox.notifiers, self.config.escalation, registry, self.clock_ms,
-                                        self.config.notify.public_base_url) if self.config.notify.enabled else None
-        self.alerts = AlertEngine(self._pool, self.config.escalation, registry, self.clock_ms,
-                                  self._send_downlink,
-                                  claimed=self._send_claimed if self.config.notify.enabled else None,
-                                  lease_s=self.config.notify.lease_s)
+        await self._ingest_pool.open(wait=False)
+        writer = TelemetryWriter(self._ingest_pool, self.policy)
+        # its own notifiers: those of the outbox belong to the responder thread's loop
+        self._emergency_notifiers = build_notifiers(self.config) if self.config.notify.enabled else []
+        self.emergency = EmergencyPager(self._emergency_notifiers, self.config.escalation, registry,
+                                        self.clock_ms, self.config.notify.public_base_url) \
+            if self.config.notify.enabled else None
+        self.responder = Responder(self, dsn, kwargs)
         try:
-            http = self._http_server() if self.config.notify.enabled else None
-        except ConfigError:
-            await self._pool.close()
+            await self.responder.start()
+        except BaseException:
+            await self._ingest_pool.close()
             raise
+        failed = self.responder.failed
+        assert failed is not None
         try:
             async with asyncio.TaskGroup() as tasks:
                 workers = [
                     tasks.create_task(self.mqtt.run(), name="ingest"),
                     tasks.create_task(self._decode_stage(), name="decode"),
+                    tasks.create_task(self._urgent_decode_stage(), name="decode-urgent"),
                     tasks.create_task(self._store_stage(writer), name="store"),
                     tasks.create_task(self._urgent_stage(writer), name="store-urgent"),
                     tasks.create_task(self._tick_stage(), name="detect-timers"),
-                    tasks.create_task(self._alert_stage(), name="escalate"),
-                    tasks.create_task(self._notify_stage(), name="notify"),
                     tasks.create_task(self._maintenance(dsn, kwargs), name="maintenance"),
                     tasks.create_task(self._log_stats(), name="stats"),
                 ]
-                if http is not None:
-                    workers.append(tasks.create_task(http.serve(sockets=[self._http_socket]), name="http"))
                 self.ready.set()
-                await stop.wait()
+                stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([stopping, failed], return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if failed.done():
+                    failed.result()  # the responder thread died: stop the gateway with its error
                 log.info("stopping: flushing what is held")
                 await self._drain()
                 await self.mqtt.close()
-                if http is not None:
-                    http.should_exit = True
                 for worker in workers:
-                    if worker.get_name() != "http":
-                        worker.cancel()
+                    worker.cancel()
         finally:
-            outbox = getattr(self, "outbox", None)
-            if outbox is not None:
-                await outbox.close()
-            await self._pool.close()
+            await self.responder.stop()
+            for notifier in self._emergency_notifiers:
+                await notifier.close()
+            await self._ingest_pool.close()
 
     async def _upgrade_schema(self, dsn: str, kwargs: dict[str, object]) -> None:
         """Migrate at start-up; if the database is down, start anyway and spool."""
@@ -274,103 +289,9 @@ class Gateway:
                 await self.store_queue.put((empty, DecodedBatch(received_ms=empty.received_ms,
                                                                 detections=found)))
 
-    async def _database_loop(self, wake: asyncio.Event, every_s: float, step: Callable[[], Awaitable[None]],
-                             what: str) -> None:
-        """Run ``step`` when woken or every ``every_s``; the database being away only delays it."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(every_s):
-                    await wake.wait()
-            wake.clear()
-            if not self.database_up:
-                continue
-            try:
-                await step()
-            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as error:
-                log.warning("%s waiting for the database: %s", what, _first_line(error))
-            except Exception:
-                log.exception("%s step failed; retrying", what)
-
-    async def _alert_stage(self) -> None:
-        """Detections become alerts as soon as they are committed; escalation timers every second.
-
-        Both read their work from the database, so nothing here is lost by a crash: a
-        restarted gateway (or another instance) finds the same unhandled rows.
-        """
-        async def step() -> None:
-            while await self.alerts.process_detections() > 0:
-                pass
-            await self.alerts.run_due()
-            self.outbox_due.set()
-
-        await self._database_loop(self.detections_stored, 1.0, step, "alert engine")
-
-    async def _notify_stage(self) -> None:
-        """Send what the alert engine queued in the outbox: woken by it, and every 0.5 s for retries."""
-        if not self.config.notify.enabled:
-            return
-
-        async def step() -> None:
-            while await self.outbox.run_once() > 0:
-                pass
-
-        await self._database_loop(self.outbox_due, 0.5, step, "outbox")
-
-    def _http_server(self) -> uvicorn.Server:
-        assert self._pool is not None
-        n = self.config.notify
-        routes: list[BaseRoute] = [Route("/healthz", self._healthz), Route("/readyz", self._readyz),
-                                   Route("/metrics", self._metrics)]
-        routes.extend(api_routes(self))
-        if n.twilio is not None:
-            hooks = TwilioWebhooks(self._pool, self.alerts, twilio_token(self.config), n.public_base_url,
-                                   self.clock_ms)
-            app = webhook_app(hooks, routes)
-        else:
-            app = Starlette(routes=routes)
-        # bind here, so a port in use is a clear start-up error, not uvicorn exiting the process later
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((n.http_host, n.http_port))
-        except OSError as error:
-            sock.close()
-            raise ConfigError(f"notify.http_port: cannot listen on {n.http_host}:{n.http_port}: "
-                              f"{error.strerror}") from None
-        sock.listen(128)
-        sock.setblocking(False)
-        self._http_socket = sock
-        self.http_port = int(sock.getsockname()[1])
-        server = _HttpServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.http = server
-        return server
-
-    async def _metrics(self, request: Request) -> Response:
-        return Response(await render_metrics(self), media_type=CONTENT_TYPE_LATEST)
-
-    async def _healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def _readyz(self, request: Request) -> Response:
-        ready = self.mqtt.connected.is_set() and self.database_up
-        return JSONResponse({"mqtt": self.mqtt.connected.is_set(), "database": self.database_up,
-                             "spool_batches": len(self.spool)}, status_code=200 if ready else 503)
-
-    async def _send_claimed(self, ids: list[int]) -> None:
-        """Pages the engine just created: sent right away, in the background."""
-        task = asyncio.create_task(self._send_claimed_now(ids), name="notify-fast")
-        self._fast_sends.add(task)
-        task.add_done_callback(self._fast_sends.discard)
-
-    async def _send_claimed_now(self, ids: list[int]) -> None:
-        try:
-            await self.outbox.send_claimed(ids)
-        except Exception:  # the lease runs out and the poller sends them: never lost
-            log.exception("immediate send failed; the outbox will retry")
-
-    async def _send_downlink(self, command: Downlink) -> None:
-        payload = json.dumps(command.payload, ensure_ascii=False).encode()
-        await self.mqtt.publish(command.topic, payload, qos=1)
+    def _wake_alerts(self) -> None:
+        if self.responder is not None:
+            self.responder.wake_alerts()
 
     def _detected(self, found: list[Detection]) -> None:
         self.detections.extend(found)
@@ -384,6 +305,7 @@ class Gateway:
         self.batcher.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
+                await self.urgent_raw_queue.join()
                 await self.raw_queue.join()
                 await self.store_queue.join()
                 await self.urgent_queue.join()
@@ -392,14 +314,23 @@ class Gateway:
         while True:
             raw = await self.raw_queue.get()
             self.batcher.consumed()
-            decoded = self.decoder.decode(raw)
-            if self.detectors is not None:
-                decoded.detections = self.detectors.process(decoded)
-                if decoded.detections:
-                    self._detected(decoded.detections)
-            urgent = decoded.table("device_events") is not None and self.spool.is_empty()
-            await (self.urgent_queue if urgent else self.store_queue).put((raw, decoded))
+            await self._decode_one(raw)
             self.raw_queue.task_done()
+
+    async def _urgent_decode_stage(self) -> None:
+        while True:
+            raw = await self.urgent_raw_queue.get()
+            await self._decode_one(raw)
+            self.urgent_raw_queue.task_done()
+
+    async def _decode_one(self, raw: RawBatch) -> None:
+        decoded = self.decoder.decode(raw)
+        if self.detectors is not None:
+            decoded.detections = self.detectors.process(decoded)
+            if decoded.detections:
+                self._detected(decoded.detections)
+        urgent = decoded.table("device_events") is not None and self.spool.is_empty()
+        await (self.urgent_queue if urgent else self.store_queue).put((raw, decoded))
 
     async def _store_stage(self, writer: TelemetryWriter) -> None:
         retry_s = self.config.storage.db_retry_s
@@ -445,7 +376,7 @@ class Gateway:
                 self._count(raw, decoded, (time.perf_counter() - started) * 1000)
                 self._ack(raw)
                 if decoded.detections:
-                    self.detections_stored.set()
+                    self._wake_alerts()
                 return
         await asyncio.to_thread(self.spool.append, raw, decoded.detections)
         stats.spooled_messages += len(raw)
@@ -515,7 +446,7 @@ class Gateway:
                 self.stats.rows_stored += decoded.row_count
                 self.stats.dead_letters += len(decoded.dead_letters)
                 if decoded.detections:
-                    self.detections_stored.set()
+                    self._wake_alerts()
             self.stats.replayed_messages += len(spooled.batch)
             self.spool.remove(spooled)
         if self.spool.is_empty():
@@ -563,14 +494,6 @@ class Gateway:
                 self.batcher.received, s.rows_stored, s.dead_letters, s.spooled_messages,
                 s.replayed_messages,
             )
-
-
-class _HttpServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the gateway's supervisor owns SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def _first_line(error: BaseException) -> str:

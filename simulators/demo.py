@@ -284,8 +284,9 @@ def responder_script(elders: list[SimElder]) -> list[Act]:
             cur = await conn.execute("SELECT code FROM alerts WHERE elder_id = %s AND kind = 'sos'", (first.id,))
             row = await cur.fetchone()
         if row:
-            alert = await gateway.alerts.resolve(row[0], "王芳", "console", "handled_at_home",
-                                                 note="已陪同休息，家属已到")
+            assert gateway.responder is not None  # the engine lives on the responder thread's loop
+            alert = await gateway.responder.call(gateway.alerts.resolve(row[0], "王芳", "console", "handled_at_home",
+                                                                        note="已陪同休息，家属已到"))
             print(f"             {alert.code} resolved: {alert.outcome}")
 
     return [Act(9, f"王芳 (grid worker) answers the call about {first.name} and presses 1", grid_worker_presses_1),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from gateway.ingest.mqtt_client import IngestConnection
 from gateway.ingest.mqtt_wire import InboundPublishes
@@ -33,8 +34,10 @@ class MicroBatcher:
         max_age_ms: float = 5.0,
         max_pending: int = 8,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        urgent: asyncio.Queue[RawBatch] | None = None,
     ) -> None:
         self.queue = queue
+        self.urgent = urgent
         self.max_messages = max_messages
         self.max_age_s = max_age_ms / 1000
         self.max_pending = max_pending
@@ -56,6 +59,10 @@ class MicroBatcher:
         if conn is not self._conn:
             self.flush()
             self._conn = conn
+        if self.urgent is not None and any(t.endswith(b"/event") for t in publishes.topics):
+            publishes = self._send_events_ahead(publishes, conn)
+            if not publishes.topics:
+                return
         if not self._topics:
             self._first_ms = self.clock_ms()
             self._timer = asyncio.get_running_loop().call_later(self.max_age_s, self.flush)
@@ -67,6 +74,22 @@ class MicroBatcher:
         # an event (SOS, fall, cancel) does not wait for the batch to fill or age
         if len(self._topics) >= self.max_messages or any(t.endswith(b"/event") for t in publishes.topics):
             self.flush()
+
+    def _send_events_ahead(self, publishes: InboundPublishes, conn: IngestConnection) -> InboundPublishes:
+        """Device events go on at once as a batch of their own; the rest is returned."""
+        assert self.urgent is not None
+        events = [i for i, t in enumerate(publishes.topics) if t.endswith(b"/event")]
+        rest = [i for i, t in enumerate(publishes.topics) if not t.endswith(b"/event")]
+
+        def pick(values: list[Any], which: list[int]) -> list[Any]:
+            return [values[i] for i in which]
+
+        self.urgent.put_nowait(RawBatch(
+            pick(publishes.topics, events), pick(publishes.payloads, events), pick(publishes.packet_ids, events),
+            pick(publishes.dup, events), self.clock_ms(), conn))
+        self.received += len(events)
+        return InboundPublishes(pick(publishes.topics, rest), pick(publishes.payloads, rest),
+                                pick(publishes.packet_ids, rest), pick(publishes.dup, rest))
 
     def flush(self) -> None:
         if self._timer is not None:

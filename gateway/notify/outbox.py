@@ -50,6 +50,9 @@ class OutboxSettings:
     lease_s: float = 20.0
     calls_per_hour: int = 6
     concurrency: int = 16
+    # a page whose last channel keeps failing for a transient reason (a provider outage) is
+    # retried this long, at the capped back-off, while its alert still waits for someone
+    keep_trying_s: float = 3600.0
     no_reply_prefixes: tuple[str, ...] = ("+86",)  # Twilio: no two-way SMS, no URLs to China
 
 
@@ -76,7 +79,7 @@ FROM notifications WHERE id = ANY(%s) AND status = 'sending'
 """
 
 _CONTEXT = """
-SELECT a.alert_id, a.code, a.kind, a.severity, a.opened_at, a.evidence, a.acknowledged_by, a.outcome,
+SELECT a.alert_id, a.code, a.kind, a.severity, a.state, a.opened_at, a.evidence, a.acknowledged_by, a.outcome,
        coalesce(e.name, a.device_id) AS elder_name, coalesce(e.profile->>'address', '') AS address,
        (e.profile->'home'->>'lat')::float8 AS lat, (e.profile->'home'->>'lon')::float8 AS lon
 FROM alerts a LEFT JOIN elders e USING (elder_id) WHERE a.alert_id = ANY(%s)
@@ -224,8 +227,32 @@ class OutboxSender:
         for each in group:
             if error.retryable and each["attempts"] < self.settings.max_attempts:
                 await self._retry(each, error, now)
+            elif error.retryable and self._keep_trying(each, contexts, now):
+                await self._retry(each, error, now, last_channel=True)
             else:
                 await self._failover(each, str(error), now)
+
+    def _keep_trying(self, row: dict[str, Any], contexts: dict[int, dict[str, Any]], now: int) -> bool:
+        """A provider outage outlasting the retries: the person's last channel keeps being tried.
+
+        Escalation does not wait for this (the tier's wait runs out and the next tier is
+        paged); it only means that once the provider is back, everyone paged during the
+        outage is reached, once, instead of silently never.
+        """
+        if self._failover_channel(row) is not None or row["purpose"] != "page":
+            return False
+        alert = contexts.get(row["alert_id"])
+        if alert is None or alert["state"] not in ("confirming", "notifying"):
+            return False
+        age_s = (now - (store.ms(alert["opened_at"]) or now)) / 1000
+        return age_s < self.settings.keep_trying_s
+
+    @staticmethod
+    def _failover_channel(row: dict[str, Any]) -> str | None:
+        other = "sms" if row["channel"] == "voice" else "voice"
+        if other in row["channels"] and not row["idempotency_key"].endswith(":failover"):
+            return other
+        return None
 
     async def _sent(self, group: list[dict[str, Any]], sent: Sent, now: int) -> None:
         async with self.pool.connection() as conn, conn.transaction():
@@ -239,17 +266,21 @@ class OutboxSender:
                                   summary=len(group) > 1)
         self.sent_count[row["channel"]] = self.sent_count.get(row["channel"], 0) + len(group)
 
-    async def _retry(self, row: dict[str, Any], error: NotifyError, now: int) -> None:
+    async def _retry(self, row: dict[str, Any], error: NotifyError, now: int, *, last_channel: bool = False) -> None:
         delay = backoff_s(row["attempts"], self.settings, self.rnd)
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE notifications SET status = 'pending', next_attempt_at = %s, last_error = %s, "
                 "updated_at = %s WHERE id = %s",
                 (store.ts(now + int(delay * 1000)), str(error)[:500], store.ts(now), row["id"]))
+            if last_channel and row["attempts"] == self.settings.max_attempts:  # said once, not per attempt
+                self.failed_count[row["channel"]] = self.failed_count.get(row["channel"], 0) + 1
+                await store.event(conn, row["alert_id"], now, "notify_failed", actor=row["recipient_name"],
+                                  channel=row["channel"], reason=str(error)[:200], still_trying=True)
 
     async def _failover(self, row: dict[str, Any], reason: str, now: int, to: str | None = None) -> None:
         """This channel is done for this person: try their other channel, else record no answer."""
-        other = to or ("sms" if row["channel"] == "voice" else "voice")
+        other = to or self._failover_channel(row) or ("sms" if row["channel"] == "voice" else "voice")
         self.failed_count[row["channel"]] = self.failed_count.get(row["channel"], 0) + 1
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(

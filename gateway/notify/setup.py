@@ -35,4 +35,5 @@ def outbox_settings(config: GatewayConfig) -> OutboxSettings:
     n = config.notify
     return OutboxSettings(public_base_url=n.public_base_url, max_attempts=n.max_attempts,
                           backoff_initial_s=n.backoff_initial_s, backoff_max_s=n.backoff_max_s,
-                          lease_s=n.lease_s, calls_per_hour=n.calls_per_hour)
+                          lease_s=n.lease_s, calls_per_hour=n.calls_per_hour,
+                          keep_trying_s=n.keep_trying_s)
