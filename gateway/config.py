@@ -20,6 +20,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from gateway.api.settings import ApiConfig
 from rules.policy import EscalationConfig, PolicyError, validate
 
 ENV_PREFIX = "ELDERCARE_"
@@ -68,6 +69,11 @@ class IngestConfig(_Section, frozen=True, kw_only=True):
     max_payload_bytes: Annotated[int, Meta(ge=256, le=1_048_576)] = 65_536
     max_past_s: PositiveInt = 7 * 86_400
     max_future_s: PositiveInt = 300
+    # per device: a flooding device has its excess dropped, counted and reported (see rate_limit.py)
+    device_rate_per_s: PositiveFloat = 50.0
+    device_burst: PositiveFloat = 3_000.0  # room for a day of readings uploaded after an outage
+    device_event_rate_per_s: PositiveFloat = 5.0
+    device_event_burst: PositiveFloat = 50.0
 
 
 class StorageConfig(_Section, frozen=True, kw_only=True):
@@ -112,6 +118,7 @@ class RegistryConfig(_Section, frozen=True, kw_only=True):
     """Where elders, devices and fences come from: a file (imported at start) or the database."""
 
     file: str | None = None
+    reload_s: PositiveFloat = 5.0  # how often running gateways look for registry changes (console edits)
 
 
 E164 = Annotated[str, Meta(pattern=r"^\+[1-9]\d{6,14}$")]
@@ -168,6 +175,7 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     escalation: EscalationConfig = msgspec.field(default_factory=EscalationConfig)
     notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
 
 
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
@@ -183,7 +191,16 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
             node = child
         # strings as given (a phone number "+8613..." must not become a number); the
         # conversion to int/float/bool happens in msgspec's lax mode, per field type
-        node[path[-1]] = yaml.safe_load(value) if value.lstrip()[:1] in ("[", "{") else value
+        node[path[-1]] = _yaml(value, name) if value.lstrip()[:1] in ("[", "{") else value
+
+
+def _yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    except RecursionError:  # PyYAML composes recursively
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
 
 
 def _read_secret_file(key: str, path: str) -> str:
@@ -192,9 +209,16 @@ def _read_secret_file(key: str, path: str) -> str:
         mode = file.stat().st_mode
     except OSError as error:
         raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"{key}: {path!r} is not a file name") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"{key}: {path} must not be readable by group or others (chmod 600)")
-    return file.read_text().strip()
+    try:
+        return file.read_text(encoding="utf-8").strip()
+    except OSError as error:  # a directory, or gone since stat
+        raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
 
 
 def _error_message(error: msgspec.ValidationError, source: str) -> str:
@@ -212,11 +236,12 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(f"{source}: cannot read: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{source}: not valid YAML: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {error.start})") from None
+        loaded = _yaml(text, source)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
         raw = loaded or {}

@@ -47,6 +47,7 @@ class FenceSpec(_Strict, frozen=True, kw_only=True):
     """A polygon (GeoJSON Polygon, lon/lat) or a circle with a radius in metres."""
 
     id: str
+    name: str = ""  # what the console shows; the id when empty
     geojson: dict[str, Any] | None = None
     circle: Circle | None = None
     active: str | None = None  # "HH:MM-HH:MM" local time; None = always
@@ -168,6 +169,10 @@ def load_registry(path: str | Path) -> RegistryFile:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
         raise RegistryError(f"{path}: cannot read: {error}") from None
+    except UnicodeDecodeError as error:  # e.g. saved as GBK
+        raise RegistryError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except RecursionError:  # PyYAML composes recursively
+        raise RegistryError(f"{path}: cannot read: nested too deeply") from None
     return _convert(raw, str(path))
 
 

@@ -1,0 +1,198 @@
+"""One description per endpoint feeds both the Starlette route and the OpenAPI document.
+
+An ``Endpoint`` names its method, path, query and body types (msgspec Structs), its
+response type and the statuses it can answer. ``route`` wraps the handler so every
+endpoint authenticates, checks the role, decodes strictly and answers errors the same
+way: ``{"error": code, "detail": sentence}``. Because ``openapi.py`` reads the same
+descriptions, the document cannot drift from what the server does.
+
+Errors:
+
+    ApiError            -- an answer other than success, with status, code and detail
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from psycopg_pool import PoolTimeout
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.schemas import Error
+
+if TYPE_CHECKING:
+    from gateway.api.auth import Principal
+    from gateway.api.context import ApiContext
+
+MAX_JSON_BYTES = 256 * 1024
+_ENCODER = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    """An error answer; ``extra`` fields are added to the JSON body."""
+
+    def __init__(self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None,
+                 body: msgspec.Struct | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+        self.body = body
+
+
+def not_found(what: str) -> ApiError:
+    """Unknown and out of scope look the same: an id guessed from outside tells nothing."""
+    return ApiError(404, "not_found", f"There is no {what} you may see.")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_ENCODER.encode(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def error_response(error: ApiError) -> Response:
+    body = error.body if error.body is not None else Error(error=error.code, detail=error.detail)
+    return json_response(body, error.status, error.headers)
+
+
+@dataclass(slots=True)
+class Call:
+    """What a handler gets: the request, who is asking, and the decoded inputs."""
+
+    request: Request
+    ctx: ApiContext
+    user: Principal | None
+    query: Any
+    body: Any
+
+    @property
+    def who(self) -> Principal:
+        assert self.user is not None, "endpoint declared without authentication"
+        return self.user
+
+    def path(self, name: str) -> Any:
+        return self.request.path_params[name]
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One operation. ``path`` uses Starlette convertors (``{alert_id:int}``)."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    response: Any = None  # a Struct type; None answers 204
+    status: int = 200
+    query: type[msgspec.Struct] | None = None
+    body: Any = None  # a Struct type, or "multipart"
+    body_required: bool = True
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+    roles: frozenset[str] | None = None  # None: every role
+    media_type: str = "application/json"
+    description: str = ""
+    path_doc: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def statuses(self) -> tuple[int, ...]:
+        base = {self.status, *self.errors, 503}
+        if self.auth:
+            base.add(401)
+        if self.roles is not None:
+            base.add(403)
+        if self.query is not None or self.body is not None:
+            base.update((400, 422))
+        return tuple(sorted(base))
+
+    def route(self, ctx: ApiContext) -> Route:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await self._run(ctx, request)
+            except ApiError as error:
+                return error_response(error)
+            except PoolTimeout:
+                return error_response(ApiError(503, "database_unavailable",
+                                               "The database does not answer; try again shortly."))
+
+        return Route(self.path, endpoint, methods=[self.method], name=f"{self.method} {self.path}")
+
+    async def _run(self, ctx: ApiContext, request: Request) -> Response:
+        user = await ctx.auth.authenticate(request) if self.auth else None
+        if user is not None and self.roles is not None and user.role not in self.roles:
+            raise ApiError(403, "forbidden", f"The {user.role} role may not do this.")
+        query = decode_query(request, self.query) if self.query is not None else None
+        body = None
+        if self.body is not None and self.body != "multipart":
+            body = await decode_body(request, self.body, required=self.body_required)
+        result = await self.handler(Call(request, ctx, user, query, body))
+        if isinstance(result, Response):
+            return result
+        if result is None:
+            return Response(status_code=204)
+        return json_response(result, self.status)
+
+
+def decode_query(request: Request, kind: type[msgspec.Struct]) -> Any:
+    params: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        if key in params:
+            raise ApiError(400, "bad_query", f"The query parameter {key!r} is given twice.")
+        params[key] = value
+    known = set(kind.__struct_fields__)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ApiError(400, "bad_query", f"Unknown query parameter {unknown[0]!r}; known: {', '.join(sorted(known))}.")
+    cleaned = {k: v for k, v in params.items() if v != ""}
+    try:
+        return msgspec.convert(cleaned, kind, strict=False)
+    except msgspec.ValidationError as error:
+        raise ApiError(422, "invalid_query", _sentence(error)) from None
+
+
+async def decode_body(request: Request, kind: Any, *, required: bool = True) -> Any:
+    raw = await read_limited(request, MAX_JSON_BYTES)
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "bad_json", "The request needs a JSON body.")
+        raw = b"{}"
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as error:
+        raise ApiError(422, "invalid_body", _sentence(error)) from None
+    except msgspec.DecodeError as error:
+        raise ApiError(400, "bad_json", f"The body is not JSON: {error}.") from None
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` (before it is all in memory)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"The upload is larger than {limit // 1024} KiB.")
+
+
+def _sentence(error: msgspec.ValidationError) -> str:
+    text = str(error)
+    return text if text.endswith(".") else text + "."
