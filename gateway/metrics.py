@@ -57,6 +57,12 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("eldercare_spooled_messages", "Messages written to the spool",
                                   value=s.spooled_messages)
         yield GaugeMetricFamily("eldercare_spool_batches", "Batches waiting in the spool", value=len(gw.spool))
+        limiter = gw.decoder.rate_limiter
+        if limiter is not None:
+            yield CounterMetricFamily("eldercare_rate_limited_messages", "Messages dropped: device over its rate",
+                                      value=limiter.dropped_total)
+            yield CounterMetricFamily("eldercare_rate_limited_devices", "Devices that went over their rate",
+                                      value=limiter.flooding_devices)
         rejects = CounterMetricFamily("eldercare_decode_rejects", "Messages dead-lettered", labels=["reason"])
         for reason, n in sorted(s.rejects.items()):
             rejects.add_metric([reason], n)

@@ -40,6 +40,7 @@ from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder, DecodeLimits
+from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
 from gateway.responder import Responder
 from gateway.storage.schema import StoragePolicy, maintain_partitions, upgrade
 from gateway.storage.spool import DiskSpool
@@ -118,7 +119,10 @@ class Gateway:
             max_payload_bytes=config.ingest.max_payload_bytes,
             max_past_ms=config.ingest.max_past_s * 1000,
             max_future_ms=config.ingest.max_future_s * 1000,
-        ))
+        ), DeviceRateLimiter(RateLimits(
+            rate_per_s=config.ingest.device_rate_per_s, burst=config.ingest.device_burst,
+            event_rate_per_s=config.ingest.device_event_rate_per_s, event_burst=config.ingest.device_event_burst,
+        )))
         self.policy = storage_policy(config)
         self.spool = DiskSpool(Path(config.storage.spool_dir))
         self.raw_queue: asyncio.Queue[RawBatch] = asyncio.Queue()
@@ -156,6 +160,7 @@ class Gateway:
         self._emergency_tasks: set[asyncio.Task[int]] = set()
         self.detections: list[Detection] = []  # everything detected, for tests and the console
         self.registry = RegistryFile()
+        self.registry_reloads = 0
 
     # the responder side's objects, for the console API, metrics and tests (use them on its loop)
     @property
@@ -220,6 +225,7 @@ class Gateway:
                     tasks.create_task(self._urgent_stage(writer), name="store-urgent"),
                     tasks.create_task(self._tick_stage(), name="detect-timers"),
                     tasks.create_task(self._maintenance(dsn, kwargs), name="maintenance"),
+                    tasks.create_task(self._registry_watch(dsn, kwargs), name="registry-watch"),
                     tasks.create_task(self._log_stats(), name="stats"),
                 ]
                 self.ready.set()
@@ -277,17 +283,64 @@ class Gateway:
                       _first_line(error))
             return RegistryFile()
 
+    async def _registry_watch(self, dsn: str, kwargs: dict[str, object]) -> None:
+        """Reload elders, devices and fences when the database's registry version moves.
+
+        The detectors are rebuilt from the new registry; their per-device state (fence
+        dwell, persistence counts, silence timers) starts again, which can only delay a
+        detection by a few readings, never drop an alert already raised.
+        """
+        seen: int | None = None
+
+        def version() -> int:
+            with psycopg.connect(dsn, autocommit=True, **kwargs) as conn:  # type: ignore[arg-type]
+                row = conn.execute("SELECT last_value FROM registry_version").fetchone()
+                return int(row[0]) if row else 0
+
+        def load() -> RegistryFile:
+            with psycopg.connect(dsn, **kwargs) as conn:  # type: ignore[arg-type]
+                return load_registry_from_db(conn)
+
+        while True:
+            try:
+                current = await asyncio.to_thread(version)
+                if seen is not None and current != seen:
+                    registry = await asyncio.to_thread(load)
+                    self._use_registry(registry)
+                    self.registry_reloads += 1
+                    if self.responder is not None and self.responder.alerts is not None:
+                        await self.responder.call(_call(self.responder.alerts.use_registry, registry))
+                    log.info("registry changed: %d elders, %d devices, %d fences reloaded", len(registry.elders),
+                             len(self.detectors.index.device_ids) if self.detectors else 0,
+                             len(self.detectors.index.fences) if self.detectors else 0)
+                seen = current
+            except psycopg.Error as error:
+                log.debug("registry watch: %s", _first_line(error))
+            await asyncio.sleep(self.config.registry.reload_s)
+
+    def _use_registry(self, registry: RegistryFile) -> None:
+        self.registry = registry
+        self.detectors = DetectorSet(registry, detect_settings(self.config))
+        if self.emergency is not None:
+            self.emergency.use_registry(registry)
+
     async def _tick_stage(self) -> None:
         """Timers that need no message: silent devices, unconfirmed falls, inactivity."""
         while True:
             await asyncio.sleep(self.config.detect.tick_s)
             assert self.detectors is not None
-            found = self.detectors.tick(self.clock_ms())
+            now = self.clock_ms()
+            found = self.detectors.tick(now)
             if found:
                 self._detected(found)
-                empty = RawBatch([], [], [], [], self.clock_ms())
-                await self.store_queue.put((empty, DecodedBatch(received_ms=empty.received_ms,
-                                                                detections=found)))
+            # a flood that stopped still gets its report, even if nothing else arrives
+            limiter = self.decoder.rate_limiter
+            letters = [] if limiter is None else [
+                DeadLetter(now, r.topic, r.reason(limiter.limits), r.sample, 0) for r in limiter.due_reports(now)]
+            if found or letters:
+                empty = RawBatch([], [], [], [], now)
+                await self.store_queue.put((empty, DecodedBatch(received_ms=now, detections=found,
+                                                                dead_letters=letters)))
 
     def _wake_alerts(self) -> None:
         if self.responder is not None:
@@ -433,7 +486,7 @@ class Gateway:
     async def _replay(self, writer: TelemetryWriter) -> None:
         """Write spooled batches oldest first; stop at the first that cannot be written."""
         for spooled in self.spool.pending():
-            decoded = self.decoder.decode(spooled.batch)
+            decoded = self.decoder.decode(spooled.batch, rate_limit=False)  # admitted when it came
             decoded.detections = spooled.detections
             try:
                 await writer.write(decoded, idempotent=True)
@@ -494,6 +547,10 @@ class Gateway:
                 self.batcher.received, s.rows_stored, s.dead_letters, s.spooled_messages,
                 s.replayed_messages,
             )
+
+
+async def _call(function: Callable[[RegistryFile], None], registry: RegistryFile) -> None:
+    function(registry)
 
 
 def _first_line(error: BaseException) -> str:

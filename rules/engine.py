@@ -97,6 +97,11 @@ class AlertEngine:
         self._claimed: list[int] = []
         self._opened_now: list[int] = []
 
+    def use_registry(self, registry: RegistryFile) -> None:
+        """Elders, contacts and responders changed (console, import): page from the new ones."""
+        self.registry = registry
+        self.elders = {e.id: e for e in registry.elders}
+
     # -- detections -> alerts ------------------------------------------------------------
 
     async def process_detections(self, limit: int = 500) -> int:

@@ -356,3 +356,11 @@ def test_an_unregistered_device_is_still_watched_with_default_thresholds() -> No
     out = h.feed([("glucose", "gl-unknown", "telemetry", {"ts": DAY, "glucose": 2.5})])
     assert [(d.kind, d.elder_id, d.device_id) for d in out] == [
         ("hypoglycaemia", None, "gl-unknown")]
+
+
+def test_a_timer_tick_before_any_device_is_known_finds_nothing() -> None:
+    """A gateway with an empty registry ticks before the first message arrives."""
+    from gateway.detect.engine import DetectorSet
+    from gateway.detect.registry import RegistryFile
+
+    assert DetectorSet(RegistryFile()).tick(1_700_000_000_000) == []

@@ -6,7 +6,9 @@ import json
 import time
 from pathlib import Path
 
+import psycopg
 import yaml
+from psycopg.types.json import Jsonb
 
 from gateway.detect.registry_db import load_registry_from_db
 from gateway.local_services import LocalPostgres
@@ -48,7 +50,6 @@ def test_sos_and_low_glucose_are_detected_and_stored_with_their_batch(
     assert rows[0][5]["glucose"] == 4.0  # the personal threshold (4.2) fired, with evidence
     assert gw.stats.detections == {"sos": 1, "hypoglycaemia": 1}
     # the registry file was imported, so the database now holds it too
-    import psycopg
     with psycopg.connect(database) as conn:
         loaded = load_registry_from_db(conn)
     assert [e.id for e in loaded.elders] == ["e-001"]
@@ -81,3 +82,35 @@ def test_detections_made_while_the_database_is_down_are_stored_when_it_returns(
     wait_until(lambda: query(database, "SELECT kind, elder_id FROM detections") == [("sos", "e-001")],
                timeout_s=30, what="the SOS detection stored after the outage")
     assert count(database, "device_events") == 1
+
+
+def test_a_fence_changed_in_the_database_is_used_without_a_restart(
+    gateway: GatewayRunner, publisher: Publisher, database: str, tmp_path: Path
+) -> None:
+    """The console edits fences in the database; the running detectors pick the edit up."""
+    gw = gateway.start(registry={"file": str(write_registry(tmp_path)), "reload_s": 0.3},
+                       detect={"fence_dwell_readings": 2, "fence_dwell_s": 1})
+    # 500 m east of home: inside a 1 km fence, outside the old 200 m one
+    lon = 121.4737 + 500 / (111_320 * 0.855)
+    small = {"id": "home", "circle": {"lat": 31.2304, "lon": 121.4737, "radius_m": 1000}}
+    with psycopg.connect(database) as conn:
+        conn.execute("UPDATE geofences SET spec = %s WHERE elder_id = 'e-001'", (Jsonb(small),))
+    wait_until(lambda: gw.registry_reloads >= 1, timeout_s=10, what="the new fence loaded")
+    t = now_ms()
+    publisher.publish_many([("eldercare/v1/wristband/wb-001/telemetry",
+                             json.dumps({"ts": t + i * 1000, "lat": 31.2304, "lon": lon, "gps_acc_m": 8}).encode())
+                            for i in range(5)])
+    wait_until(lambda: count(database, "telemetry_wristband") == 5, what="positions stored")
+    time.sleep(0.5)
+    assert query(database, "SELECT count(*) FROM detections WHERE kind = 'geofence_exit'") == [(0,)]
+    # now shrink it to 100 m: the same position is outside
+    tight = {"id": "home", "circle": {"lat": 31.2304, "lon": 121.4737, "radius_m": 100}}
+    with psycopg.connect(database) as conn:
+        conn.execute("UPDATE geofences SET spec = %s WHERE elder_id = 'e-001'", (Jsonb(tight),))
+    time.sleep(1.5)  # a few reload periods
+    publisher.publish_many([("eldercare/v1/wristband/wb-001/telemetry",
+                             json.dumps({"ts": t + 10_000 + i * 1000, "lat": 31.2304, "lon": lon,
+                                         "gps_acc_m": 8}).encode()) for i in range(5)])
+    wait_until(lambda: query(database, "SELECT count(*) FROM detections WHERE kind = 'geofence_exit'") == [(1,)],
+               what="the exit detected against the edited fence")
+

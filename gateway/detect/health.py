@@ -29,7 +29,7 @@ class HealthDetector:
     def __init__(self, index: DeviceIndex, settings: DetectSettings) -> None:
         self.index = index
         self.s = settings
-        self.capacity = 0
+        self.capacity = -1  # below any index size: the first _ensure makes the arrays, even empty ones
         self._ensure()
 
     def _ensure(self) -> None:
@@ -37,7 +37,7 @@ class HealthDetector:
         if cap <= self.capacity:
             return
         g = grow
-        if self.capacity == 0:
+        if self.capacity < 0:
             z64 = np.zeros(0, np.int64)
             self.last_seen, self.silent = z64.copy(), np.zeros(0, bool)
             self.battery_level = np.zeros(0, np.int8)

@@ -37,6 +37,10 @@ class EmergencyPager:
         self.public = public_base_url.rstrip("/")
         self.sent = 0
 
+    def use_registry(self, registry: RegistryFile) -> None:
+        self.registry = registry
+        self.elders = {e.id: e for e in registry.elders}
+
     def wanted(self, det: Detection) -> bool:
         return det.severity == "critical" and not det.cleared and det.elder_id in self.elders
 

@@ -227,32 +227,26 @@ class OutboxSender:
         for each in group:
             if error.retryable and each["attempts"] < self.settings.max_attempts:
                 await self._retry(each, error, now)
-            elif error.retryable and self._keep_trying(each, contexts, now):
-                await self._retry(each, error, now, last_channel=True)
             else:
-                await self._failover(each, str(error), now)
+                keep = error.retryable and self._still_waiting(each, contexts, now)
+                await self._failover(each, str(error), now, keep_trying=keep)
 
-    def _keep_trying(self, row: dict[str, Any], contexts: dict[int, dict[str, Any]], now: int) -> bool:
-        """A provider outage outlasting the retries: the person's last channel keeps being tried.
+    def _still_waiting(self, row: dict[str, Any], contexts: dict[int, dict[str, Any]], now: int) -> bool:
+        """A page whose alert nobody has taken yet, not older than ``keep_trying_s``.
 
-        Escalation does not wait for this (the tier's wait runs out and the next tier is
-        paged); it only means that once the provider is back, everyone paged during the
-        outage is reached, once, instead of silently never.
+        Such a page, failing for a transient reason (a provider outage) beyond its
+        retries, is kept being tried when no other channel to this person takes over.
+        Escalation does not wait for it (the tier's wait runs out and the next tier is
+        paged); it means that once the provider is back, everyone paged during the
+        outage is reached, once per channel, instead of silently never.
         """
-        if self._failover_channel(row) is not None or row["purpose"] != "page":
+        if row["purpose"] != "page":
             return False
         alert = contexts.get(row["alert_id"])
         if alert is None or alert["state"] not in ("confirming", "notifying"):
             return False
         age_s = (now - (store.ms(alert["opened_at"]) or now)) / 1000
         return age_s < self.settings.keep_trying_s
-
-    @staticmethod
-    def _failover_channel(row: dict[str, Any]) -> str | None:
-        other = "sms" if row["channel"] == "voice" else "voice"
-        if other in row["channels"] and not row["idempotency_key"].endswith(":failover"):
-            return other
-        return None
 
     async def _sent(self, group: list[dict[str, Any]], sent: Sent, now: int) -> None:
         async with self.pool.connection() as conn, conn.transaction():
@@ -266,26 +260,25 @@ class OutboxSender:
                                   summary=len(group) > 1)
         self.sent_count[row["channel"]] = self.sent_count.get(row["channel"], 0) + len(group)
 
-    async def _retry(self, row: dict[str, Any], error: NotifyError, now: int, *, last_channel: bool = False) -> None:
+    async def _retry(self, row: dict[str, Any], error: NotifyError, now: int) -> None:
         delay = backoff_s(row["attempts"], self.settings, self.rnd)
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.connection() as conn:
             await conn.execute(
                 "UPDATE notifications SET status = 'pending', next_attempt_at = %s, last_error = %s, "
                 "updated_at = %s WHERE id = %s",
                 (store.ts(now + int(delay * 1000)), str(error)[:500], store.ts(now), row["id"]))
-            if last_channel and row["attempts"] == self.settings.max_attempts:  # said once, not per attempt
-                self.failed_count[row["channel"]] = self.failed_count.get(row["channel"], 0) + 1
-                await store.event(conn, row["alert_id"], now, "notify_failed", actor=row["recipient_name"],
-                                  channel=row["channel"], reason=str(error)[:200], still_trying=True)
 
-    async def _failover(self, row: dict[str, Any], reason: str, now: int, to: str | None = None) -> None:
-        """This channel is done for this person: try their other channel, else record no answer."""
-        other = to or self._failover_channel(row) or ("sms" if row["channel"] == "voice" else "voice")
-        self.failed_count[row["channel"]] = self.failed_count.get(row["channel"], 0) + 1
+    async def _failover(self, row: dict[str, Any], reason: str, now: int, to: str | None = None, *,
+                        keep_trying: bool = False) -> None:
+        """This channel is done for this person: try their other channel, else record no answer.
+
+        With ``keep_trying`` and no other channel taking over, the row stays pending at the
+        capped back-off instead (said once in the trail, not at every attempt).
+        """
+        other = to or ("sms" if row["channel"] == "voice" else "voice")
+        if row["attempts"] <= self.settings.max_attempts:  # a row kept trying is counted once
+            self.failed_count[row["channel"]] = self.failed_count.get(row["channel"], 0) + 1
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE notifications SET status = 'failed', last_error = %s, updated_at = %s WHERE id = %s",
-                (reason[:500], store.ts(now), row["id"]))
             inserted = 0
             if other in row["channels"] and not row["idempotency_key"].endswith(":failover"):
                 cur = await conn.execute(
@@ -301,6 +294,19 @@ class OutboxSender:
                      store.ts(now), row["alert_id"], row["recipient_key"], other, row["purpose"],
                      row["tier"], row["round"]))
                 inserted = cur.rowcount
+            if keep_trying and not inserted:
+                delay = backoff_s(row["attempts"], self.settings, self.rnd)
+                await conn.execute(
+                    "UPDATE notifications SET status = 'pending', next_attempt_at = %s, last_error = %s, "
+                    "updated_at = %s WHERE id = %s",
+                    (store.ts(now + int(delay * 1000)), reason[:500], store.ts(now), row["id"]))
+                if row["attempts"] == self.settings.max_attempts:
+                    await store.event(conn, row["alert_id"], now, "notify_failed", actor=row["recipient_name"],
+                                      channel=row["channel"], reason=reason[:200], still_trying=True)
+                return
+            await conn.execute(
+                "UPDATE notifications SET status = 'failed', last_error = %s, updated_at = %s WHERE id = %s",
+                (reason[:500], store.ts(now), row["id"]))
             await store.event(conn, row["alert_id"], now, "notify_failover" if inserted else "notify_failed",
                               actor=row["recipient_name"], channel=row["channel"], reason=reason[:200],
                               to_channel=other if inserted else None)

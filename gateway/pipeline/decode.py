@@ -7,6 +7,7 @@ decoding); time-window checks and column building run over whole arrays.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +35,11 @@ from devices.contracts import (
     ts_to_ms,
 )
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch, TableRows, float_column
+from gateway.pipeline.rate_limit import DeviceRateLimiter
 from gateway.storage import tables
 from gateway.storage.binary_copy import Column
 
+log = logging.getLogger(__name__)
 ROUTE_CACHE_LIMIT = 200_000
 _NEEDS_CHECK = (GlucoseReading, BloodPressureReading)
 
@@ -53,9 +56,11 @@ class DecodeLimits:
 class BatchDecoder:
     """Turns ``RawBatch`` into ``DecodedBatch``; holds only a cache of topic routes."""
 
-    def __init__(self, limits: DecodeLimits | None = None) -> None:
+    def __init__(self, limits: DecodeLimits | None = None, rate_limiter: DeviceRateLimiter | None = None) -> None:
         self.limits = limits or DecodeLimits()
         self._routes: dict[bytes, Route | Rejected] = {}
+        self.rate_limiter = rate_limiter
+        self._forgot_ms = 0
 
     def _route(self, topic: bytes) -> Route | Rejected:
         try:
@@ -69,10 +74,12 @@ class BatchDecoder:
         self._routes[topic] = route
         return route
 
-    def decode(self, raw: RawBatch) -> DecodedBatch:
+    def decode(self, raw: RawBatch, *, rate_limit: bool = True) -> DecodedBatch:
+        """``rate_limit=False`` for batches admitted before (a spool replay)."""
         now = raw.received_ms
         max_bytes = self.limits.max_payload_bytes
         routes = self._routes
+        limiter = self.rate_limiter if rate_limit else None
         dead: list[DeadLetter] = []
         # contract type -> (records, routes, message index)
         buckets: dict[type[Payload], tuple[list[Any], list[Route], list[int]]] = defaultdict(
@@ -82,6 +89,9 @@ class BatchDecoder:
             route = routes.get(topic) or self._route(topic)
             if isinstance(route, Rejected):
                 dead.append(DeadLetter(now, _text(topic), route.reason, payload, i))
+                continue
+            if limiter is not None and not limiter.allow(route.device_id, route.channel == "event", now):
+                limiter.dropped(route.device_id, _text(topic), payload, now)
                 continue
             if len(payload) > max_bytes:
                 dead.append(
@@ -120,7 +130,19 @@ class BatchDecoder:
             self._columns(contract, recs, rts, idx, raw, out)
         if len(out.dead_letters) > rejected_while_decoding:
             out.dead_letters.sort(key=lambda d: d.index)
+        if limiter is not None:
+            self._report_drops(limiter, now, len(raw), out)
         return out
+
+    def _report_drops(self, limiter: DeviceRateLimiter, now: int, index: int, out: DecodedBatch) -> None:
+        for report in limiter.due_reports(now):
+            log.warning("device %s over its rate: %d messages dropped", report.device_id, report.dropped)
+            out.dead_letters.append(DeadLetter(now, report.topic, report.reason(limiter.limits), report.sample,
+                                               index))
+        if now - self._forgot_ms > 600_000:
+            limiter.forget_idle(now)
+            self._forgot_ms = now
+
 
     def _columns(
         self,
@@ -199,7 +221,8 @@ class BatchDecoder:
 
 
 def _text(topic: bytes) -> str:
-    return topic.decode("utf-8", errors="replace")
+    # the dead letter's topic column is PostgreSQL text, which cannot hold NUL
+    return topic.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 def _bool_column(values: list[bool | None]) -> Column:
