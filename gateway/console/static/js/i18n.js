@@ -180,7 +180,7 @@ const STRINGS = {
     "board.col.opened": "Opened",
     "board.col.wait": "Waiting / state",
     "board.col.actions": "Actions",
-    "board.unackCritical": "critical not taken",
+    "board.unackCritical": "Critical, not taken:",
     "board.takenBy": "taken by {name}",
     "board.eta": "arriving in {min} min",
     "board.onScene": "{name} on scene",

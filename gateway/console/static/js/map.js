@@ -343,8 +343,15 @@ export function drawTrailThumbnail(canvas, { trail, position, severity, fences }
   const w = canvas.clientWidth || 320;
   const hgt = canvas.clientHeight || 180;
   const ctx = setupCanvas(canvas, w, hgt);
-  const box = trailBox(trail, position);
+  let box = trailBox(trail, position);
   if (!box) return false;
+  // show the elder's fences too when they are about the trail's size (not a 5 km zone around a walk)
+  const size = (b) => Math.max(b[2] - b[0], b[3] - b[1], 1e-6);
+  for (const f of fences || []) {
+    const union = [Math.min(box[0], f.bbox[0]), Math.min(box[1], f.bbox[1]), Math.max(box[2], f.bbox[2]),
+      Math.max(box[3], f.bbox[3])];
+    if (size(union) <= 2.5 * size(box)) box = union;
+  }
   const view = View.fitting(box, w, hgt, 34, 17);
   paintBackground(ctx, view);
   if (fences?.length) paintFences(ctx, view, fences, null);
