@@ -71,11 +71,16 @@ def cmd_device_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_device_check(args: argparse.Namespace) -> int:
-    """Check a vendor's sample payloads against the contract of a topic."""
+    """Check a vendor's sample payloads against the contract of a topic, or a live device's traffic."""
     import time
 
     from devices.codec import Rejected, decode_payload, route_topic
 
+    if args.live:
+        return _check_live(args)
+    if not args.topic or not args.files:
+        print("device check: give --topic and sample files, or --live --device ID", file=sys.stderr)
+        return 2
     route = route_topic(args.topic)
     if isinstance(route, Rejected):
         print(f"topic {args.topic}: {route.reason}")
@@ -97,6 +102,19 @@ def cmd_device_check(args: argparse.Namespace) -> int:
             print(f"{name}: ok ({len(result)} reading{'s' if len(result) != 1 else ''})")
     print(f"checked {len(args.files)}: {len(args.files) - failures} ok, {failures} rejected")
     return 1 if failures else 0
+
+
+def _check_live(args: argparse.Namespace) -> int:
+    from devices.live_check import check_live
+
+    host, _, port = args.broker.rpartition(":")
+    try:
+        result = check_live(host or "127.0.0.1", int(port), args.device, seconds=args.seconds, count=args.count,
+                            username=args.username, password=args.password)
+    except (ConnectionError, OSError) as error:
+        print(f"device check: {error}", file=sys.stderr)
+        return 2
+    return 1 if result.rejected or not result.total else 0
 
 
 def cmd_registry_import(args: argparse.Namespace) -> int:
@@ -291,10 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--channel", help="telemetry, event or status")
     schema.set_defaults(func=cmd_device_schema)
 
-    check = device_sub.add_parser("check", help="check sample payloads against a topic's contract")
-    check.add_argument("--topic", required=True,
-                       help="e.g. eldercare/v1/wristband/wb-000123/telemetry")
-    check.add_argument("files", nargs="+", help="files holding one payload each ('-' for stdin)")
+    check = device_sub.add_parser("check", help="check sample payloads (or a live device) against the contract")
+    check.add_argument("--topic", help="e.g. eldercare/v1/wristband/wb-000123/telemetry")
+    check.add_argument("files", nargs="*", help="files holding one payload each ('-' for stdin)")
+    check.add_argument("--live", action="store_true", help="watch a device's traffic on the broker instead")
+    check.add_argument("--device", default="+", help="with --live: the device id (default: every device)")
+    check.add_argument("--broker", default="127.0.0.1:1883", help="with --live: host:port")
+    check.add_argument("--seconds", type=float, default=60.0, help="with --live: how long to watch")
+    check.add_argument("--count", type=int, help="with --live: stop after this many messages")
+    check.add_argument("--username")
+    check.add_argument("--password")
     check.set_defaults(func=cmd_device_check)
 
     registry = sub.add_parser("registry", help="elders, devices and fences")

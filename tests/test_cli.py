@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.support import REPO, query
+from gateway.local_services import LocalMosquitto
+from tests.support import REPO, Publisher, query
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,3 +63,30 @@ def test_config_error_names_the_key(tmp_path: Path) -> None:
     result = run("-c", str(config), "db", "upgrade")
     assert result.returncode == 2
     assert "detect.night" in result.stderr
+
+
+def test_device_check_live_watches_a_device_and_rejects_what_breaks_the_contract(
+    broker: LocalMosquitto, publisher: Publisher, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+    import time
+
+    from gateway.cli import main
+
+    codes: list[int] = []
+    watcher = threading.Thread(target=lambda: codes.append(main(
+        ["device", "check", "--live", "--device", "wb-77", "--broker", f"127.0.0.1:{broker.port}",
+         "--seconds", "10", "--count", "2"])))
+    watcher.start()
+    time.sleep(1.5)  # subscribed
+    now = time.time_ns() // 1_000_000
+    publisher.publish("eldercare/v1/wristband/wb-77/telemetry", f'{{"ts": {now}, "hr": 71}}')
+    publisher.publish("eldercare/v1/wristband/wb-77/telemetry", f'{{"ts": {now}, "spo2": 140}}')
+    publisher.publish("eldercare/v1/wristband/wb-78/telemetry", f'{{"ts": {now}, "hr": 71}}')  # not watched
+    watcher.join(20)
+    out = capsys.readouterr().out
+    assert codes == [1]
+    assert "ok        eldercare/v1/wristband/wb-77/telemetry" in out
+    assert "REJECTED  eldercare/v1/wristband/wb-77/telemetry:" in out and "spo2" in out
+    assert "wb-78" not in out
+    assert "checked 2: 1 ok, 1 rejected" in out
