@@ -22,8 +22,14 @@ from msgspec import Meta
 TOPIC_PREFIX = "eldercare/v1"
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
-Timestamp = int | Annotated[datetime, Meta(tz=True)]
+# The largest RFC 3339 time (9999-12-31T23:59:59.999Z): ``ts`` as ms cannot be later, so
+# it always fits the int64 columns the time checks and the database work on.
+MAX_EPOCH_MS = 253_402_300_799_999
+EpochMs = Annotated[int, Meta(ge=0, le=MAX_EPOCH_MS, description="ms since the Unix epoch")]
+Timestamp = EpochMs | Annotated[datetime, Meta(tz=True)]
 DeviceId = Annotated[str, Meta(pattern=DEVICE_ID_PATTERN)]
+# PostgreSQL text cannot hold NUL, and control characters in a code break log lines.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 Latitude = Annotated[float, Meta(ge=-90.0, le=90.0, description="degrees, WGS-84")]
 Longitude = Annotated[float, Meta(ge=-180.0, le=180.0, description="degrees, WGS-84")]
 Percent = Annotated[float, Meta(ge=0.0, le=100.0)]
@@ -88,19 +94,19 @@ class WristbandEvent(Payload, frozen=True, kw_only=True):
     """A button press or band-side detection; ``received`` confirms a ``cmd`` (give its ``alert``)."""
 
     event: WristbandEventKind
-    alert: Annotated[str, Meta(max_length=32)] | None = None
+    alert: Annotated[str, Meta(max_length=32, pattern=NO_CONTROL_CHARACTERS)] | None = None
 
 
 class PagerEvent(Payload, frozen=True, kw_only=True):
     """A button press; ``received`` confirms a ``cmd`` (give its ``alert``)."""
 
     event: PagerEventKind
-    alert: Annotated[str, Meta(max_length=32)] | None = None
+    alert: Annotated[str, Meta(max_length=32, pattern=NO_CONTROL_CHARACTERS)] | None = None
 
 
 class MeterEvent(Payload, frozen=True, kw_only=True):
     event: MeterEventKind
-    code: Annotated[str, Meta(max_length=64)] | None = None
+    code: Annotated[str, Meta(max_length=64, pattern=NO_CONTROL_CHARACTERS)] | None = None
 
 
 class DeviceStatus(Payload, frozen=True, kw_only=True):
@@ -114,7 +120,7 @@ class DeviceStatus(Payload, frozen=True, kw_only=True):
 
     battery: Percent | None = None
     rssi_dbm: Annotated[float, Meta(ge=-150.0, le=0.0)] | None = None
-    firmware: Annotated[str, Meta(max_length=64)] | None = None
+    firmware: Annotated[str, Meta(max_length=64, pattern=NO_CONTROL_CHARACTERS)] | None = None
     online: bool | None = None
 
 

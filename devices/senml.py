@@ -10,6 +10,7 @@ the one the contract uses (or mg/dL for glucose, converted later like plain JSON
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -39,7 +40,7 @@ class SenmlRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     bu: str | None = None
     n: str = ""
     u: str | None = None
-    v: float | None = None
+    v: int | float | None = None  # an int stays one: ``steps`` is an integer field
     vs: str | None = None
     vb: bool | None = None
     t: float = 0.0
@@ -79,6 +80,8 @@ def senml_readings(payload: bytes, now_ms: int) -> list[dict[str, Any]]:
         if not name:
             raise SenmlError("SenML record without a name")
         seconds = base_time + rec.t
+        if not math.isfinite(seconds * 1000):
+            raise SenmlError(f"SenML record {name!r} has a time out of range")
         ms = round(seconds * 1000)
         if abs(seconds) < RELATIVE_TIME_LIMIT_S:
             ms = now_ms + ms

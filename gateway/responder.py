@@ -1,15 +1,14 @@
-"""The responder side of the gateway: alert engine, outbox and HTTP, on their own thread.
+"""The responder side of the gateway: alert engine, outbox and HTTP (webhooks, console API).
 
-Why a thread of its own: the ingest loop is kept busy by telemetry (decoding, detecting,
-building COPY buffers). An SOS, once stored, is turned into an alert and paged through
-some twenty database round trips and an HTTP request; on the ingest loop each of those
-waits would queue behind a turn of telemetry work. On its own event loop the alert path
-only waits for the GIL, at most one switch interval (set to 1 ms here), so its latency
-does not grow with the telemetry load.
+They share the gateway's event loop with ingest but have their own pool of database
+connections, so an SOS being paged never waits for a telemetry COPY to release a
+connection. (A thread of their own was tried and measured: under telemetry load the
+alert path then waited on the GIL at every database round trip, and the median SOS
+latency went from about 30 ms to 200 ms; see bench/alert_latency.py.)
 
-Everything on this side works from the database (unhandled detections, due alerts,
-pending notifications), so it is woken by the ingest side but never depends on being
-woken: a wake-up lost in a crash is made up by the next poll.
+Everything here works from the database (unhandled detections, due alerts, pending
+notifications), so it is woken by the ingest side but never depends on being woken:
+a wake-up lost in a crash is made up by the next poll.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ import contextlib
 import json
 import logging
 import socket
-import sys
-import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,11 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SWITCH_INTERVAL_S = 0.001  # how long the alert thread may wait for the GIL behind telemetry work
-
-
 class Responder:
-    """Owns the responder thread; the gateway starts it, wakes it and stops it."""
+    """The gateway starts it, wakes it when detections are stored, and stops it."""
 
     def __init__(self, gateway: Gateway, dsn: str, kwargs: dict[str, object]) -> None:
         self.gateway = gateway
@@ -60,9 +54,9 @@ class Responder:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.detections_stored = asyncio.Event()
         self.outbox_due = asyncio.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
+        self._stop = asyncio.Event()
+        self._started = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._fast_sends: set[asyncio.Task[None]] = set()
         self.failed: asyncio.Future[None] | None = None  # set on the ingest loop if this side dies
@@ -76,58 +70,45 @@ class Responder:
     # -- called from the ingest loop -------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the thread; raise its start-up error (a port in use) here."""
-        self.failed = asyncio.get_running_loop().create_future()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        self._thread = threading.Thread(target=self._main, name="responder", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._started.wait)
+        """Start it; raise its start-up error (a port in use) here."""
+        self.loop = asyncio.get_running_loop()
+        self.failed = self.loop.create_future()
+        self._task = asyncio.create_task(self._main(), name="responder")
+        await self._started.wait()
         if self._error is not None:
             raise self._error
 
     def wake_alerts(self) -> None:
         """Detections were committed: apply them now rather than at the next poll."""
         if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.detections_stored.set)
+            self.loop.call_soon_threadsafe(self.detections_stored.set)  # callable from any thread
 
     async def call(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run ``work`` (which uses this side's pool or engine) on the responder loop."""
+        """Run ``work`` (which uses this side's pool or engine): from its loop, or from another thread's."""
         assert self.loop is not None
+        if asyncio.get_running_loop() is self.loop:
+            return await work
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
 
     async def stop(self) -> None:
-        if self.loop is not None and self._stop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 30)
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=30)  # its error, if any, was reported through ``failed``
 
-    # -- the responder thread ----------------------------------------------------------------
-
-    def _main(self) -> None:
+    async def _main(self) -> None:
         try:
-            asyncio.run(self._run())
+            await self._run()
         except BaseException as error:
             self._error = error
             self._started.set()
-            self._report_failure(error)
-
-    def _report_failure(self, error: BaseException) -> None:
-        ingest = self.gateway.ingest_loop
-        failed = self.failed
-        if ingest is None or failed is None or ingest.is_closed():
-            return
-
-        def fail() -> None:
-            if not failed.done():
-                failed.set_exception(error)
-
-        ingest.call_soon_threadsafe(fail)
+            if self.failed is not None and not self.failed.done():
+                self.failed.set_exception(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
 
     async def _run(self) -> None:
         gw = self.gateway
         config = gw.config
-        self.loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
         self.pool = AsyncConnectionPool(
             self.dsn, kwargs=self.kwargs, min_size=1, max_size=max(2, config.database.pool_max // 2),
             open=False, timeout=config.database.connect_timeout_s, reconnect_timeout=0,
@@ -217,13 +198,9 @@ class Responder:
             log.exception("immediate send failed; the outbox will retry")
 
     async def _send_downlink(self, command: Downlink) -> None:
-        """"Help is coming" to the elder's device: published by the ingest side's MQTT session."""
-        gw = self.gateway
+        """"Help is coming" to the elder's device, over the gateway's MQTT session."""
         payload = json.dumps(command.payload, ensure_ascii=False).encode()
-        ingest = gw.ingest_loop
-        assert ingest is not None
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
-            gw.mqtt.publish(command.topic, payload, qos=1), ingest))
+        await self.gateway.mqtt.publish(command.topic, payload, qos=1)
 
     # -- HTTP: webhooks, console API, health, metrics ------------------------------------------
 

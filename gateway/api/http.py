@@ -148,6 +148,8 @@ def decode_query(request: Request, kind: type[msgspec.Struct]) -> Any:
     for key, value in request.query_params.multi_items():
         if key in params:
             raise ApiError(400, "bad_query", f"The query parameter {key!r} is given twice.")
+        if "\x00" in value or "\x00" in key:  # PostgreSQL text cannot hold NUL: say so, not a 500
+            raise ApiError(400, "bad_query", f"The query parameter {key!r} holds a NUL character.")
         params[key] = value
     known = set(kind.__struct_fields__)
     unknown = sorted(set(params) - known)

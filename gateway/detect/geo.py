@@ -39,10 +39,11 @@ def polygon_problem(geojson: dict[str, Any]) -> str | None:
     for n, ring in enumerate(rings):
         if not isinstance(ring, list) or len(ring) < 4:
             return f"ring {n} needs at least 4 positions (closed: first equals last)"
-        try:
-            points = [(float(p[0]), float(p[1])) for p in ring]
-        except (TypeError, ValueError, IndexError):
+        # shapely is given the rings as they are: each position must be 2 or 3 plain numbers
+        if not all(isinstance(p, list | tuple) and len(p) in (2, 3)
+                   and all(isinstance(x, int | float) and not isinstance(x, bool) for x in p) for p in ring):
             return f"ring {n} has a position that is not [lon, lat]"
+        points = [(float(p[0]), float(p[1])) for p in ring]
         if points[0] != points[-1]:
             return f"ring {n} is not closed (first position must equal the last)"
         for lon, lat in points:

@@ -7,7 +7,8 @@ or spawn one task per message to delay the PUBACK (gmqtt with
 ``optimistic_acknowledgement=False``). Parsing PUBLISH frames in bulk and writing one
 buffer of PUBACKs per durable batch is both correct and faster (see bench/ingest.py).
 Only what the ingest path needs is here: CONNECT/CONNACK, SUBSCRIBE/SUBACK,
-PUBLISH (both ways, QoS 0/1), PUBACK, PINGREQ/PINGRESP, DISCONNECT.
+PUBLISH (both ways, QoS 0/1), PUBACK, PINGREQ/PINGRESP, DISCONNECT, and
+UNSUBSCRIBE/UNSUBACK (a cluster instance leaving its shared subscription).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ PUBLISH = 0x30
 PUBACK = 0x40
 SUBSCRIBE = 0x82
 SUBACK = 0x90
+UNSUBSCRIBE = 0xA2
+UNSUBACK = 0xB0
 PINGREQ = 0xC0
 PINGRESP = 0xD0
 DISCONNECT = 0xE0
@@ -106,6 +109,13 @@ def encode_subscribe(packet_id: int, topic_filters: str | list[str], qos: int) -
     return _packet(SUBSCRIBE, body)
 
 
+def encode_unsubscribe(packet_id: int, topic_filters: list[str]) -> bytes:
+    body = struct.pack("!H", packet_id) + encode_varint(0)
+    for topic_filter in topic_filters:
+        body += encode_str(topic_filter)
+    return _packet(UNSUBSCRIBE, body)
+
+
 def encode_publish(
     topic: str, payload: bytes, *, qos: int, packet_id: int = 0, retain: bool = False
 ) -> bytes:
@@ -125,6 +135,8 @@ def encode_pubacks(packet_ids: list[int]) -> bytes:
 
 PINGREQ_BYTES = bytes([PINGREQ, 0])
 DISCONNECT_BYTES = bytes([DISCONNECT, 0])
+# normal disconnection that also ends the session (Session Expiry Interval 0)
+DISCONNECT_END_SESSION_BYTES = bytes([DISCONNECT, 7, 0x00, 5, PROP_SESSION_EXPIRY, 0, 0, 0, 0])
 
 
 @dataclass(slots=True)
@@ -183,15 +195,17 @@ def parse_stream(
         if stop > end:
             return pos
         if first & 0xF0 == PUBLISH:
-            topic_len = (buf[i] << 8) | buf[i + 1]
-            p = i + 2 + topic_len
-            topic = bytes(buf[i + 2 : p])
             qos = (first >> 1) & 0x03
-            if qos:
-                pid = (buf[p] << 8) | buf[p + 1]
-                p += 2
-            else:
-                pid = 0
+            if qos == 3:
+                raise MqttProtocolError("PUBLISH with QoS 3")
+            if length < 2:
+                raise MqttProtocolError("PUBLISH frame without a topic")
+            topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+            p = topic_end + 2 if qos else topic_end
+            if p >= stop:  # the packet id (QoS 1, 2) and the properties length must follow
+                raise MqttProtocolError("PUBLISH frame shorter than its header")
+            topic = bytes(buf[i + 2 : topic_end])
+            pid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
             # properties: a varint length, then skipped (we never ask for topic aliases)
             plen = 0
             shift = 0
@@ -202,12 +216,18 @@ def parse_stream(
                 if not byte & 0x80:
                     break
                 shift += 7
+                if shift > 21 or p >= stop:
+                    raise MqttProtocolError("PUBLISH properties length is malformed")
             p += plen
+            if p > stop:
+                raise MqttProtocolError("PUBLISH properties longer than the frame")
             topics_append(topic)
             payloads_append(bytes(buf[p:stop]))
             ids_append(pid)
             dup_append(bool(first & 0x08))
         else:
+            if first & 0xF0 == PUBACK and length < 2:
+                raise MqttProtocolError("PUBACK without a packet id")
             controls.append(ControlPacket(first & 0xF0, bytes(buf[i:stop])))
         pos = stop
     return pos
@@ -226,10 +246,14 @@ def suback_codes(body: bytes) -> list[int]:
     plen = 0
     shift = 0
     while True:
+        if p >= len(body) or shift > 21:
+            raise MqttProtocolError("SUBACK too short or its properties length malformed")
         byte = body[p]
         p += 1
         plen |= (byte & 0x7F) << shift
         if not byte & 0x80:
             break
         shift += 7
+    if p + plen > len(body):
+        raise MqttProtocolError("SUBACK properties longer than the packet")
     return list(body[p + plen :])

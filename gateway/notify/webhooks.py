@@ -2,8 +2,9 @@
 
 Every request's ``X-Twilio-Signature`` is checked against the public URL Twilio
 called (``public_base_url`` + path) before anything else; an unsigned or wrongly
-signed request gets 403 and a log line. Twilio retries webhooks, so each effect is
-applied once: receipts are keyed by the message or call id (and digits).
+signed request gets 403 and a log line, a signed one without its message or call id
+(or with a NUL, which Twilio never sends) 400. Twilio retries webhooks, so each effect
+is applied once: receipts are keyed by the message or call id (and digits).
 
 * ``POST /twilio/sms`` — an incoming SMS. "1" (optionally with an alert code,
   "1 A17") takes the most recent open alert paged to that phone, or the named one.
@@ -64,7 +65,11 @@ class TwilioWebhooks:
             Route("/twilio/status/{notification_id:int}", self.status, methods=["POST"]),
         ]
 
-    async def _verified(self, request: Request) -> dict[str, str] | None:
+    async def _verified(self, request: Request, *required: tuple[str, ...]) -> dict[str, str] | Response:
+        """The signed parameters, or the refusal: 403 unsigned, 400 signed but not what Twilio sends.
+
+        ``required`` lists groups of parameter names of which each group needs one.
+        """
         form = await request.form()
         params = {k: str(v) for k, v in form.items()}
         url = self.public + request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -73,7 +78,15 @@ class TwilioWebhooks:
             self.refused += 1
             log.warning("refused a webhook to %s: %s signature", request.url.path,
                         "missing" if not signature else "wrong")
-            return None
+            return PlainTextResponse("invalid signature", status_code=403)
+        problem = next((f"{' or '.join(names)} missing" for names in required
+                        if not any(params.get(name) for name in names)), None)
+        if problem is None and any("\x00" in k or "\x00" in v for k, v in params.items()):
+            problem = "NUL in a parameter"  # Twilio never sends one; PostgreSQL text cannot hold it
+        if problem is not None:
+            self.refused += 1
+            log.warning("refused a signed webhook to %s: %s", request.url.path, problem)
+            return PlainTextResponse(f"malformed webhook: {problem}", status_code=400)
         return params
 
     async def _first_time(self, key: str) -> bool:
@@ -83,9 +96,9 @@ class TwilioWebhooks:
             return cur.rowcount == 1
 
     async def sms(self, request: Request) -> Response:
-        params = await self._verified(request)
-        if params is None:
-            return PlainTextResponse("invalid signature", status_code=403)
+        params = await self._verified(request, ("MessageSid",), ("From",))
+        if isinstance(params, Response):
+            return params
         if not await self._first_time(f"sms:{params.get('MessageSid', '')}"):
             return twiml()
         phone, body = params.get("From", ""), params.get("Body", "")
@@ -109,9 +122,9 @@ class TwilioWebhooks:
         return twiml(f"<Message>{escape(text)}</Message>")
 
     async def gather(self, request: Request) -> Response:
-        params = await self._verified(request)
-        if params is None:
-            return PlainTextResponse("invalid signature", status_code=403)
+        params = await self._verified(request, ("CallSid",))
+        if isinstance(params, Response):
+            return params
         nid = int(request.path_params["notification_id"])
         digits = params.get("Digits", "")
         async with self.pool.connection() as conn:
@@ -159,9 +172,9 @@ class TwilioWebhooks:
                                (status, store.ts(self.clock_ms()), nid))
 
     async def status(self, request: Request) -> Response:
-        params = await self._verified(request)
-        if params is None:
-            return PlainTextResponse("invalid signature", status_code=403)
+        params = await self._verified(request, ("CallSid", "MessageSid"))
+        if isinstance(params, Response):
+            return params
         nid = int(request.path_params["notification_id"])
         call_status = params.get("CallStatus")
         message_status = params.get("MessageStatus")

@@ -66,7 +66,7 @@ class TelemetryWriter:
             if "partition" not in str(error):
                 raise StorageRejected(str(error)) from error
             await self._ensure_partitions(decoded)
-            await self._write(decoded, idempotent=idempotent)
+            await self.write(decoded, idempotent=idempotent)  # again through the handling above
         except _UNREACHABLE as error:
             raise StorageUnavailable(str(error)) from error
         except psycopg.Error as error:
