@@ -60,14 +60,20 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def list_elders(call: Call) -> ElderList:
-    q: ElderQuery = call.query
+def _elders_where(call: Call, community: str | None, grid: str | None) -> tuple[list[str], list[Any]]:
+    """The user's scope, narrowed by the community and grid asked for."""
     scope, params = Scope.elders(call.who)
     where, args = [scope], list(params)
-    for column, value in (("e.community", q.community), ("e.grid", q.grid)):
+    for column, value in (("e.community", community), ("e.grid", grid)):
         if value is not None:
             where.append(f"{column} = %s")
             args.append(value)
+    return where, args
+
+
+async def list_elders(call: Call) -> ElderList:
+    q: ElderQuery = call.query
+    where, args = _elders_where(call, q.community, q.grid)
     if q.q:
         where.append("(e.name ILIKE %s OR e.elder_id ILIKE %s)")
         args += [_like(q.q)] * 2
@@ -186,12 +192,7 @@ async def list_devices(call: Call) -> DeviceList:
 
 async def elder_map(call: Call) -> MapView:
     q: MapQuery = call.query
-    scope, params = Scope.elders(call.who)
-    where, args = [scope], list(params)
-    for column, value in (("e.community", q.community), ("e.grid", q.grid)):
-        if value is not None:
-            where.append(f"{column} = %s")
-            args.append(value)
+    where, args = _elders_where(call, q.community, q.grid)
     clause = " AND ".join(where)
     async with call.ctx.pool.connection() as conn:
         cur = await conn.execute(

@@ -38,6 +38,8 @@ class MqttProtocolError(ValueError):
 
 
 def encode_varint(value: int) -> bytes:
+    if value < 128:  # most lengths: the publish loops of the simulators call this per message
+        return bytes((value,))
     out = bytearray()
     while True:
         byte = value & 0x7F

@@ -30,6 +30,7 @@ from gateway.ingest.mqtt_wire import (
     encode_str,
     parse_stream,
 )
+from gateway.ingest.mqtt_wire import encode_varint as _varint
 
 _PID = [i.to_bytes(2, "big") for i in range(65_536)]
 _QOS1 = b"\x32"
@@ -46,20 +47,6 @@ class LinkRefused(ConnectionError):
     def __init__(self, client_id: str, code: int) -> None:
         super().__init__(f"broker refused {client_id}: 0x{code:02x} {REASONS.get(code, '')}".rstrip())
         self.code = code
-
-
-def _varint(n: int) -> bytes:
-    if n < 128:
-        return bytes((n,))
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def topic_header(topic: str) -> bytes:
