@@ -72,10 +72,13 @@ RETURNING id, alert_id, purpose, tier, round, recipient_key, recipient_name, rol
           channel, channels, provider, idempotency_key, attempts
 """
 
+# The rows the engine created already claimed: take them only while that first lease holds
+# (attempts = 1, lease not run out) and renew it, so the poller cannot send them as well.
 _CLAIMED = """
-SELECT id, alert_id, purpose, tier, round, recipient_key, recipient_name, role, phone, language, channel,
-       channels, provider, idempotency_key, attempts
-FROM notifications WHERE id = ANY(%s) AND status = 'sending'
+UPDATE notifications SET next_attempt_at = %(lease)s, updated_at = %(now)s
+WHERE id = ANY(%(ids)s) AND status = 'sending' AND attempts = 1 AND next_attempt_at > %(now)s
+RETURNING id, alert_id, purpose, tier, round, recipient_key, recipient_name, role, phone, language, channel,
+          channels, provider, idempotency_key, attempts
 """
 
 _CONTEXT = """
@@ -123,7 +126,8 @@ class OutboxSender:
         """Send rows the alert engine created already claimed (the low-latency path)."""
         now = self.clock_ms()
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_CLAIMED, (ids,))
+            await cur.execute(_CLAIMED, {"ids": ids, "now": store.ts(now),
+                                         "lease": store.ts(now + int(self.settings.lease_s * 1000))})
             rows = list(await cur.fetchall())
             if not rows:
                 return
