@@ -165,6 +165,24 @@ class LoggingConfig(_Section, frozen=True, kw_only=True):
     stats_interval_s: PositiveFloat = 60.0
 
 
+class ClusterConfig(_Section, frozen=True, kw_only=True):
+    """Several gateway processes on one broker and one database (see docs/deployment-city.md).
+
+    Storage shares the load through ``mqtt.share_group``; each instance also reads the full
+    stream on a second connection and runs the detectors for the elders it owns (rendezvous
+    hashing over the live instances, which heartbeat in ``gateway_instances``).
+    """
+
+    enabled: bool = False
+    instance_id: str | None = None  # stable across restarts; default: mqtt.client_id
+    heartbeat_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
+    dead_after_s: Annotated[float, Meta(gt=0, le=600)] = 10.0  # no heartbeat this long: taken over
+    replay_s: Annotated[float, Meta(ge=0, le=86_400)] = 900.0  # history replayed for elders gained
+    settle_s: Annotated[float, Meta(ge=0, le=30)] = 0.5  # lets rows in flight commit before a replay
+    detect_session_expiry_s: PositiveInt = 600
+    takeover_timeout_s: PositiveFloat = 30.0  # draining a dead instance's broker session
+
+
 class GatewayConfig(_Section, frozen=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -176,6 +194,7 @@ class GatewayConfig(_Section, frozen=True, kw_only=True):
     notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
 
 
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import psycopg
 import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.cluster import Cluster
 from gateway.config import GatewayConfig, database_password, mqtt_password
 from gateway.detect.detection import Detection
 from gateway.detect.engine import DetectorSet
@@ -161,6 +163,9 @@ class Gateway:
         self.detections: list[Detection] = []  # everything detected, for tests and the console
         self.registry = RegistryFile()
         self.registry_reloads = 0
+        self._spool_lock = threading.Lock()  # the store stages and the detect stream append from threads
+        # scale-out (gateway/cluster.py): detection moves to a stream of its own, per owned elder
+        self.cluster = Cluster(self) if config.cluster.enabled else None
 
     # the responder side's objects, for the console API, metrics and tests (use them on its loop)
     @property
@@ -228,6 +233,8 @@ class Gateway:
                     tasks.create_task(self._registry_watch(dsn, kwargs), name="registry-watch"),
                     tasks.create_task(self._log_stats(), name="stats"),
                 ]
+                if self.cluster is not None:
+                    workers += self.cluster.start(tasks, writer, dsn, kwargs)
                 self.ready.set()
                 stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
                 await asyncio.wait([stopping, failed], return_when=asyncio.FIRST_COMPLETED)
@@ -235,6 +242,8 @@ class Gateway:
                 if failed.done():
                     failed.result()  # the responder thread died: stop the gateway with its error
                 log.info("stopping: flushing what is held")
+                if self.cluster is not None:
+                    await self.cluster.leave()
                 await self._drain()
                 await self.mqtt.close()
                 for worker in workers:
@@ -321,6 +330,8 @@ class Gateway:
     def _use_registry(self, registry: RegistryFile) -> None:
         self.registry = registry
         self.detectors = DetectorSet(registry, detect_settings(self.config))
+        if self.cluster is not None:
+            self.cluster.detectors_replaced()
         if self.emergency is not None:
             self.emergency.use_registry(registry)
 
@@ -331,6 +342,8 @@ class Gateway:
             assert self.detectors is not None
             now = self.clock_ms()
             found = self.detectors.tick(now)
+            if found and self.cluster is not None:
+                found = self.cluster.owned(found)
             if found:
                 self._detected(found)
             # a flood that stopped still gets its report, even if nothing else arrives
@@ -378,7 +391,7 @@ class Gateway:
 
     async def _decode_one(self, raw: RawBatch) -> None:
         decoded = self.decoder.decode(raw)
-        if self.detectors is not None:
+        if self.detectors is not None and self.cluster is None:  # a cluster detects on its own stream
             decoded.detections = self.detectors.process(decoded)
             if decoded.detections:
                 self._detected(decoded.detections)
@@ -431,10 +444,17 @@ class Gateway:
                 if decoded.detections:
                     self._wake_alerts()
                 return
-        await asyncio.to_thread(self.spool.append, raw, decoded.detections)
+        await self._spool_append(raw, decoded.detections)
         stats.spooled_messages += len(raw)
         self._ack(raw)
         self._page_without_database(decoded.detections)
+
+    async def _spool_append(self, raw: RawBatch, detections: list[Detection]) -> None:
+        def append() -> None:
+            with self._spool_lock:
+                self.spool.append(raw, detections)
+
+        await asyncio.to_thread(append)
 
     def _count(self, raw: RawBatch, decoded: DecodedBatch, write_ms: float) -> None:
         """Per batch, not per message: what the metrics endpoint reports."""
@@ -480,7 +500,7 @@ class Gateway:
             await writer.write(letters)
             self.stats.dead_letters += len(raw)
         except (StorageUnavailable, StorageRejected):
-            await asyncio.to_thread(self.spool.append, raw, letters.detections)
+            await self._spool_append(raw, letters.detections)
         self._ack(raw)
 
     async def _replay(self, writer: TelemetryWriter) -> None:

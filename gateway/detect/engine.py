@@ -7,6 +7,7 @@ most once per round, in time order) and handed to the detectors as arrays.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,12 @@ from numpy.typing import NDArray
 from gateway.detect.detection import Detection
 from gateway.detect.events import EventDetector, FallConfirmation
 from gateway.detect.geofence import GeofenceDetector
-from gateway.detect.health import HealthDetector
+from gateway.detect.health import NEVER, HealthDetector
 from gateway.detect.index import DetectSettings, DeviceIndex, all_distinct, rounds
 from gateway.detect.registry import RegistryFile
 from gateway.detect.vitals import VitalsDetector
 from gateway.pipeline.batch import DecodedBatch, TableRows
+from gateway.storage.binary_copy import Column
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +165,111 @@ class DetectorSet:
                             {"peak_g": round(float(finding.peak_g), 2),
                              "score": round(float(finding.score), 3)}, out)
 
+    # -- scale-out (gateway/cluster.py): state moves with the devices an instance owns --------
+
+    def forget(self, device_ids: Iterable[str]) -> None:
+        """Drop every piece of per-device state of these devices, as if never seen.
+
+        A band also resets its elder's fences (their dwell counts come from its fixes).
+        Keep this in step with the detectors' state arrays (tests/test_scale_out.py checks it).
+        """
+        slots = [slot for d in device_ids if (slot := self.index.slot_of.get(d.encode())) is not None]
+        if not slots:
+            return
+        s = np.array(slots, np.int64)
+        v = self.vitals
+        v._ensure(self.index.capacity)
+        for arrays in (v.active, v.normal, v.streak, v.start):
+            for arr in arrays.values():
+                arr[s] = 0
+        for arr in v.last_ts.values():
+            arr[s] = NEVER
+        h = self.health
+        h._ensure()
+        for arr in (h.last_seen, h.batt_ref_ts, h.last_activity):
+            arr[s] = NEVER
+        for arr in (h.silent, h.not_worn, h.inactive):
+            arr[s] = False
+        h.battery_level[s] = 0
+        h.batt_ref[s] = np.nan
+        h.not_worn_count[s] = 0
+        h.last_steps[s] = -1
+        f = self.falls
+        f._ensure()
+        f.fall_ts[s] = 0
+        f.steps_at_fall[s] = -1
+        f.last_steps[s] = -1
+        for slot in slots:
+            self.events.pending.pop(slot, None)
+            if self.fall_model is not None:
+                self.fall_model.reset(slot)
+        g, fences = self.geofence, self.index.fences
+        for slot in slots:
+            elder = int(self.index.elder_of_slot[slot])
+            if elder < 0 or self.index.device_types[slot] != "wristband" or len(fences) == 0:
+                continue
+            mine = slice(int(fences.start[elder]), int(fences.start[elder] + fences.count[elder]))
+            g.out_count[mine] = 0
+            g.out_start[mine] = 0
+            g.in_count[mine] = 0
+            g.exited[mine] = False
+            g.last_ts[mine] = NEVER
+
+    def replay(self, tables: Sequence[TableRows]) -> list[Detection]:
+        """Rebuild the state of the devices in ``tables`` (stored rows, any order) from their history.
+
+        Rows go through ``process`` in time order. Glucose and cuff readings feed state of
+        their own, so each table goes in whole; bands, device events and status messages
+        interact (a fall, then steps: recovered), so they are merged by time and handed on in
+        runs of one table. A device counts as last heard at its last row's time.
+        """
+        out: list[Detection] = []
+        merged: list[tuple[TableRows, NDArray[np.int64]]] = []
+        for rows in tables:
+            if not len(rows):
+                continue
+            ts = rows.column("time").values.astype(np.int64)
+            if rows.spec.name in ("telemetry_glucose", "telemetry_bp"):
+                out += self.process(DecodedBatch(tables=[rows], received_ms=int(ts.max())))
+            else:
+                merged.append((rows, ts))
+        if merged:
+            ts = np.concatenate([t for _, t in merged])
+            which = np.concatenate([np.full(len(t), i, np.int64) for i, (_, t) in enumerate(merged)])
+            position = np.concatenate([np.arange(len(t)) for _, t in merged])
+            order = np.argsort(ts, kind="stable")
+            runs = np.split(order, np.flatnonzero(which[order][1:] != which[order][:-1]) + 1)
+            for run in runs:
+                rows = _take(merged[int(which[run[0]])][0], position[run])
+                out += self.process(DecodedBatch(tables=[rows], received_ms=int(ts[run].max())))
+        last: dict[bytes, int] = {}
+        for rows in tables:
+            for device, t in zip(rows.column("device_id").values.tolist(),
+                                 rows.column("time").values.tolist(), strict=True):
+                if t > last.get(device, NEVER):
+                    last[device] = t
+        if last:
+            slots = self.index.slots(np.array(list(last), dtype=object))
+            self.health.last_seen[slots] = np.fromiter(last.values(), np.int64, len(last))
+        return out
+
+    def mark_silent(self, device_ids: Iterable[str]) -> None:
+        """These devices were already reported silent (by the instance that owned them before)."""
+        slots = [slot for d in device_ids if (slot := self.index.slot_of.get(d.encode())) is not None]
+        if slots:
+            self.health._ensure()
+            self.health.silent[np.array(slots, np.int64)] = True
+
     def bytes_per_device(self) -> int:
         model = getattr(self.fall_model, "bytes_per_slot", 0)
         model_bytes = int(model() if callable(model) else model)
         return self.vitals.bytes_per_device() + self.health.bytes_per_device() + 8 * 3 + model_bytes
+
+
+def _take(rows: TableRows, which: NDArray[np.int64]) -> TableRows:
+    """The rows at ``which`` (in that order), every column with its NULL mask."""
+    return TableRows(rows.spec, tuple(
+        Column(c.kind, c.values[which], None if c.valid is None else c.valid[which]) for c in rows.columns))
 
 
 def _default_fall_model(capacity: int) -> Any | None:

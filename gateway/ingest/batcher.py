@@ -43,6 +43,7 @@ class MicroBatcher:
         self.max_pending = max_pending
         self.clock_ms = clock_ms
         self._conn: IngestConnection | None = None
+        self._paused: list[IngestConnection] = []  # a takeover's connection may be paused too (cluster.py)
         self._timer: asyncio.TimerHandle | None = None
         self._reset()
         self.received = 0
@@ -101,10 +102,13 @@ class MicroBatcher:
                          self._conn)
         self._reset()
         self.queue.put_nowait(batch)
-        if self.queue.qsize() >= self.max_pending and self._conn is not None:
+        if self.queue.qsize() >= self.max_pending and self._conn is not None and not self._conn.paused:
             self._conn.pause()
+            self._paused.append(self._conn)
 
     def consumed(self) -> None:
         """Called by the consumer after each ``get``: resume reading once there is room."""
-        if self._conn is not None and self._conn.paused and self.queue.qsize() <= self.max_pending // 2:
-            self._conn.resume()
+        if self._paused and self.queue.qsize() <= self.max_pending // 2:
+            for conn in self._paused:
+                conn.resume()
+            self._paused.clear()

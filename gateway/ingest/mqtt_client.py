@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from gateway.ingest.mqtt_wire import (
     CONNACK,
     DISCONNECT_BYTES,
+    DISCONNECT_END_SESSION_BYTES,
     PINGREQ_BYTES,
     PINGRESP,
     PUBACK,
     SUBACK,
+    UNSUBACK,
     ControlPacket,
     InboundPublishes,
     Will,
@@ -34,6 +36,7 @@ from gateway.ingest.mqtt_wire import (
     encode_pubacks,
     encode_publish,
     encode_subscribe,
+    encode_unsubscribe,
     parse_stream,
     suback_codes,
 )
@@ -90,6 +93,7 @@ class IngestConnection(asyncio.Protocol):
         self._puback_waiters: dict[int, asyncio.Future[None]] = {}
         self.last_heard = 0.0
         self.paused = False
+        self.unacked = 0  # QoS 1 messages received and not yet acknowledged (a takeover waits for 0)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,6 +117,8 @@ class IngestConnection(asyncio.Protocol):
         for packet in controls:
             self._control(packet)
         if publishes.topics:
+            ids = publishes.packet_ids
+            self.unacked += len(ids) - ids.count(0)
             self._sink(publishes, self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -161,6 +167,7 @@ class IngestConnection(asyncio.Protocol):
     def ack(self, packet_ids: list[int]) -> None:
         ids = [pid for pid in packet_ids if pid]
         if ids:
+            self.unacked -= len(ids)
             self.write(encode_pubacks(ids))
 
     def pause(self) -> None:
@@ -188,6 +195,7 @@ class MqttIngestClient:
         self.connected = asyncio.Event()
         self._next_pid = 0
         self.connects = 0
+        self._closed = False  # close() was called: do not reconnect
 
     async def run(self) -> None:
         """Connect, subscribe, keep alive; on loss reconnect with jittered back-off."""
@@ -215,10 +223,13 @@ class MqttIngestClient:
             finally:
                 self.connected.clear()
                 conn.abort()
+            if self._closed:
+                return
             log.warning("MQTT connection lost; reconnecting")
             state = "lost"
 
-    async def _connect(self) -> IngestConnection:
+    async def _connect(self, *, subscribe: bool = True, clean_start: bool = False,
+                       session_expiry_s: int | None = None) -> IngestConnection:
         s = self.settings
         loop = asyncio.get_running_loop()
         ssl_context = None
@@ -228,27 +239,50 @@ class MqttIngestClient:
             _, conn = await loop.create_connection(
                 lambda: IngestConnection(self._sink), s.host, s.port, ssl=ssl_context
             )
-            try:
+        try:
+            async with asyncio.timeout(s.connect_timeout_s):
                 connack = conn.expect(CONNACK)
                 conn.write(encode_connect(
-                    s.client_id, keepalive_s=s.keepalive_s, clean_start=False,
-                    session_expiry_s=s.session_expiry_s, receive_maximum=s.receive_maximum,
-                    username=s.username, password=s.password,
+                    s.client_id, keepalive_s=s.keepalive_s, clean_start=clean_start,
+                    session_expiry_s=s.session_expiry_s if session_expiry_s is None else session_expiry_s,
+                    receive_maximum=s.receive_maximum, username=s.username, password=s.password,
                 ))
                 session_present, code = connack_result((await connack).body)
-                if code >= 0x80:
-                    raise MqttConnectError(f"broker refused connection, reason 0x{code:02x}", code)
-                suback = conn.expect(SUBACK)
-                conn.write(encode_subscribe(self._pid(), s.subscription, qos=1))
-                codes = suback_codes((await suback).body)
-                if len(codes) != len(s.subscription) or any(code >= 0x80 for code in codes):
-                    raise MqttConnectError(f"subscription to {s.subscription} refused: {codes}")
-            except BaseException:
-                conn.abort()
-                raise
+            if code >= 0x80:
+                raise MqttConnectError(f"broker refused connection, reason 0x{code:02x}", code)
+            if not subscribe:
+                return conn
+            suback = conn.expect(SUBACK)
+            conn.write(encode_subscribe(self._pid(), s.subscription, qos=1))
+            codes = suback_codes((await self._reply(conn, suback)).body)
+            if len(codes) != len(s.subscription) or any(code >= 0x80 for code in codes):
+                raise MqttConnectError(f"subscription to {s.subscription} refused: {codes}")
+        except BaseException:
+            conn.abort()
+            raise
         log.debug("MQTT session present: %s", session_present)
         self.connects += 1
         return conn
+
+    async def _reply(self, conn: IngestConnection, reply: asyncio.Future[ControlPacket]) -> ControlPacket:
+        """A reply that comes after what the broker had queued for a resumed session.
+
+        Those messages go first, and reading pauses while the pipeline is full, so the
+        SUBACK may take long with a backlog: wait while messages flow or we hold them
+        back; give up once the broker has been silent for the connect timeout.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(1.0):
+                        return await asyncio.shield(reply)
+                except TimeoutError:
+                    if not conn.paused and loop.time() - conn.last_heard > self.settings.connect_timeout_s:
+                        raise
+        finally:
+            if not reply.done():
+                reply.cancel()  # nobody waits for it any more (and its error would go unread)
 
     async def _keepalive(self, conn: IngestConnection) -> None:
         interval = max(1.0, self.settings.keepalive_s / 2)
@@ -264,6 +298,31 @@ class MqttIngestClient:
                             loop.time() - conn.last_heard)
                 return
             conn.write(PINGREQ_BYTES)
+
+    async def take_over(self, *, subscribed: bool) -> IngestConnection:
+        """Connect once as ``client_id`` (another, dead instance's) to end its session.
+
+        ``subscribed``: resume the session, so what the broker queued for it comes to the
+        sink, and leave its subscription; ``close(conn, end_session=True)`` then ends it
+        once everything is acknowledged (a plain close keeps what is left for another try).
+        Otherwise: start clean with no expiry, which drops the session as this closes.
+        """
+        if not subscribed:
+            return await self._connect(subscribe=False, clean_start=True, session_expiry_s=0)
+        conn = await self._connect(subscribe=False)
+        await self.unsubscribe(conn)
+        return conn
+
+    async def unsubscribe(self, conn: IngestConnection | None = None) -> None:
+        """Leave our subscription (a shared group stops sending here); queued messages still come."""
+        conn = conn or self.connection
+        if conn is None or not conn.is_open:
+            return
+        unsuback = conn.expect(UNSUBACK)
+        conn.write(encode_unsubscribe(self._pid(), self.settings.subscription))
+        codes = suback_codes((await self._reply(conn, unsuback)).body)
+        if any(code >= 0x80 for code in codes):
+            log.warning("MQTT unsubscribe from %s refused: %s", self.settings.subscription, codes)
 
     def _pid(self) -> int:
         self._next_pid = self._next_pid % 65_535 + 1
@@ -288,10 +347,13 @@ class MqttIngestClient:
             if waiter is not None:
                 await waiter
 
-    async def close(self) -> None:
-        conn = self.connection
+    async def close(self, conn: IngestConnection | None = None, *, end_session: bool = False) -> None:
+        """Disconnect (by default the current connection); ``end_session`` drops the broker session."""
+        if conn is None or conn is self.connection:
+            self._closed = True
+            conn = self.connection
         if conn is not None and conn.is_open:
-            conn.write(DISCONNECT_BYTES)
+            conn.write(DISCONNECT_END_SESSION_BYTES if end_session else DISCONNECT_BYTES)
             await asyncio.sleep(0)
             conn.abort()
 

@@ -323,6 +323,30 @@ def _migration_6(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePo
         ).format(sql.Identifier(f"{table}_registry_version"), sql.Identifier(table)))
 
 
+CLUSTER_SQL = """
+CREATE TABLE IF NOT EXISTS gateway_instances (
+  instance_id text PRIMARY KEY,
+  shared_client_id text NOT NULL,
+  detect_client_id text NOT NULL,
+  host text NOT NULL,
+  pid integer NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  heartbeat_at timestamptz NOT NULL DEFAULT now(),
+  retiring_by text,
+  retiring_at timestamptz
+);
+"""
+
+
+def _migration_7(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePolicy) -> None:
+    """Gateway instances and their heartbeats: who is live, so each knows which elders it owns.
+
+    A row whose heartbeat stopped is claimed (``retiring_by``) by one live instance, which
+    drains that instance's broker sessions and then deletes the row (gateway/cluster.py).
+    """
+    conn.execute(CLUSTER_SQL)
+
+
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "registry, dead letters and time-series tables", _migration_1),
     (2, "detections and geofences", _migration_2),
@@ -330,6 +354,7 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (4, "webhook receipts (Twilio retries: apply each once)", _migration_4),
     (5, "console users, sessions, login throttle, audit log; scope indexes", _migration_5),
     (6, "registry version: running gateways reload elders, devices and fences when it moves", _migration_6),
+    (7, "gateway instances: heartbeats for scale-out ownership", _migration_7),
 )
 
 
