@@ -39,7 +39,6 @@ from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.metrics import BATCH_BUCKETS, WRITE_BUCKETS_MS, bucket_of
 from gateway.notify.emergency import EmergencyPager
 from gateway.notify.outbox import OutboxSender
-from gateway.notify.setup import build_notifiers
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
@@ -207,17 +206,16 @@ class Gateway:
         )
         await self._ingest_pool.open(wait=False)
         writer = TelemetryWriter(self._ingest_pool, self.policy)
-        # its own notifiers: those of the outbox belong to the responder thread's loop
-        self._emergency_notifiers = build_notifiers(self.config) if self.config.notify.enabled else []
-        self.emergency = EmergencyPager(self._emergency_notifiers, self.config.escalation, registry,
-                                        self.clock_ms, self.config.notify.public_base_url) \
-            if self.config.notify.enabled else None
         self.responder = Responder(self, dsn, kwargs)
         try:
             await self.responder.start()
         except BaseException:
             await self._ingest_pool.close()
             raise
+        # paging without the database goes through the outbox's own notifiers (same loop)
+        self.emergency = EmergencyPager(self.outbox.notifiers, self.config.escalation, registry,
+                                        self.clock_ms, self.config.notify.public_base_url) \
+            if self.config.notify.enabled else None
         failed = self.responder.failed
         assert failed is not None
         try:
@@ -240,7 +238,7 @@ class Gateway:
                 await asyncio.wait([stopping, failed], return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 if failed.done():
-                    failed.result()  # the responder thread died: stop the gateway with its error
+                    failed.result()  # the responder side died: stop the gateway with its error
                 log.info("stopping: flushing what is held")
                 if self.cluster is not None:
                     await self.cluster.leave()
@@ -249,9 +247,7 @@ class Gateway:
                 for worker in workers:
                     worker.cancel()
         finally:
-            await self.responder.stop()
-            for notifier in self._emergency_notifiers:
-                await notifier.close()
+            await self.responder.stop()  # closes the notifiers too
             await self._ingest_pool.close()
 
     async def _upgrade_schema(self, dsn: str, kwargs: dict[str, object]) -> None:
