@@ -29,12 +29,13 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import load_config
-from gateway.local_services import free_port, private_services
+from gateway.local_services import free_port
 from gateway.notify.base import redact_phone
 from gateway.notify.fake_twilio import FakeTwilio
 from gateway.service import Gateway
 from rules.policy import DEFAULT_ESCALATION, EscalationConfig
 from simulators.community import SimElder, build, offset
+from simulators.demo_services import demo_services
 
 TWILIO_SID, TWILIO_TOKEN = "AC" + "d" * 32, "demo-token"
 
@@ -171,7 +172,7 @@ async def run_demo(duration_s: float = 0.0) -> int:
     fake = FakeTwilio(TWILIO_SID, TWILIO_TOKEN)
     await fake.start()
     http_port = free_port()
-    with private_services(prefix="eldercare-demo-") as (broker, database):
+    async with demo_services() as (broker, database):
         work = Path(tempfile.mkdtemp(prefix="eldercare-demo-gw-"))
         (work / "registry.yaml").write_text(yaml.safe_dump(registry, allow_unicode=True), "utf-8")
         (work / "config.yaml").write_text(yaml.safe_dump({
@@ -190,8 +191,9 @@ async def run_demo(duration_s: float = 0.0) -> int:
         }))
         print(f"fake Twilio (SMS and voice are recorded, not sent) on {fake.base_url}; escalation waits "
               "are 1/8 of the shipped ones so tiers move within the demo")
-        print(f"eldercare demo: private Mosquitto on 127.0.0.1:{broker.port} and PostgreSQL on "
-              f"127.0.0.1:{database.port} (temporary, removed on exit)")
+        mqtt_name = "private Mosquitto" if hasattr(broker, "workdir") else "the embedded broker"
+        pg_name = f"PostgreSQL on 127.0.0.1:{database.port}" if database.port else "the embedded PostgreSQL"
+        print(f"eldercare demo: {mqtt_name} on 127.0.0.1:{broker.port} and {pg_name} (temporary, removed on exit)")
         print(f"community 幸福社区: {len(elders)} elders, "
               f"{sum(len(d['devices']) for d in registry['elders'])} devices, one home fence each\n")
         gateway = Gateway(load_config(work / "config.yaml", environ={}))
