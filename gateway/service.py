@@ -357,6 +357,8 @@ class Gateway:
 
     def _detected(self, found: list[Detection]) -> None:
         self.detections.extend(found)
+        if len(self.detections) > 20_000:  # kept for tests and the demo's narration, not for ever
+            del self.detections[:10_000]
         for d in found:
             self.stats.detections[d.kind] = self.stats.detections.get(d.kind, 0) + 1
             log.info("detected %s%s (%s) for elder %s", d.kind, " cleared" if d.cleared else "",

@@ -196,9 +196,9 @@ class FleetShard:
                 self._watch()
                 last_ping = now
             budget = int(rate * elapsed) - generated
-            if budget > 2 * rate:  # more than 2 s behind: the broker sets the pace, not the backlog
+            if budget > max(2 * rate, 2):  # more than 2 s behind: the broker sets the pace, not the backlog
                 generated = int(rate * elapsed) - int(rate)
-                budget = int(rate)
+                budget = max(1, int(rate))  # a shard slower than 1 msg/s still sends
             if budget <= 0:
                 await asyncio.sleep(min(0.01, max(0.001, (generated + 1) / rate - elapsed)))
                 continue
