@@ -72,21 +72,34 @@ RETURNING id, alert_id, purpose, tier, round, recipient_key, recipient_name, rol
           channel, channels, provider, idempotency_key, attempts
 """
 
-# The rows the engine created already claimed: take them only while that first lease holds
-# (attempts = 1, lease not run out) and renew it, so the poller cannot send them as well.
-_CLAIMED = """
-UPDATE notifications SET next_attempt_at = %(lease)s, updated_at = %(now)s
-WHERE id = ANY(%(ids)s) AND status = 'sending' AND attempts = 1 AND next_attempt_at > %(now)s
-RETURNING id, alert_id, purpose, tier, round, recipient_key, recipient_name, role, phone, language, channel,
-          channels, provider, idempotency_key, attempts
+_CONTEXT_COLUMNS = """
+a.alert_id, a.code, a.kind, a.severity, a.state, a.opened_at, a.evidence, a.acknowledged_by, a.outcome,
+coalesce(e.name, a.device_id) AS elder_name, coalesce(e.profile->>'address', '') AS address,
+(e.profile->'home'->>'lat')::float8 AS lat, (e.profile->'home'->>'lon')::float8 AS lon
 """
 
-_CONTEXT = """
-SELECT a.alert_id, a.code, a.kind, a.severity, a.state, a.opened_at, a.evidence, a.acknowledged_by, a.outcome,
-       coalesce(e.name, a.device_id) AS elder_name, coalesce(e.profile->>'address', '') AS address,
-       (e.profile->'home'->>'lat')::float8 AS lat, (e.profile->'home'->>'lon')::float8 AS lon
-FROM alerts a LEFT JOIN elders e USING (elder_id) WHERE a.alert_id = ANY(%s)
+_CONTEXT = f"SELECT {_CONTEXT_COLUMNS} FROM alerts a LEFT JOIN elders e USING (elder_id) WHERE a.alert_id = ANY(%s)"
+
+_RECENT_CALLS = ("SELECT count(*) FROM notifications v WHERE v.channel = 'voice' AND v.status NOT IN "
+                 "('pending', 'sending', 'failed') AND v.updated_at > %(hour_ago)s AND v.phone = c.phone")
+
+# The rows the engine created already claimed: take them only while that first lease holds
+# (attempts = 1, lease not run out) and renew it, so the poller cannot send them as well.
+# One round trip brings the rows, their alerts' context and each phone's calls in the last
+# hour: this is the path between an SOS and the first page.
+_CLAIMED = f"""
+WITH c AS (
+    UPDATE notifications SET next_attempt_at = %(lease)s, updated_at = %(now)s
+    WHERE id = ANY(%(ids)s) AND status = 'sending' AND attempts = 1 AND next_attempt_at > %(now)s
+    RETURNING id, alert_id, purpose, tier, round, recipient_key, recipient_name, role, phone, language, channel,
+              channels, provider, idempotency_key, attempts)
+SELECT c.*, CASE WHEN c.channel = 'voice' THEN ({_RECENT_CALLS}) END AS recent_calls, {_CONTEXT_COLUMNS}
+FROM c JOIN alerts a USING (alert_id) LEFT JOIN elders e USING (elder_id)
+ORDER BY c.id
 """
+
+_ROW_COLUMNS = ("id", "alert_id", "purpose", "tier", "round", "recipient_key", "recipient_name", "role", "phone",
+                "language", "channel", "channels", "provider", "idempotency_key", "attempts", "recent_calls")
 
 
 class OutboxSender:
@@ -126,13 +139,14 @@ class OutboxSender:
         """Send rows the alert engine created already claimed (the low-latency path)."""
         now = self.clock_ms()
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_CLAIMED, {"ids": ids, "now": store.ts(now),
+            await cur.execute(_CLAIMED, {"ids": ids, "now": store.ts(now), "hour_ago": store.ts(now - 3_600_000),
                                          "lease": store.ts(now + int(self.settings.lease_s * 1000))})
-            rows = list(await cur.fetchall())
-            if not rows:
-                return
-            await cur.execute(_CONTEXT, ([r["alert_id"] for r in rows],))
-            contexts = {c["alert_id"]: c for c in await cur.fetchall()}
+            joined = list(await cur.fetchall())
+        if not joined:
+            return
+        rows = [{k: r[k] for k in _ROW_COLUMNS} for r in joined]
+        contexts = {r["alert_id"]: {k: v for k, v in r.items() if k not in _ROW_COLUMNS or k == "alert_id"}
+                    for r in joined}
         await self._dispatch(rows, contexts, now)
 
     async def _dispatch(self, rows: list[dict[str, Any]], contexts: dict[int, dict[str, Any]], now: int) -> None:
@@ -162,12 +176,10 @@ class OutboxSender:
         calls = [r for r in rows if r["channel"] == "voice"]
         if not calls:
             return rows
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT phone, count(*) FROM notifications WHERE channel = 'voice' AND status NOT IN "
-                "('pending', 'sending', 'failed') AND updated_at > %s AND phone = ANY(%s) GROUP BY phone",
-                (store.ts(now - 3_600_000), [r["phone"] for r in calls]))
-            recent: dict[str, int] = {phone: int(n) for phone, n in await cur.fetchall()}
+        if all(r.get("recent_calls") is not None for r in calls):  # counted when the rows were claimed
+            recent = {r["phone"]: int(r["recent_calls"]) for r in calls}
+        else:
+            recent = await self._recent_calls([r["phone"] for r in calls], now)
         out = []
         for row in rows:
             if row["channel"] == "voice":
@@ -178,6 +190,14 @@ class OutboxSender:
                     continue
             out.append(row)
         return out
+
+    async def _recent_calls(self, phones: list[str], now: int) -> dict[str, int]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT phone, count(*) FROM notifications WHERE channel = 'voice' AND status NOT IN "
+                "('pending', 'sending', 'failed') AND updated_at > %s AND phone = ANY(%s) GROUP BY phone",
+                (store.ts(now - 3_600_000), phones))
+            return {phone: int(n) for phone, n in await cur.fetchall()}
 
     def _context(self, ctx: dict[str, Any], row: dict[str, Any]) -> MessageContext:
         evidence = ctx["evidence"] or {}
