@@ -34,6 +34,7 @@ from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
 from gateway.detect.registry import RegistryFile, load_registry, parse_window
 from gateway.detect.registry_db import import_registry, load_registry_from_db
+from gateway.gc_tuning import freeze_long_lived
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.metrics import BATCH_BUCKETS, WRITE_BUCKETS_MS, bucket_of
@@ -42,6 +43,7 @@ from gateway.notify.outbox import OutboxSender
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
+from gateway.registry_watch import watch_registry
 from gateway.responder import Responder
 from gateway.storage.schema import StoragePolicy, maintain_partitions, upgrade
 from gateway.storage.spool import DiskSpool
@@ -233,6 +235,7 @@ class Gateway:
                 ]
                 if self.cluster is not None:
                     workers += self.cluster.start(tasks, writer, dsn, kwargs)
+                freeze_long_lived()
                 self.ready.set()
                 stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
                 await asyncio.wait([stopping, failed], return_when=asyncio.FIRST_COMPLETED)
@@ -295,33 +298,16 @@ class Gateway:
         dwell, persistence counts, silence timers) starts again, which can only delay a
         detection by a few readings, never drop an alert already raised.
         """
-        seen: int | None = None
+        async def changed(registry: RegistryFile) -> None:
+            self._use_registry(registry)
+            self.registry_reloads += 1
+            if self.responder is not None and self.responder.alerts is not None:
+                self.responder.alerts.use_registry(registry)
+            log.info("registry changed: %d elders, %d devices, %d fences reloaded", len(registry.elders),
+                     len(self.detectors.index.device_ids) if self.detectors else 0,
+                     len(self.detectors.index.fences) if self.detectors else 0)
 
-        def version() -> int:
-            with psycopg.connect(dsn, autocommit=True, **kwargs) as conn:  # type: ignore[arg-type]
-                row = conn.execute("SELECT last_value FROM registry_version").fetchone()
-                return int(row[0]) if row else 0
-
-        def load() -> RegistryFile:
-            with psycopg.connect(dsn, **kwargs) as conn:  # type: ignore[arg-type]
-                return load_registry_from_db(conn)
-
-        while True:
-            try:
-                current = await asyncio.to_thread(version)
-                if seen is not None and current != seen:
-                    registry = await asyncio.to_thread(load)
-                    self._use_registry(registry)
-                    self.registry_reloads += 1
-                    if self.responder is not None and self.responder.alerts is not None:
-                        await self.responder.call(_call(self.responder.alerts.use_registry, registry))
-                    log.info("registry changed: %d elders, %d devices, %d fences reloaded", len(registry.elders),
-                             len(self.detectors.index.device_ids) if self.detectors else 0,
-                             len(self.detectors.index.fences) if self.detectors else 0)
-                seen = current
-            except psycopg.Error as error:
-                log.debug("registry watch: %s", _first_line(error))
-            await asyncio.sleep(self.config.registry.reload_s)
+        await watch_registry(dsn, kwargs, self.config.registry.reload_s, changed)
 
     def _use_registry(self, registry: RegistryFile) -> None:
         self.registry = registry
@@ -330,6 +316,7 @@ class Gateway:
             self.cluster.detectors_replaced()
         if self.emergency is not None:
             self.emergency.use_registry(registry)
+        freeze_long_lived()  # the new registry and index live until the next reload
 
     async def _tick_stage(self) -> None:
         """Timers that need no message: silent devices, unconfirmed falls, inactivity."""
@@ -565,10 +552,6 @@ class Gateway:
                 self.batcher.received, s.rows_stored, s.dead_letters, s.spooled_messages,
                 s.replayed_messages,
             )
-
-
-async def _call(function: Callable[[RegistryFile], None], registry: RegistryFile) -> None:
-    function(registry)
 
 
 def _first_line(error: BaseException) -> str:
