@@ -153,6 +153,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--background", type=int, default=18_000, help="telemetry msg/s while loaded")
+    parser.add_argument("--alert-worker", choices=("process", "inline"), default="process",
+                        help="where the alert engine and outbox run (notify.alert_worker)")
+    parser.add_argument("--batch-age-ms", type=float, default=0, help="ingest.batch_max_age_ms (default: shipped)")
     args = parser.parse_args()
     fake = FakeTwilio(SID, TOKEN)
     with private_services("eldercare-latency-", fsync=True, max_queued_messages=1_000_000,
@@ -166,9 +169,11 @@ def main() -> int:
             "storage": {"spool_dir": str(root / "spool")},
             "registry": {"file": str(root / "registry.yaml")},
             "notify": {"public_base_url": f"http://127.0.0.1:{port}", "http_port": port,
+                       "alert_worker": args.alert_worker,
                        "twilio": {"account_sid": SID, "auth_token": TOKEN, "sms_from": "+15005550006",
                                   "voice_from": "+15005550006", "base_url": fake.base_url}},
             "logging": {"level": "WARNING"},
+            **({"ingest": {"batch_max_age_ms": args.batch_age_ms}} if args.batch_age_ms else {}),
         }))
         with (root / "gateway.log").open("ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(root / "config.yaml"), "run"],
@@ -180,7 +185,7 @@ def main() -> int:
             proc.terminate()
             proc.wait(30)
     print(f"SOS over MQTT -> first request at the fake Twilio ({args.trials // 2} trials each; "
-          "fsync on; gateway in its own process)")
+          f"fsync on; gateway in its own process; alert worker: {args.alert_worker})")
     for label, values, note in (("idle", idle, ""),
                                 ("loaded", loaded, f" (background telemetry {achieved:,.0f} msg/s)")):
         print(f"{label:>7}: p50 {statistics.median(values):6.1f} ms  p99 {percentile(values, 0.99):6.1f} ms  "

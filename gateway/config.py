@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -158,6 +158,9 @@ class NotifyConfig(_Section, frozen=True, kw_only=True):
     backoff_max_s: PositiveFloat = 60.0
     keep_trying_s: PositiveFloat = 3600.0  # a page failing in a provider outage: retried while needed
     lease_s: PositiveFloat = 20.0  # a crash mid-send repeats the page after this; > one send attempt
+    # where the alert engine and the outbox run: "process", a worker of their own that telemetry
+    # load cannot slow (gateway/alert_worker.py); "inline", on the gateway's event loop
+    alert_worker: Literal["process", "inline"] = "process"
 
 
 class LoggingConfig(_Section, frozen=True, kw_only=True):

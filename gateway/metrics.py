@@ -78,6 +78,12 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily("eldercare_mqtt_connected", "1 when the broker connection is up",
                                 value=1 if gw.mqtt.connected.is_set() else 0)
         yield GaugeMetricFamily("eldercare_database_up", "1 when PostgreSQL answers", value=1 if gw.database_up else 0)
+        worker = gw.responder.worker if gw.responder is not None else None
+        if worker is not None:
+            yield GaugeMetricFamily("eldercare_alert_worker_up", "1 when the alert worker process runs",
+                                    value=1 if worker.running else 0)
+            yield CounterMetricFamily("eldercare_alert_worker_restarts", "Alert worker processes that died",
+                                      value=worker.restarts)
         open_alerts = GaugeMetricFamily("eldercare_open_alerts", "Alerts not resolved", labels=["severity"])
         for severity, n in self.db.get("open_alerts", []):
             open_alerts.add_metric([severity], n)

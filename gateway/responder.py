@@ -1,14 +1,17 @@
 """The responder side of the gateway: alert engine, outbox and HTTP (webhooks, console API).
 
-They share the gateway's event loop with ingest but have their own pool of database
-connections, so an SOS being paged never waits for a telemetry COPY to release a
-connection. (A thread of their own was tried and measured: under telemetry load the
-alert path then waited on the GIL at every database round trip, and the median SOS
-latency went from about 30 ms to 200 ms; see bench/alert_latency.py.)
+HTTP shares the gateway's event loop with ingest, with its own pool of database
+connections, so a webhook never waits for a telemetry COPY to release a connection.
+Detections become alerts and pages in the alert worker process (gateway/alert_worker.py),
+away from telemetry load, unless ``notify.alert_worker`` is ``inline`` or the gateway runs
+on a clock of its own (tests, fast scenarios), when the same loops (gateway/paging.py)
+run here. (A thread was tried and measured: under telemetry load the alert path then
+waited on the GIL at every database round trip, and the median SOS latency went from
+about 30 ms to 200 ms; see bench/alert_latency.py.)
 
-Everything here works from the database (unhandled detections, due alerts, pending
-notifications), so it is woken by the ingest side but never depends on being woken:
-a wake-up lost in a crash is made up by the next poll.
+The engine here still serves people's answers (webhooks, console): taking an alert,
+passing it on. Everything works from the database, so the two sides need no messages
+between them.
 """
 
 from __future__ import annotations
@@ -18,24 +21,26 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import psycopg
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.alert_worker import AlertWorkerProcess
 from gateway.api.routes import api_routes
 from gateway.config import ConfigError, twilio_token
+from gateway.ingest.batcher import wall_clock_ms
 from gateway.metrics import render as render_metrics
 from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
 from gateway.notify.webhooks import TwilioWebhooks, webhook_app
+from gateway.paging import PagingLoops
 from rules.engine import AlertEngine, Downlink
 
 if TYPE_CHECKING:
@@ -52,17 +57,18 @@ class Responder:
         self.dsn = dsn
         self.kwargs = kwargs
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.detections_stored = asyncio.Event()
-        self.outbox_due = asyncio.Event()
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
-        self._fast_sends: set[asyncio.Task[None]] = set()
         self.failed: asyncio.Future[None] | None = None  # set on the ingest loop if this side dies
         self.pool: AsyncConnectionPool | None = None
         self.alerts: AlertEngine | None = None
         self.outbox: OutboxSender | None = None
+        self.paging: PagingLoops | None = None
+        config = gateway.config
+        in_worker = config.notify.alert_worker == "process" and gateway.clock_ms is wall_clock_ms
+        self.worker = AlertWorkerProcess(config) if in_worker else None
         self.http: uvicorn.Server | None = None
         self.http_port = 0
         self._http_socket: socket.socket | None = None
@@ -79,9 +85,12 @@ class Responder:
             raise self._error
 
     def wake_alerts(self) -> None:
-        """Detections were committed: apply them now rather than at the next poll."""
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.detections_stored.set)  # callable from any thread
+        """Detections were committed: apply them now rather than at the next poll.
+
+        The alert worker is woken by the database itself (``NOTIFY``); this is for inline paging.
+        """
+        if self.worker is None and self.paging is not None and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.paging.detections_stored.set)  # callable from any thread
 
     async def call(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` (which uses this side's pool or engine): from its loop, or from another thread's."""
@@ -115,15 +124,17 @@ class Responder:
         )
         await self.pool.open(wait=False)
         self.outbox = OutboxSender(self.pool, build_notifiers(config), outbox_settings(config), gw.clock_ms)
+        self.paging = PagingLoops(self.outbox if config.notify.enabled else None, lambda: gw.database_up)
+        # pages this engine creates (someone passes an alert on) are sent from here at once
         self.alerts = AlertEngine(self.pool, config.escalation, gw.registry, gw.clock_ms, self._send_downlink,
-                                  claimed=self._send_claimed if config.notify.enabled else None,
+                                  claimed=self.paging.send_claimed if config.notify.enabled else None,
                                   lease_s=config.notify.lease_s)
         try:
             http = self._http_server() if config.notify.enabled else None
             self._started.set()
             async with asyncio.TaskGroup() as tasks:
-                workers = [tasks.create_task(self._alert_stage(), name="escalate"),
-                           tasks.create_task(self._notify_stage(), name="notify")]
+                workers = [tasks.create_task(self.paging.run(self.alerts), name="paging") if self.worker is None
+                           else tasks.create_task(self.worker.run(), name="alert-worker")]
                 if http is not None:
                     assert self._http_socket is not None
                     workers.append(tasks.create_task(http.serve(sockets=[self._http_socket]), name="http"))
@@ -134,68 +145,9 @@ class Responder:
                     if worker.get_name() != "http":
                         worker.cancel()
         finally:
-            await asyncio.gather(*self._fast_sends, return_exceptions=True)
+            await self.paging.drain()
             await self.outbox.close()
             await self.pool.close()
-
-    async def _database_loop(self, wake: asyncio.Event, every_s: float, step: Callable[[], Awaitable[None]],
-                             what: str) -> None:
-        """Run ``step`` when woken or every ``every_s``; the database being away only delays it."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(every_s):
-                    await wake.wait()
-            wake.clear()
-            if not self.gateway.database_up:
-                continue
-            try:
-                await step()
-            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as error:
-                log.warning("%s waiting for the database: %s", what, _first_line(error))
-            except Exception:
-                log.exception("%s step failed; retrying", what)
-
-    async def _alert_stage(self) -> None:
-        """Detections become alerts as soon as they are committed; escalation timers every second.
-
-        Both read their work from the database, so nothing here is lost by a crash: a
-        restarted gateway (or another instance) finds the same unhandled rows.
-        """
-        alerts = self.alerts
-        assert alerts is not None
-
-        async def step() -> None:
-            while await alerts.process_detections() > 0:
-                pass
-            await alerts.run_due()
-            self.outbox_due.set()
-
-        await self._database_loop(self.detections_stored, 1.0, step, "alert engine")
-
-    async def _notify_stage(self) -> None:
-        """Send what the alert engine queued in the outbox: woken by it, and every 0.5 s for retries."""
-        outbox = self.outbox
-        if not self.gateway.config.notify.enabled or outbox is None:
-            return
-
-        async def step() -> None:
-            while await outbox.run_once() > 0:
-                pass
-
-        await self._database_loop(self.outbox_due, 0.5, step, "outbox")
-
-    async def _send_claimed(self, ids: list[int]) -> None:
-        """Pages the engine just created: sent right away, in the background."""
-        task = asyncio.create_task(self._send_claimed_now(ids), name="notify-fast")
-        self._fast_sends.add(task)
-        task.add_done_callback(self._fast_sends.discard)
-
-    async def _send_claimed_now(self, ids: list[int]) -> None:
-        assert self.outbox is not None
-        try:
-            await self.outbox.send_claimed(ids)
-        except Exception:  # the lease runs out and the poller sends them: never lost
-            log.exception("immediate send failed; the outbox will retry")
 
     async def _send_downlink(self, command: Downlink) -> None:
         """"Help is coming" to the elder's device, over the gateway's MQTT session."""
@@ -242,9 +194,10 @@ class Responder:
     async def _readyz(self, request: Request) -> Response:
         gw = self.gateway
         connected = gw.mqtt.connected.is_set()
-        ready = connected and gw.database_up
-        return JSONResponse({"mqtt": connected, "database": gw.database_up, "spool_batches": len(gw.spool)},
-                            status_code=200 if ready else 503)
+        worker = self.worker is None or self.worker.running
+        ready = connected and gw.database_up and worker
+        return JSONResponse({"mqtt": connected, "database": gw.database_up, "alert_worker": worker,
+                             "spool_batches": len(gw.spool)}, status_code=200 if ready else 503)
 
 
 class _HttpServer(uvicorn.Server):
@@ -255,6 +208,4 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 

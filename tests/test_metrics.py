@@ -43,6 +43,7 @@ def test_metrics_count_ingest_rejects_and_detections_and_readyz_follows_the_data
     assert "eldercare_mqtt_connected 1.0" in lines
     wait_until(lambda: 'eldercare_open_alerts{severity="critical"} 1.0' in get(port, "/metrics")[1].splitlines(),
                what="the open SOS alert counted")
+    assert "eldercare_alert_worker_up 1.0" in get(port, "/metrics")[1].splitlines()  # it made the alert
     assert get(port, "/readyz")[0] == 200
     postgres_server.stop("fast")
     try:

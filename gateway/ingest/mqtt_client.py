@@ -250,7 +250,7 @@ class MqttIngestClient:
                 session_present, code = connack_result((await connack).body)
             if code >= 0x80:
                 raise MqttConnectError(f"broker refused connection, reason 0x{code:02x}", code)
-            if not subscribe:
+            if not subscribe or not s.subscription:  # a publish-only connection (the alert worker)
                 return conn
             suback = conn.expect(SUBACK)
             conn.write(encode_subscribe(self._pid(), s.subscription, qos=1))

@@ -347,6 +347,28 @@ def _migration_7(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePo
     conn.execute(CLUSTER_SQL)
 
 
+DETECTIONS_CHANNEL = "eldercare_detections"
+DETECTIONS_NOTIFY_SQL = f"""
+CREATE OR REPLACE FUNCTION notify_detections() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('{DETECTIONS_CHANNEL}', '');
+  RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER detections_notify AFTER INSERT ON detections
+  FOR EACH STATEMENT EXECUTE FUNCTION notify_detections();
+"""
+
+
+def _migration_8(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePolicy) -> None:
+    """Stored detections wake the alert worker (gateway/alert_worker.py) as their transaction commits.
+
+    A trigger, so no writer (an instance, the spool replay) can forget to, and the wake-up
+    costs the SOS path no round trip. PostgreSQL folds identical notifications of one
+    transaction into one.
+    """
+    conn.execute(DETECTIONS_NOTIFY_SQL)
+
+
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "registry, dead letters and time-series tables", _migration_1),
     (2, "detections and geofences", _migration_2),
@@ -355,6 +377,7 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (5, "console users, sessions, login throttle, audit log; scope indexes", _migration_5),
     (6, "registry version: running gateways reload elders, devices and fences when it moves", _migration_6),
     (7, "gateway instances: heartbeats for scale-out ownership", _migration_7),
+    (8, "stored detections notify the alert worker", _migration_8),
 )
 
 

@@ -1,0 +1,229 @@
+"""The alert worker: the alert engine and the outbox in a process of their own.
+
+Why a process: in the gateway process an SOS's path from a stored detection to the
+first page is some fifteen database round trips and an HTTP request, and under
+telemetry load each of them waited behind decode and COPY work on the shared event
+loop (and, on a thread, behind the GIL). Measured with bench/alert_latency.py at
+18,000 msg/s: those steps took about 50 ms at the median and over 100 ms in the tail.
+Here they run on an otherwise idle loop.
+
+It needs nothing from the gateway's memory: detections, alerts and the outbox are in
+the database. Stored detections wake it through PostgreSQL ``NOTIFY`` (a trigger,
+schema migration 8) and it also polls, so a lost wake-up only delays. It publishes
+"help is coming" downlinks on an MQTT connection of its own.
+
+The gateway starts it (``AlertWorkerProcess``), hands it the configuration on stdin,
+restarts it if it dies, and stops it by closing stdin: a worker whose gateway was
+killed sees end-of-file and exits, so it never outlives the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.config import GatewayConfig, mqtt_password
+from gateway.detect.registry import RegistryFile
+from gateway.gc_tuning import freeze_long_lived
+from gateway.ingest.batcher import wall_clock_ms
+from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
+from gateway.notify.outbox import OutboxSender
+from gateway.notify.setup import build_notifiers, outbox_settings
+from gateway.paging import PagingLoops, first_line
+from gateway.registry_watch import registry_from_db, watch_registry
+from gateway.storage.schema import DETECTIONS_CHANNEL
+from rules.engine import AlertEngine, Downlink
+
+log = logging.getLogger("gateway.alert_worker")
+
+READY = b"ready\n"
+RESTART_DELAY_S = (1.0, 30.0)  # first and longest wait before starting a worker that died again
+
+
+class AlertWorkerProcess:
+    """The gateway's side: start the worker, restart it when it dies, stop it with the gateway."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.started = asyncio.Event()  # it said "ready" once
+        self.running = False  # it said "ready" and has not exited since
+        self.restarts = 0
+        self.pid: int | None = None
+
+    async def run(self) -> None:
+        """Until cancelled; each start waits for the worker's "ready" line."""
+        delay = RESTART_DELAY_S[0]
+        while True:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway.alert_worker",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            self.pid = proc.pid
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(msgspec.json.encode(self.config) + b"\n")
+                await proc.stdin.drain()
+                if await proc.stdout.readline() == READY:
+                    log.info("alert worker running (pid %d)", proc.pid)
+                    self.started.set()
+                    self.running = True
+                    delay = RESTART_DELAY_S[0]
+                code = await proc.wait()
+                self.running = False
+            except asyncio.CancelledError:
+                self.running = False
+                await _stop(proc)
+                raise
+            except (BrokenPipeError, ConnectionResetError):
+                code = await proc.wait()
+                self.running = False
+            self.restarts += 1
+            log.error("alert worker (pid %d) exited with code %s; starting it again in %.0f s "
+                      "(detections wait in the database meanwhile)", proc.pid, code, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_DELAY_S[1])
+
+
+async def _stop(proc: asyncio.subprocess.Process, timeout_s: float = 15.0) -> None:
+    """Close its stdin (it finishes the sends under way and exits); kill it if it does not."""
+    if proc.returncode is not None:
+        return
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+class AlertWorker:
+    """The worker's side: engine and outbox loops, woken by ``NOTIFY``, until stdin closes."""
+
+    def __init__(self, config: GatewayConfig, dsn: str, kwargs: dict[str, Any], *, poll_s: float = 1.0) -> None:
+        self.config = config
+        self.poll_s = poll_s
+        self.dsn = dsn
+        self.kwargs = kwargs
+        m = config.mqtt
+        self.mqtt = MqttIngestClient(MqttSettings(
+            host=m.host, port=m.port, client_id=f"{m.client_id}-alerts", username=m.username,
+            password=mqtt_password(config), topic_filters=(), keepalive_s=m.keepalive_s, session_expiry_s=0,
+            tls_ca_file=m.tls_ca_file), lambda publishes, conn: None)
+        self.database_up = True
+
+    async def run(self, stop: asyncio.Event, ready: Any) -> None:
+        config = self.config
+        pool = AsyncConnectionPool(self.dsn, kwargs=self.kwargs, min_size=1,
+                                   max_size=max(2, config.database.pool_max // 2), open=False,
+                                   timeout=config.database.connect_timeout_s, reconnect_timeout=0)
+        await pool.open(wait=False)
+        registry, loaded = await self._registry()
+        outbox = OutboxSender(pool, build_notifiers(config), outbox_settings(config), wall_clock_ms) \
+            if config.notify.enabled else None
+        loops = PagingLoops(outbox, lambda: self.database_up, alert_poll_s=self.poll_s)
+        alerts = AlertEngine(pool, config.escalation, registry, wall_clock_ms, self._send_downlink,
+                             claimed=loops.send_claimed if outbox is not None else None,
+                             lease_s=config.notify.lease_s)
+
+        async def changed(new: RegistryFile) -> None:
+            alerts.use_registry(new)
+            freeze_long_lived()
+            log.info("alert worker: registry reloaded (%d elders)", len(new.elders))
+
+        freeze_long_lived()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                workers = [tasks.create_task(self.mqtt.run(), name="mqtt"),
+                           tasks.create_task(loops.run(alerts), name="paging"),
+                           tasks.create_task(self._listen(loops), name="listen"),
+                           tasks.create_task(watch_registry(self.dsn, self.kwargs, config.registry.reload_s,
+                                                            changed, loaded=loaded), name="registry")]
+                ready()
+                await stop.wait()
+                for worker in workers:
+                    worker.cancel()
+        finally:
+            await loops.drain()
+            await self.mqtt.close()
+            if outbox is not None:
+                await outbox.close()
+            await pool.close()
+
+    async def _registry(self) -> tuple[RegistryFile, bool]:
+        """From the database (the gateway imported the file there); else the file, reloaded later."""
+        try:
+            return await asyncio.to_thread(registry_from_db, self.dsn, self.kwargs), True
+        except psycopg.OperationalError as error:
+            log.warning("alert worker: database unreachable (%s); registry from the file until it returns",
+                        first_line(error))
+            from gateway.detect.registry import load_registry
+            path = self.config.registry.file
+            return (load_registry(path) if path else RegistryFile()), False
+
+    async def _listen(self, loops: PagingLoops) -> None:
+        """Wake the engine when detections are committed; reconnect when the database comes back."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **self.kwargs) as conn:
+                    await conn.execute(f"LISTEN {DETECTIONS_CHANNEL}")
+                    self.database_up = True
+                    loops.detections_stored.set()  # anything committed while we were not listening
+                    async for _ in conn.notifies():
+                        loops.detections_stored.set()
+            except psycopg.OperationalError as error:
+                if self.database_up:
+                    log.warning("alert worker: database unreachable (%s); waiting for it", first_line(error))
+                self.database_up = False
+                await asyncio.sleep(1.0)
+
+    async def _send_downlink(self, command: Downlink) -> None:
+        payload = json.dumps(command.payload, ensure_ascii=False).encode()
+        await self.mqtt.publish(command.topic, payload, qos=1)
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """End of file on stdin: the gateway closed it or died. Either way, stop."""
+    sys.stdin.buffer.read()
+    loop.call_soon_threadsafe(stop.set)
+
+
+def main() -> int:
+    from gateway.cli import _setup_logging
+    from gateway.service import conninfo
+
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return 0
+    config = msgspec.json.decode(line, type=GatewayConfig)
+    _setup_logging(config.logging.level)
+    dsn, kwargs = conninfo(config)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=_watch_stdin, args=(loop, stop), daemon=True).start()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a service manager stopping the whole group
+            loop.add_signal_handler(sig, stop.set)
+
+        def ready() -> None:
+            sys.stdout.buffer.write(READY)
+            sys.stdout.buffer.flush()
+            sys.stdout = sys.stderr  # nothing else may fill a pipe the gateway no longer reads
+
+        await AlertWorker(config, dsn, kwargs).run(stop, ready)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
