@@ -69,6 +69,29 @@ class Downlink:
         return f"eldercare/v1/{self.device_type}/{self.device_id}/cmd"
 
 
+# One round trip fires a tier: its firing row (unique per alert, tier and round, so a second
+# engine firing the same tier inserts nothing and pages no one), a page per person and
+# channel (the engine's pre-claimed ones under their first lease), and the trail entry.
+_FIRE = """
+WITH fired AS (
+    INSERT INTO tier_firings (alert_id, tier, round, at, reached)
+    VALUES (%(alert)s, %(tier)s, %(round)s, %(at)s, %(reached)s) ON CONFLICT DO NOTHING RETURNING 1),
+paged AS (
+    INSERT INTO notifications (alert_id, purpose, tier, round, recipient_key, recipient_name, role, phone, language,
+                               channel, channels, provider, idempotency_key, next_attempt_at, status, attempts)
+    SELECT %(alert)s, 'page', %(tier)s, %(round)s, p.key, p.name, p.role, p.phone, p.language, p.channel, p.channels,
+           p.provider, p.idem, %(next)s, %(status)s, %(attempts)s
+    FROM jsonb_to_recordset(%(pages)s) AS p(key text, name text, role text, phone text, language text,
+                                            channel text, channels jsonb, provider text, idem text)
+    WHERE EXISTS (SELECT 1 FROM fired)
+    ON CONFLICT DO NOTHING RETURNING id),
+logged AS (
+    INSERT INTO alert_events (alert_id, at, event, actor, channel, detail)
+    SELECT %(alert)s, %(at)s, 'tier_fired', 'system', NULL, %(detail)s WHERE EXISTS (SELECT 1 FROM fired))
+SELECT EXISTS (SELECT 1 FROM fired), ARRAY(SELECT id FROM paged ORDER BY id)
+"""
+
+
 class AlertEngine:
     def __init__(
         self,
@@ -320,29 +343,23 @@ class AlertEngine:
                 usable = [c for c in channels if c in person.channels]
                 # a tier asking for a channel this person does not take still reaches them
                 recipients.append((person, usable or list(person.channels[:1])))
-        cur = await conn.execute(
-            "INSERT INTO tier_firings (alert_id, tier, round, at, reached) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING", (alert.alert_id, tier, round_, store.ts(now), len(recipients)))
-        if cur.rowcount == 0:  # another engine fired this tier and round already
-            return
         claim = self.claimed is not None
-        for person, channels in recipients:
-            for channel in channels:
-                cur = await conn.execute(
-                    "INSERT INTO notifications (alert_id, purpose, tier, round, recipient_key, "
-                    "recipient_name, role, phone, language, channel, channels, provider, idempotency_key, "
-                    "next_attempt_at, status, attempts) VALUES (%s, 'page', %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                    "%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-                    (alert.alert_id, tier, round_, person.key, person.name, person.role, person.phone,
-                     person.language, channel, Jsonb(list(person.channels)), person.provider,
-                     f"{alert.alert_id}:page:{tier}:{round_}:{person.key}:{channel}",
-                     store.ts(now + self.lease_ms if claim else now), "sending" if claim else "pending",
-                     1 if claim else 0))
-                created = await cur.fetchone()
-                if claim and created is not None:
-                    self._claimed.append(int(created[0]))
-        await store.event(conn, alert.alert_id, now, "tier_fired", actor="system", tier=tier, round=round_,
-                          roles=list(spec.roles), reached=[p.name for p, _ in recipients], reason=reason)
+        pages = [{"key": person.key, "name": person.name, "role": person.role, "phone": person.phone,
+                  "language": person.language, "channel": channel, "channels": list(person.channels),
+                  "provider": person.provider,
+                  "idem": f"{alert.alert_id}:page:{tier}:{round_}:{person.key}:{channel}"}
+                 for person, channels in recipients for channel in channels]
+        cur = await conn.execute(_FIRE, {
+            "alert": alert.alert_id, "tier": tier, "round": round_, "at": store.ts(now),
+            "reached": len(recipients), "pages": Jsonb(pages),
+            "next": store.ts(now + self.lease_ms if claim else now), "status": "sending" if claim else "pending",
+            "attempts": 1 if claim else 0,
+            "detail": Jsonb({"tier": tier, "round": round_, "roles": list(spec.roles),
+                             "reached": [p.name for p, _ in recipients], "reason": reason})})
+        row = await cur.fetchone()
+        # not fired: another engine fired this tier and round already
+        if row is not None and row[0] and claim:
+            self._claimed.extend(int(i) for i in row[1])
 
 
     # -- what people do ----------------------------------------------------------------------
