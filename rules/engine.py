@@ -156,7 +156,7 @@ class AlertEngine:
             for alert_id in opened:
                 alert = await store.by_ref(conn, alert_id)
                 if alert is not None and alert.state == "notifying":
-                    await self._escalate(conn, alert, now)
+                    await self._escalate(conn, alert, now, fired=[])  # opened just now: nothing fired yet
         await self._after_commit()
         return len(rows)
 
@@ -292,9 +292,11 @@ class AlertEngine:
         return next_step(view, policy, fired, now, escalation=self.escalation,
                          quiet_until_ms=quiet_until(self.escalation, now))
 
-    async def _escalate(self, conn: Conn, alert: AlertRow, now: int) -> None:
+    async def _escalate(self, conn: Conn, alert: AlertRow, now: int,
+                        fired: list[TierFiring] | None = None) -> None:
         policy = self.policies.get(alert.policy) or select_policy(self.escalation, alert.kind, alert.severity)
-        fired = await self._firings(conn, alert.alert_id)
+        if fired is None:
+            fired = await self._firings(conn, alert.alert_id)
         step = self._step(alert, policy, fired, now)
         if isinstance(step, Fire):
             highest = max((f.tier for f in fired), default=-1)
@@ -314,9 +316,11 @@ class AlertEngine:
                 await store.event(conn, alert.alert_id, now, "ack_lapsed", actor="system",
                                   taken_by=alert.acknowledged_by, reason=step.reason)
                 alert = _replace_state(alert, "notifying")
-            for tier in step.tiers:
-                await self._fire(conn, alert, policy, tier, step.round, now, step.reason)
-            fired = await self._firings(conn, alert.alert_id)
+            ours = [await self._fire(conn, alert, policy, tier, step.round, now, step.reason) for tier in step.tiers]
+            if all(f is not None for f in ours):
+                fired = [*fired, *(f for f in ours if f is not None)]
+            else:  # another engine fired some of them: read what it recorded
+                fired = await self._firings(conn, alert.alert_id)
             step = self._step(alert, policy, fired, now)
         if isinstance(step, Wait):
             await store.update(conn, alert.alert_id, next_check_ms=step.until_ms)
@@ -326,7 +330,8 @@ class AlertEngine:
             await store.update(conn, alert.alert_id, next_check_ms=now)
 
     async def _fire(self, conn: Conn, alert: AlertRow, policy: PolicySpec, tier: int, round_: int,
-                    now: int, reason: str) -> None:
+                    now: int, reason: str) -> TierFiring | None:
+        """Page one tier; ``None`` when another engine had fired it already."""
         spec = policy.tiers[tier]
         elder = self.elders.get(alert.elder_id or "")
         at = datetime.fromtimestamp(now / 1000, UTC).astimezone(self.tz)
@@ -357,9 +362,11 @@ class AlertEngine:
             "detail": Jsonb({"tier": tier, "round": round_, "roles": list(spec.roles),
                              "reached": [p.name for p, _ in recipients], "reason": reason})})
         row = await cur.fetchone()
-        # not fired: another engine fired this tier and round already
-        if row is not None and row[0] and claim:
+        if row is None or not row[0]:
+            return None
+        if claim:
             self._claimed.extend(int(i) for i in row[1])
+        return TierFiring(tier, round_, now, len(recipients))
 
 
     # -- what people do ----------------------------------------------------------------------
