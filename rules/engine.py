@@ -69,6 +69,16 @@ class Downlink:
         return f"eldercare/v1/{self.device_type}/{self.device_id}/cmd"
 
 
+# The lock first (a CTE calling a volatile function is evaluated once, before the lateral
+# subquery that depends on it), then the unhandled detections in order: one round trip.
+# One row of NULLs after the lock flag when there are none.
+_UNHANDLED = """
+WITH lock AS (SELECT pg_try_advisory_xact_lock(%s) AS held)
+SELECT lock.held, d.id, d.elder_id, d.device_id, d.kind, d.severity, d.ts, d.cleared, d.evidence
+FROM lock LEFT JOIN LATERAL (
+    SELECT * FROM detections WHERE lock.held AND NOT handled ORDER BY id LIMIT %s) d ON true
+"""
+
 # One round trip fires a tier: its firing row (unique per alert, tier and round, so a second
 # engine firing the same tier inserts nothing and pages no one), a page per person and
 # channel (the engine's pre-claimed ones under their first lease), and the trail entry.
@@ -135,14 +145,11 @@ class AlertEngine:
         by two gateway instances, must be applied in the order they were detected.
         """
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (DETECTIONS_LOCK,))
-            row = await cur.fetchone()
-            if not row or not row[0]:
+            cur = await conn.execute(_UNHANDLED, (DETECTIONS_LOCK, limit))
+            found = await cur.fetchall()
+            if not found or not found[0][0]:
                 return 0
-            cur = await conn.execute(
-                "SELECT id, elder_id, device_id, kind, severity, ts, cleared, evidence FROM detections "
-                "WHERE NOT handled ORDER BY id LIMIT %s", (limit,))
-            rows = await cur.fetchall()
+            rows = [r[1:] for r in found if r[1] is not None]
             for det_id, elder_id, device_id, kind, severity, when, cleared, evidence in rows:
                 det = Detection(elder_id, device_id, kind, severity, store.ms(when) or 0,
                                 evidence, cleared)
@@ -241,9 +248,8 @@ class AlertEngine:
             community=elder.community if elder else None, grid=elder.grid if elder else None,
             now_ms=now, evidence=det.evidence, confirm_until_ms=now + confirm if confirm else None,
             next_check_ms=now + confirm if confirm else now,
+            opened={"kind": det.kind, "severity": change.severity, "policy": policy.name, "reason": change.reason},
         )
-        await store.event(conn, alert_id, now, "opened", actor="system", kind=det.kind,
-                          severity=change.severity, policy=policy.name, reason=change.reason)
         if not confirm:
             self._opened_now.append(alert_id)
         if confirm and elder:

@@ -100,13 +100,17 @@ async def by_ref(conn: Conn, ref: int | str, *, lock: bool = True) -> AlertRow |
 async def insert_alert(conn: Conn, *, key: str, elder_id: str | None, device_id: str, kind: str,
                        severity: str, state: str, policy: str, community: str | None, grid: str | None,
                        now_ms: int, evidence: dict[str, Any], confirm_until_ms: int | None,
-                       next_check_ms: int | None) -> int:
+                       next_check_ms: int | None, opened: dict[str, Any]) -> int:
+    """The new alert and its "opened" trail entry (``opened`` is its detail), in one round trip."""
     cur = await conn.execute(
-        "INSERT INTO alerts (alert_key, elder_id, device_id, kind, severity, state, policy, community, "
+        "WITH a AS (INSERT INTO alerts (alert_key, elder_id, device_id, kind, severity, state, policy, community, "
         "grid, opened_at, last_seen_at, evidence, confirm_until, next_check_at) VALUES "
-        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING alert_id",
+        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING alert_id), "
+        "e AS (INSERT INTO alert_events (alert_id, at, event, actor, channel, detail) "
+        "SELECT alert_id, %s, 'opened', 'system', NULL, %s FROM a) "
+        "SELECT alert_id FROM a",
         (key, elder_id, device_id, kind, severity, state, policy, community, grid, ts(now_ms),
-         ts(now_ms), Jsonb(evidence), ts(confirm_until_ms), ts(next_check_ms)),
+         ts(now_ms), Jsonb(evidence), ts(confirm_until_ms), ts(next_check_ms), ts(now_ms), Jsonb(opened)),
     )
     row = await cur.fetchone()
     assert row is not None

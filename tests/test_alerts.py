@@ -397,3 +397,23 @@ def test_two_engines_on_one_database_never_page_a_tier_twice(world: World) -> No
         assert keys == []
         assert {t for t, _, _ in world.pages()} == {0, 1, 2, 3}
     scenario(world, body)
+
+
+def test_detections_are_applied_by_one_engine_at_a_time(world: World) -> None:
+    """While another engine holds the detections lock, this one applies nothing and leaves the rows."""
+    from rules.engine import DETECTIONS_LOCK
+
+    async def body(engine: AlertEngine) -> None:
+        world.detect("sos")
+        world.detect("sos", device="wb-2")
+        with psycopg.connect(world.dsn) as other:
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (DETECTIONS_LOCK,))  # its transaction stays open
+            assert await engine.process_detections() == 0
+            assert query(world.dsn, "SELECT count(*) FROM detections WHERE NOT handled") == [(2,)]
+        assert await engine.process_detections() == 2
+        assert await engine.process_detections() == 0  # nothing left: one row of NULLs, not a detection
+        assert query(world.dsn, "SELECT count(*) FROM detections WHERE NOT handled") == [(0,)]
+        assert query(world.dsn, "SELECT detection_count FROM alerts") == [(2,)]  # one elder, one SOS alert
+        assert query(world.dsn, "SELECT count(*) FROM alert_events WHERE event = 'opened'") == [(1,)]
+
+    scenario(world, body)
