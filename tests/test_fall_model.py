@@ -12,7 +12,7 @@ import pytest
 from numpy.typing import NDArray
 
 from gateway.detect import fall_evaluate
-from gateway.detect.fall_model import FallDetector, FallFindings, FallModelParams
+from gateway.detect.fall_model import FallDetector, FallFindings, FallModelParams, sparse_zeros
 
 FS = 50
 DT_MS = 20
@@ -213,6 +213,38 @@ def test_many_slots_in_one_batch(params: FallModelParams) -> None:
     assert det.capacity >= 1300
     assert dict(zip(found.slot.tolist(), found.t_ms.tolist(), strict=True)) == expected
     assert len(found) == len(expected)
+
+
+def _mapping_flags(address: int) -> list[str]:
+    """VmFlags of the mapping that holds ``address`` (Linux /proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            inside = lo <= address < hi
+        elif inside and line.startswith("VmFlags:"):
+            return line.split()[1:]
+    raise AssertionError("mapping not found")
+
+
+def test_ring_buffer_is_not_backed_by_huge_pages(params: FallModelParams) -> None:
+    """Windows land sparsely in the ring; with 2 MiB pages each one made 2 MiB resident and RSS crept up."""
+    det = FallDetector(32_768, params)
+    flags = _mapping_flags(det._buf.__array_interface__["data"][0])
+    assert "hg" not in flags and "nh" in flags  # not MADV_HUGEPAGE (numpy's default), but MADV_NOHUGEPAGE
+    det._grow(40_000)
+    assert "nh" in _mapping_flags(det._buf.__array_interface__["data"][0])
+
+
+def test_sparse_zeros_grows_and_keeps_contents(params: FallModelParams) -> None:
+    small, big = sparse_zeros((4, 3), np.float32), sparse_zeros((1 << 20, 3), np.float32)
+    assert not small.any() and not big.any() and big.flags.writeable
+    det = FallDetector(1024, params)
+    det.update([7], [1_000_000.0], [still(100, ARM_DOWN, np.random.default_rng(1))])
+    row = det._buf[7].copy()
+    det._grow(5000)
+    assert det.capacity >= 5000
+    assert np.array_equal(det._buf[7], row) and not det._buf[1024:].any()
 
 
 def test_rate_gap_duplicate_and_reset(params: FallModelParams) -> None:

@@ -24,6 +24,7 @@ fitted on are the very ones computed in streaming.
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -502,6 +503,22 @@ class _Round:
     lens: NDArray[np.int64] | None
 
 
+def sparse_zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> NDArray[Any]:
+    """A zeroed array whose pages become resident only where written, 4 KiB at a time.
+
+    numpy asks the kernel for transparent huge pages on every array of 4 MiB or more, so one
+    write into an untouched 2 MiB stretch makes all of it resident. The ring buffer below is
+    written sparsely (a band sends raw acceleration a few times a day): with huge pages each
+    such window cost 2 MiB instead of 8 KiB, and RSS climbed by ~100 MB in the first hour.
+    """
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size < 1 << 22 or not hasattr(mmap, "MADV_NOHUGEPAGE"):
+        return np.zeros(shape, dtype=dtype)
+    area = mmap.mmap(-1, size)  # anonymous, zero-filled by the kernel; freed with the array
+    area.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(area, dtype=dtype).reshape(shape)
+
+
 class FallDetector:
     """Streaming fall detector over device slots; all state in numpy arrays.
 
@@ -538,7 +555,7 @@ class FallDetector:
         self._dt_ms = 1000.0 / p.rate_hz
         self._gate2 = np.float32(p.gate_g) * np.float32(p.gate_g)
         cap = max(int(capacity), 1)
-        self._buf = np.zeros((cap, self._ring, 3), dtype=np.float32)
+        self._buf = sparse_zeros((cap, self._ring, 3), np.float32)
         self._count = np.zeros(cap, dtype=np.int64)
         self._t_origin = np.zeros(cap, dtype=np.float64)
         self._last_hot = np.full(cap, _NEG, dtype=np.int64)
@@ -568,9 +585,10 @@ class FallDetector:
             return
         new = max(needed, 2 * cap)
         extra = new - cap
-        self._buf = np.concatenate(
-            [self._buf, np.zeros((extra, self._ring, 3), dtype=np.float32)]
-        )
+        buf = sparse_zeros((new, self._ring, 3), np.float32)
+        used = np.flatnonzero(self._count > 0)  # copy only rows ever written: the rest stay untouched pages
+        buf[used] = self._buf[used]
+        self._buf = buf
         self._count = np.concatenate([self._count, np.zeros(extra, dtype=np.int64)])
         self._t_origin = np.concatenate([self._t_origin, np.zeros(extra)])
         self._last_hot = np.concatenate([self._last_hot, np.full(extra, _NEG)])
