@@ -10,7 +10,6 @@ group is written as one numpy record array. A batch has few such groups.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -129,24 +128,3 @@ def _encode_group(
 def copy_payload(columns: list[Column]) -> bytes:
     """A whole binary COPY stream: header, rows, trailer."""
     return COPY_HEADER + encode_rows(columns) + COPY_TRAILER
-
-
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def python_rows(columns: list[Column]) -> list[tuple[Any, ...]]:
-    """The same rows as Python values, for a parameterised INSERT (a few rows: see the writer)."""
-    converted: list[list[Any]] = []
-    for col in columns:
-        if col.kind == "timestamptz_ms":
-            values: list[Any] = [_UNIX_EPOCH + timedelta(milliseconds=int(v)) for v in col.values]
-        elif col.kind == "text":
-            values = [bytes(v).decode() for v in col.values]
-        elif col.kind == "bytea":
-            values = [bytes(v) for v in col.values]
-        else:
-            values = col.values.tolist()
-        if col.valid is not None:
-            values = [v if ok else None for v, ok in zip(values, col.valid.tolist(), strict=True)]
-        converted.append(values)
-    return list(zip(*converted, strict=True))

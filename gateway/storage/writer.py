@@ -1,9 +1,6 @@
 """TelemetryWriter: one transaction per decoded batch, binary COPY per table.
 
 Fast path: ``COPY table FROM STDIN (FORMAT BINARY)`` straight into each table.
-A small batch (an SOS alone, a quiet community's few readings) is sent instead as
-INSERTs in one pipeline: BEGIN, the rows, the detections and COMMIT travel together,
-one round trip where COPY needs five. That is the SOS's path to the database.
 A batch that may repeat rows already stored (the broker redelivered it after a crash,
 a device re-sent a reading, or a spooled batch is replayed) goes through the
 idempotent path instead: COPY into a temporary staging table, then
@@ -15,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, date, datetime
-from typing import Any
 
 import psycopg
 from psycopg import errors, sql
@@ -23,7 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.pipeline.batch import DecodedBatch, TableRows
-from gateway.storage.binary_copy import COPY_HEADER, COPY_TRAILER, encode_rows, python_rows
+from gateway.storage.binary_copy import COPY_HEADER, COPY_TRAILER, encode_rows
 from gateway.storage.schema import StoragePolicy, maintain_partitions
 
 log = logging.getLogger(__name__)
@@ -50,21 +46,12 @@ def _days_in(decoded: DecodedBatch) -> set[date]:
     return days
 
 
-SMALL_BATCH_ROWS = 32  # up to this many rows a batch goes as pipelined INSERTs, not COPY
-
-_DETECTIONS_SQL = ("INSERT INTO detections (elder_id, device_id, kind, severity, ts, cleared, evidence) "
-                   "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
-_DEAD_LETTERS_SQL = "INSERT INTO dead_letters (received_at, topic, reason, payload) VALUES (%s, %s, %s, %s)"
-
-
 class TelemetryWriter:
     """Writes decoded batches through a psycopg async pool."""
 
-    def __init__(self, pool: AsyncConnectionPool, policy: StoragePolicy | None = None,
-                 small_batch_rows: int = SMALL_BATCH_ROWS) -> None:
+    def __init__(self, pool: AsyncConnectionPool, policy: StoragePolicy | None = None) -> None:
         self.pool = pool
         self.policy = policy or StoragePolicy()
-        self.small_batch_rows = small_batch_rows
 
     async def write(self, decoded: DecodedBatch, *, idempotent: bool = False) -> None:
         """Store the batch durably or raise ``StorageUnavailable``/``StorageRejected``."""
@@ -88,21 +75,19 @@ class TelemetryWriter:
             raise StorageUnavailable(f"no database connection: {error}") from error
 
     async def _write(self, decoded: DecodedBatch, *, idempotent: bool) -> None:
-        if not idempotent and decoded.row_count + len(decoded.dead_letters) <= self.small_batch_rows:
-            try:
-                tables = [(_insert_sql(rows), python_rows(list(rows.columns))) for rows in decoded.tables if len(rows)]
-            except UnicodeDecodeError:
-                pass  # text PostgreSQL will refuse: COPY below gets the database's own error
-            else:
-                await self._insert_small(tables, decoded)
-                return
         async with self.pool.connection() as conn, conn.transaction():
             for rows in decoded.tables:
                 if len(rows):
                     await self._copy(conn, rows, idempotent)
             if decoded.detections:
                 async with conn.cursor() as cur:
-                    await cur.executemany(_DETECTIONS_SQL, _detection_params(decoded))
+                    await cur.executemany(
+                        "INSERT INTO detections (elder_id, device_id, kind, severity, ts, cleared, "
+                        "evidence) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        [(d.elder_id, d.device_id, d.kind, d.severity,
+                          datetime.fromtimestamp(d.ts_ms / 1000, UTC), d.cleared, Jsonb(d.evidence))
+                         for d in decoded.detections],
+                    )
             if decoded.dead_letters:
                 async with conn.cursor().copy(
                     "COPY dead_letters (received_at, topic, reason, payload) FROM STDIN"
@@ -112,19 +97,6 @@ class TelemetryWriter:
                             (datetime.fromtimestamp(d.received_ms / 1000, UTC), d.topic,
                              d.reason, d.payload)
                         )
-
-    async def _insert_small(self, tables: list[tuple[sql.Composed, list[tuple[Any, ...]]]],
-                            decoded: DecodedBatch) -> None:
-        """The whole batch in one pipeline: one round trip, the same rows and errors as COPY."""
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-            for statement, params in tables:
-                await cur.executemany(statement, params)
-            if decoded.detections:
-                await cur.executemany(_DETECTIONS_SQL, _detection_params(decoded))
-            if decoded.dead_letters:
-                await cur.executemany(_DEAD_LETTERS_SQL, [
-                    (datetime.fromtimestamp(d.received_ms / 1000, UTC), d.topic, d.reason, d.payload)
-                    for d in decoded.dead_letters])
 
     async def _copy(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: TableRows, idempotent: bool
@@ -167,15 +139,3 @@ class TelemetryWriter:
                 maintain_partitions(sync_conn, self.policy, datetime.now(UTC), days)
 
         await asyncio.to_thread(work)
-
-
-def _insert_sql(rows: TableRows) -> sql.Composed:
-    spec = rows.spec
-    return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier(spec.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.columns),
-        sql.SQL(", ").join(sql.Placeholder() * len(spec.columns)))
-
-
-def _detection_params(decoded: DecodedBatch) -> list[tuple[Any, ...]]:
-    return [(d.elder_id, d.device_id, d.kind, d.severity, datetime.fromtimestamp(d.ts_ms / 1000, UTC), d.cleared,
-             Jsonb(d.evidence)) for d in decoded.detections]
