@@ -225,7 +225,7 @@ class Gateway:
                 workers = [
                     tasks.create_task(self.mqtt.run(), name="ingest"),
                     tasks.create_task(self._decode_stage(), name="decode"),
-                    tasks.create_task(self._urgent_decode_stage(), name="decode-urgent"),
+                    tasks.create_task(self._urgent_decode_stage(writer), name="decode-urgent"),
                     tasks.create_task(self._store_stage(writer), name="store"),
                     tasks.create_task(self._urgent_stage(writer), name="store-urgent"),
                     tasks.create_task(self._tick_stage(), name="detect-timers"),
@@ -368,20 +368,31 @@ class Gateway:
             await self._decode_one(raw)
             self.raw_queue.task_done()
 
-    async def _urgent_decode_stage(self) -> None:
+    async def _urgent_decode_stage(self, writer: TelemetryWriter) -> None:
+        """Device events: decoded, detected and stored by this one task, no hand-off in between."""
         while True:
             raw = await self.urgent_raw_queue.get()
-            await self._decode_one(raw)
-            self.urgent_raw_queue.task_done()
+            try:
+                decoded, urgent = self._decode(raw)
+                if urgent:
+                    await self._store(writer, raw, decoded)
+                else:  # the spool holds older batches: this one waits its turn behind them
+                    await self.store_queue.put((raw, decoded))
+            finally:
+                self.urgent_raw_queue.task_done()
 
     async def _decode_one(self, raw: RawBatch) -> None:
+        decoded, urgent = self._decode(raw)
+        await (self.urgent_queue if urgent else self.store_queue).put((raw, decoded))
+
+    def _decode(self, raw: RawBatch) -> tuple[DecodedBatch, bool]:
+        """Decode and detect; say whether the batch (it holds device events) may skip the telemetry queue."""
         decoded = self.decoder.decode(raw)
         if self.detectors is not None and self.cluster is None:  # a cluster detects on its own stream
             decoded.detections = self.detectors.process(decoded)
             if decoded.detections:
                 self._detected(decoded.detections)
-        urgent = decoded.table("device_events") is not None and self.spool.is_empty()
-        await (self.urgent_queue if urgent else self.store_queue).put((raw, decoded))
+        return decoded, decoded.table("device_events") is not None and self.spool.is_empty()
 
     async def _store_stage(self, writer: TelemetryWriter) -> None:
         retry_s = self.config.storage.db_retry_s
