@@ -190,6 +190,22 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def children(pid: int) -> list[int]:
+    """Live child processes (the gateway's alert worker)."""
+    out: list[int] = []
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            out += [int(c) for c in Path(task.path, "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+def family_rss_mb(pid: int) -> float:
+    """RSS of a process and its live children together."""
+    return rss_mb(pid) + sum(rss_mb(child) for child in children(pid))
+
+
 def machine_busy_seconds() -> float:
     """CPU time the whole machine spent busy, all cores together (from /proc/stat)."""
     f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]

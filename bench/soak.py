@@ -21,8 +21,9 @@ polling every 10 ms; the row's ``detected_at``, its transaction's start, is show
 Baseline in the same run, before the fleet starts: the gateway idle for ``--idle-s`` (registry
 loaded, nothing arriving), then the SOS and low-glucose probes alone for ``--baseline-s``: their
 latencies without the load, and the CPU they cost (the soak's CPU per 1,000 devices is also
-given without it, "net"). Every 10 s: the gateway's RSS and CPU, Mosquitto's, PostgreSQL's
-(postmaster and backends, not ours) and the fleet's CPU, the gateway's /metrics, the size of
+given without it, "net"). Every 10 s: the gateway's RSS and CPU (its alert worker process
+included), Mosquitto's, PostgreSQL's (postmaster and backends, not ours) and the fleet's CPU,
+the gateway's /metrics, the size of
 the time-series tables (all partitions, indexes, TOAST). Progress every 30 s; figures at the
 end; last line ``soak_devices=... minutes=... ingest_msg_s=... alert_p99_ms=...
 detection_p99_ms=... rss_growth_mb_per_h=... cpu_pct_per_1000_devices=...
@@ -67,6 +68,7 @@ from _soak_support import (  # noqa: E402
     build_registry,
     cpu_seconds,
     family_phone,
+    family_rss_mb,
     fleet_spec,
     machine_busy_seconds,
     probe_band_ids,
@@ -427,10 +429,11 @@ class Pids:
 
     def sample(self, t: float, port: int, fleet: FleetProcess | None, db: Database) -> Sample:
         m = scrape(port)
-        gw, broker, fleet_cpu = cpu_seconds(self.gateway), cpu_seconds(self.broker), cpu_seconds(self.fleet)
+        # the gateway with its alert worker process
+        gw, broker, fleet_cpu = tree_cpu_seconds(self.gateway), cpu_seconds(self.broker), cpu_seconds(self.fleet)
         pg, pg_all = tree_cpu_seconds(self.postmaster, self.ours), tree_cpu_seconds(self.postmaster)
         others = machine_busy_seconds() - gw - broker - fleet_cpu - pg_all - cpu_seconds(os.getpid())
-        return Sample(t, gw, rss_mb(self.gateway), broker, pg, fleet_cpu if self.fleet else 0.0, others,
+        return Sample(t, gw, family_rss_mb(self.gateway), broker, pg, fleet_cpu if self.fleet else 0.0, others,
                       rss_mb(self.broker), metric(m, "eldercare_ingest_messages_total"),
                       metric(m, "eldercare_rows_stored_total"), fleet.acked() if fleet else 0, db.telemetry_bytes())
 
