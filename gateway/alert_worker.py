@@ -32,13 +32,14 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.config import GatewayConfig, mqtt_password
-from gateway.detect.registry import RegistryFile
+from gateway.detect.registry import RegistryFile, load_registry
+from gateway.error_text import first_line
 from gateway.gc_tuning import freeze_long_lived
 from gateway.ingest.batcher import wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
-from gateway.paging import PagingLoops, first_line
+from gateway.paging import PagingLoops
 from gateway.registry_watch import registry_from_db, watch_registry
 from gateway.storage.schema import DETECTIONS_CHANNEL
 from rules.engine import AlertEngine, Downlink
@@ -165,7 +166,6 @@ class AlertWorker:
         except psycopg.OperationalError as error:
             log.warning("alert worker: database unreachable (%s); registry from the file until it returns",
                         first_line(error))
-            from gateway.detect.registry import load_registry
             path = self.config.registry.file
             return (load_registry(path) if path else RegistryFile()), False
 

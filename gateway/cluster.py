@@ -61,6 +61,7 @@ from psycopg import sql
 from gateway.config import ConfigError
 from gateway.detect.detection import DEVICE_SILENT, Detection
 from gateway.detect.engine import DetectorSet
+from gateway.error_text import first_line
 from gateway.ingest.batcher import MicroBatcher
 from gateway.ingest.mqtt_client import IngestConnection, MqttConnectError, MqttIngestClient
 from gateway.ingest.mqtt_wire import InboundPublishes
@@ -424,7 +425,7 @@ class Cluster:
                                 self._take_over(instance_id, *claimed), name=f"takeover-{instance_id}")
             except (psycopg.Error, OSError) as error:
                 if not failing:
-                    log.warning("cluster: heartbeat failed (%s); keeping the last live set", _first_line(error))
+                    log.warning("cluster: heartbeat failed (%s); keeping the last live set", first_line(error))
                     failing = True
                 await link.drop()
             self._wake_heartbeat.clear()
@@ -504,7 +505,7 @@ class Cluster:
                     (instance_id, self.settings.dead_after_s))
         except (OSError, TimeoutError, MqttConnectError, psycopg.Error) as error:
             log.warning("cluster: takeover of %s did not finish (%s); it will be tried again", instance_id,
-                        _first_line(error))
+                        first_line(error))
             return
         self.stats.takeovers += 1
         log.info("cluster: %s retired; its elders move to the live instances", instance_id)
@@ -532,7 +533,7 @@ class Cluster:
                 try:
                     await self._reassign(await link.connection(), writer)
                 except (psycopg.Error, OSError, StorageUnavailable, StorageRejected) as error:
-                    log.warning("cluster: replay waits for the database (%s)", _first_line(error))
+                    log.warning("cluster: replay waits for the database (%s)", first_line(error))
                     await link.drop()
                 finally:
                     self._ready.set()
@@ -691,10 +692,6 @@ def _insert_order(d: Detection) -> tuple[str, str, int, bool]:
 
 def _discard(publishes: InboundPublishes, conn: IngestConnection) -> None:
     """A dead instance's detect session is only ended, never read."""
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 __all__ = ["Cluster", "Ownership", "owner_of", "topic_device", "weight"]

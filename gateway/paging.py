@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from gateway.error_text import first_line
 from gateway.notify.outbox import OutboxSender
 from rules.engine import AlertEngine
 
@@ -97,7 +98,3 @@ class PagingLoops:
                 pass
 
         await self._database_loop(self.outbox_due, self.outbox_poll_s, step, "outbox")
-
-
-def first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -16,6 +16,7 @@ import psycopg
 
 from gateway.detect.registry import RegistryFile
 from gateway.detect.registry_db import load_registry_from_db
+from gateway.error_text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -48,5 +49,5 @@ async def watch_registry(dsn: str, kwargs: dict[str, Any], every_s: float,
                 loaded = True
             seen = current
         except psycopg.Error as error:
-            log.debug("registry watch: %s", str(error).strip().splitlines()[0] if str(error).strip() else error)
+            log.debug("registry watch: %s", first_line(error))
         await asyncio.sleep(every_s)

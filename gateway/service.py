@@ -34,6 +34,7 @@ from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
 from gateway.detect.registry import RegistryFile, load_registry, parse_window
 from gateway.detect.registry_db import import_registry, load_registry_from_db
+from gateway.error_text import first_line
 from gateway.gc_tuning import freeze_long_lived
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
@@ -262,7 +263,7 @@ class Gateway:
             await asyncio.to_thread(work)
         except psycopg.OperationalError as error:
             log.warning("database unreachable at start-up (%s); spooling until it returns",
-                        _first_line(error))
+                        first_line(error))
             self.database_up = False
 
     async def _load_registry(self, dsn: str, kwargs: dict[str, object]) -> RegistryFile:
@@ -288,7 +289,7 @@ class Gateway:
             if registry is not None:
                 return registry
             log.error("registry unavailable (%s): detecting with default thresholds, no fences",
-                      _first_line(error))
+                      first_line(error))
             return RegistryFile()
 
     async def _registry_watch(self, dsn: str, kwargs: dict[str, object]) -> None:
@@ -482,8 +483,8 @@ class Gateway:
         detections: list[Detection] | None = None,
     ) -> None:
         """The database refused rows it should have taken: keep them all as dead letters."""
-        log.error("database rejected a batch of %d messages: %s", len(raw), _first_line(error))
-        reason = f"storage rejected the batch: {_first_line(error)}"
+        log.error("database rejected a batch of %d messages: %s", len(raw), first_line(error))
+        reason = f"storage rejected the batch: {first_line(error)}"
         letters = DecodedBatch(
             dead_letters=[
                 DeadLetter(raw.received_ms, t.decode(errors="replace"), reason, p)
@@ -533,7 +534,7 @@ class Gateway:
 
     def _database_down(self, error: Exception) -> None:
         if self.database_up:
-            log.warning("database unavailable (%s); spooling to %s", _first_line(error),
+            log.warning("database unavailable (%s); spooling to %s", first_line(error),
                         self.spool.directory)
             self.database_up = False
 
@@ -552,7 +553,7 @@ class Gateway:
             try:
                 await asyncio.to_thread(work)
             except psycopg.Error as error:
-                log.warning("partition upkeep failed: %s", _first_line(error))
+                log.warning("partition upkeep failed: %s", first_line(error))
 
     async def _log_stats(self) -> None:
         while True:
@@ -563,10 +564,6 @@ class Gateway:
                 self.batcher.received, s.rows_stored, s.dead_letters, s.spooled_messages,
                 s.replayed_messages,
             )
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _with_password(dsn: str, kwargs: dict[str, object]) -> str:
