@@ -124,16 +124,24 @@ def build_registry(plan: LoadPlan, seed: int = 11) -> Registry:
     n = plan.elders
     bands = probe_band_ids(plan.probe_bands) + plan.group("s30-").ids() + plan.group("s60-").ids()
     assert len(bands) == n
-    devices: list[list[dict[str, Any]]] = [[{"id": b, "type": "wristband",
-                                             "reporting_interval_s": 30 if i < len(bands) - plan.group("s60-").count
-                                             else 60}] for i, b in enumerate(bands)]
+    devices: list[list[dict[str, Any]]] = [
+        [
+            {
+                "id": b,
+                "type": "wristband",
+                "reporting_interval_s": 30 if i < len(bands) - plan.group("s60-").count else 60,
+            }
+        ]
+        for i, b in enumerate(bands)
+    ]
     elder_of = {b: i for i, b in enumerate(bands)}
     conditions: list[list[str]] = [[] for _ in range(n)]
     for prefix, condition in (("s1h-", ""), ("s6h-", "diabetes"), ("s12h-", "hypertension")):
         group = plan.group(prefix)
         for device, elder in zip(group.ids(), rnd.sample(range(n), group.count), strict=True):
-            devices[elder].append({"id": device, "type": group.type,
-                                   "reporting_interval_s": min(86_400, round(group.period_s))})
+            devices[elder].append(
+                {"id": device, "type": group.type, "reporting_interval_s": min(86_400, round(group.period_s))}
+            )
             elder_of[device] = elder
             if condition:
                 conditions[elder].append(condition)
@@ -143,21 +151,40 @@ def build_registry(plan: LoadPlan, seed: int = 11) -> Registry:
         name = SURNAMES[i % len(SURNAMES)] + GIVEN[(i * 7 + i // 20) % len(GIVEN)]
         lat, lon = homes[i]
         probe = i < plan.probe_bands
-        elders.append({
-            "id": f"e{i:05d}", "name": name, "community": f"社区{i // ELDERS_PER_COMMUNITY + 1}",
-            "grid": f"网格{i // ELDERS_PER_GRID + 1}", "address": f"幸福路{100 + i}号",
-            "conditions": conditions[i] + (["dementia"] if probe and i % 2 == 0 else []),
-            "home": {"lat": lat, "lon": lon},
-            "contacts": [{"name": name[0] + "强", "phone": family_phone(i), "relation": "child"}],
-            "fences": [{"id": "home", "circle": {"lat": lat, "lon": lon, "radius_m": 150}}] if probe else [],
-            "devices": devices[i],
-        })
+        elders.append(
+            {
+                "id": f"e{i:05d}",
+                "name": name,
+                "community": f"社区{i // ELDERS_PER_COMMUNITY + 1}",
+                "grid": f"网格{i // ELDERS_PER_GRID + 1}",
+                "address": f"幸福路{100 + i}号",
+                "conditions": conditions[i] + (["dementia"] if probe and i % 2 == 0 else []),
+                "home": {"lat": lat, "lon": lon},
+                "contacts": [{"name": name[0] + "强", "phone": family_phone(i), "relation": "child"}],
+                "fences": [{"id": "home", "circle": {"lat": lat, "lon": lon, "radius_m": 150}}] if probe else [],
+                "devices": devices[i],
+            }
+        )
     responders: list[dict[str, Any]] = [
-        {"id": f"grid-{g + 1}", "name": f"网格员{g + 1}", "role": "grid_worker", "phone": f"+86139{g:08d}",
-         "grid": f"网格{g + 1}"} for g in range(math.ceil(n / ELDERS_PER_GRID))]
-    responders += [{"id": f"station-{c + 1}", "name": f"社区{c + 1}养老驿站", "role": "post_station",
-                    "phone": f"+8621{c:08d}", "community": f"社区{c + 1}"}
-                   for c in range(math.ceil(n / ELDERS_PER_COMMUNITY))]
+        {
+            "id": f"grid-{g + 1}",
+            "name": f"网格员{g + 1}",
+            "role": "grid_worker",
+            "phone": f"+86139{g:08d}",
+            "grid": f"网格{g + 1}",
+        }
+        for g in range(math.ceil(n / ELDERS_PER_GRID))
+    ]
+    responders += [
+        {
+            "id": f"station-{c + 1}",
+            "name": f"社区{c + 1}养老驿站",
+            "role": "post_station",
+            "phone": f"+8621{c:08d}",
+            "community": f"社区{c + 1}",
+        }
+        for c in range(math.ceil(n / ELDERS_PER_COMMUNITY))
+    ]
     responders.append({"id": "hotline", "name": "24小时热线", "role": "hotline", "phone": "+8640000000001"})
     return Registry({"elders": elders, "responders": responders}, elder_of, homes)
 
@@ -238,18 +265,33 @@ def _emit(event: str, **fields: Any) -> None:
 async def _fleet(spec: dict[str, Any]) -> None:
     shards: list[tuple[FleetShard, float]] = []
     for k, g in enumerate(spec["groups"]):
-        config = FleetConfig(devices=g["count"], rate=g["rate"], duration_s=spec["duration_s"], host="127.0.0.1",
-                             port=spec["port"], mix={g["type"]: 1.0}, id_prefix=g["prefix"], seed=k + 1,
-                             keepalive_s=g["keepalive_s"], drain_s=30.0, connect_concurrency=100)
+        config = FleetConfig(
+            devices=g["count"],
+            rate=g["rate"],
+            duration_s=spec["duration_s"],
+            host="127.0.0.1",
+            port=spec["port"],
+            mix={g["type"]: 1.0},
+            id_prefix=g["prefix"],
+            seed=k + 1,
+            keepalive_s=g["keepalive_s"],
+            drain_s=30.0,
+            connect_concurrency=100,
+        )
         devices = fleet_devices(config)
         if spec["per_device"]:  # one connection, login and will per device (the broker accepts any password)
             config = replace(config, credentials={d: "soak" for d, _ in devices})
         shards.append((FleetShard(config, devices, k), float(g["rate"])))
     started = time.monotonic()
     await asyncio.gather(*(s.connect() for s, _ in shards))
-    _emit("connected", seconds=time.monotonic() - started, links=sum(len(s.links) for s, _ in shards),
-          up=sum(int(s.table.up.sum()) for s, _ in shards), refused=sum(s.refused for s, _ in shards),
-          errors=sum(s.table.errors for s, _ in shards))
+    _emit(
+        "connected",
+        seconds=time.monotonic() - started,
+        links=sum(len(s.links) for s, _ in shards),
+        up=sum(int(s.table.up.sum()) for s, _ in shards),
+        refused=sum(s.refused for s, _ in shards),
+        errors=sum(s.table.errors for s, _ in shards),
+    )
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.readline)  # "go"
     stop = threading.Event()
@@ -263,19 +305,36 @@ async def _fleet(spec: dict[str, Any]) -> None:
     async def report() -> None:
         while True:
             await asyncio.sleep(1.0)
-            _emit("progress", sent=sum(s.table.sent for s, _ in shards),
-                  acked=sum(s.table.acked for s, _ in shards), errors=sum(s.table.errors for s, _ in shards),
-                  up=sum(int(s.table.up.sum()) for s, _ in shards))
+            _emit(
+                "progress",
+                sent=sum(s.table.sent for s, _ in shards),
+                acked=sum(s.table.acked for s, _ in shards),
+                errors=sum(s.table.errors for s, _ in shards),
+                up=sum(int(s.table.up.sum()) for s, _ in shards),
+            )
 
     reporter = asyncio.create_task(report(), name="report")
-    await asyncio.gather(*(s.run(stop.is_set, rate) if rate >= 1 else _run_slow(s, stop.is_set, rate)
-                           for s, rate in shards))
+    await asyncio.gather(
+        *(s.run(stop.is_set, rate) if rate >= 1 else _run_slow(s, stop.is_set, rate) for s, rate in shards)
+    )
     reporter.cancel()
-    _emit("done", groups=[{"prefix": g["prefix"], "sent": s.table.sent, "acked": s.table.acked,
-                           "errors": s.table.errors, "duration_s": s.duration_s, "by_topic": s.acked_by_topic(),
-                           "refused": s.refused, "links": len(s.links),
-                           "error_samples": list(s.table.error_samples)[:3]}
-                          for (s, _), g in zip(shards, spec["groups"], strict=True)])
+    _emit(
+        "done",
+        groups=[
+            {
+                "prefix": g["prefix"],
+                "sent": s.table.sent,
+                "acked": s.table.acked,
+                "errors": s.table.errors,
+                "duration_s": s.duration_s,
+                "by_topic": s.acked_by_topic(),
+                "refused": s.refused,
+                "links": len(s.links),
+                "error_samples": list(s.table.error_samples)[:3],
+            }
+            for (s, _), g in zip(shards, spec["groups"], strict=True)
+        ],
+    )
 
 
 async def _run_slow(shard: FleetShard, stop: Callable[[], bool], rate: float) -> None:
@@ -293,7 +352,7 @@ async def _run_slow(shard: FleetShard, stop: Callable[[], bool], rate: float) ->
             shard._ping(last_ping)
             shard._watch()
         if sent < int(rate * elapsed):
-            chosen = shard._pick(order[sent % n:sent % n + 1])
+            chosen = shard._pick(order[sent % n : sent % n + 1])
             if chosen.shape[0]:
                 shard._send(chosen)
                 sent += 1

@@ -47,14 +47,24 @@ def phone(i: int) -> str:
 
 
 def registry(n: int) -> dict[str, Any]:
-    elders = [{
-        "id": f"e{i}", "name": f"老人{i}", "community": "幸福社区", "grid": "g1",
-        "contacts": [{"name": f"家属{i}", "phone": phone(i), "channels": ["sms", "voice"]}],
-        "devices": [{"id": f"pg-{i}", "type": "pager"}],
-    } for i in range(n)]
-    return {"elders": elders, "responders": [
-        {"id": "grid", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "g1"},
-        {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"}]}
+    elders = [
+        {
+            "id": f"e{i}",
+            "name": f"老人{i}",
+            "community": "幸福社区",
+            "grid": "g1",
+            "contacts": [{"name": f"家属{i}", "phone": phone(i), "channels": ["sms", "voice"]}],
+            "devices": [{"id": f"pg-{i}", "type": "pager"}],
+        }
+        for i in range(n)
+    ]
+    return {
+        "elders": elders,
+        "responders": [
+            {"id": "grid", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "g1"},
+            {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"},
+        ],
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -93,8 +103,11 @@ class Background:
     """Wristband telemetry at a steady rate, from its own process (not this one's GIL)."""
 
     def __init__(self, port: int, rate: int, seconds: float) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", BACKGROUND, str(port), str(rate), str(seconds),
-                                      str(REPO)], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", BACKGROUND, str(port), str(rate), str(seconds), str(REPO)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         self.proc.stdout.readline()  # "ready": the frames are built
 
@@ -113,12 +126,15 @@ def run_trials(broker: LocalMosquitto, fake: FakeTwilio, trials: int, first: int
             i = first + k
             target = phone(i)
             t0 = time.time() * 1000
-            info = pub.publish(f"eldercare/v1/pager/pg-{i}/event",
-                               json.dumps({"ts": int(t0), "event": "sos"}), qos=1)
+            info = pub.publish(f"eldercare/v1/pager/pg-{i}/event", json.dumps({"ts": int(t0), "event": "sos"}), qos=1)
             info.wait_for_publish(10)
             found = fake.wait_until_sync(
-                lambda target=target: next((r.received_at_ms for r in [*fake.messages, *fake.calls]
-                                            if r.to == target), None), timeout_s=15, what=f"page for trial {k}")
+                lambda target=target: next(
+                    (r.received_at_ms for r in [*fake.messages, *fake.calls] if r.to == target), None
+                ),
+                timeout_s=15,
+                what=f"page for trial {k}",
+            )
             latencies.append(found - t0)
             time.sleep(0.05)
     finally:
@@ -132,8 +148,10 @@ def wait_for_gateway(dsn: str, timeout_s: float = 60) -> None:
     with psycopg.connect(dsn) as conn:
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = '' "
-                               "AND datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = '' "
+                "AND datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
             if row and row[0] >= 2:
                 break
             time.sleep(0.2)
@@ -157,43 +175,74 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--background", type=int, default=18_000, help="telemetry msg/s while loaded")
-    parser.add_argument("--alert-worker", choices=("process", "inline"), default="process",
-                        help="where the alert engine and outbox run (notify.alert_worker)")
+    parser.add_argument(
+        "--alert-worker",
+        choices=("process", "inline"),
+        default="process",
+        help="where the alert engine and outbox run (notify.alert_worker)",
+    )
     parser.add_argument("--batch-age-ms", type=float, default=0, help="ingest.batch_max_age_ms (default: shipped)")
     args = parser.parse_args()
     fake = FakeTwilio(SID, TOKEN)
-    with private_services("eldercare-latency-", fsync=True, max_queued_messages=1_000_000,
-                          broker_persistence=False) as (broker, database), running_in_thread(fake):
+    with (
+        private_services("eldercare-latency-", fsync=True, max_queued_messages=1_000_000, broker_persistence=False) as (
+            broker,
+            database,
+        ),
+        running_in_thread(fake),
+    ):
         root = broker.workdir.parent
         (root / "registry.yaml").write_text(yaml.safe_dump(registry(2 * args.trials), allow_unicode=True))
         port = free_port()
-        (root / "config.yaml").write_text(yaml.safe_dump({
-            "mqtt": {"port": broker.port, "client_id": "gateway"},
-            "database": {"dsn": database.dsn},
-            "storage": {"spool_dir": str(root / "spool")},
-            "registry": {"file": str(root / "registry.yaml")},
-            "notify": {"public_base_url": f"http://127.0.0.1:{port}", "http_port": port,
-                       "alert_worker": args.alert_worker,
-                       "twilio": {"account_sid": SID, "auth_token": TOKEN, "sms_from": "+15005550006",
-                                  "voice_from": "+15005550006", "base_url": fake.base_url}},
-            "logging": {"level": "WARNING"},
-            **({"ingest": {"batch_max_age_ms": args.batch_age_ms}} if args.batch_age_ms else {}),
-        }))
+        (root / "config.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "mqtt": {"port": broker.port, "client_id": "gateway"},
+                    "database": {"dsn": database.dsn},
+                    "storage": {"spool_dir": str(root / "spool")},
+                    "registry": {"file": str(root / "registry.yaml")},
+                    "notify": {
+                        "public_base_url": f"http://127.0.0.1:{port}",
+                        "http_port": port,
+                        "alert_worker": args.alert_worker,
+                        "twilio": {
+                            "account_sid": SID,
+                            "auth_token": TOKEN,
+                            "sms_from": "+15005550006",
+                            "voice_from": "+15005550006",
+                            "base_url": fake.base_url,
+                        },
+                    },
+                    "logging": {"level": "WARNING"},
+                    **({"ingest": {"batch_max_age_ms": args.batch_age_ms}} if args.batch_age_ms else {}),
+                }
+            )
+        )
         with (root / "gateway.log").open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(root / "config.yaml"), "run"],
-                                    cwd=REPO, stdout=log, stderr=log)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "-c", str(root / "config.yaml"), "run"],
+                cwd=REPO,
+                stdout=log,
+                stderr=log,
+            )
         try:
             wait_for_gateway(database.dsn)
             idle, loaded, achieved = measure(broker, fake, args)
         finally:
             proc.terminate()
             proc.wait(30)
-    print(f"SOS over MQTT -> first request at the fake Twilio ({args.trials // 2} trials each; "
-          f"fsync on; gateway in its own process; alert worker: {args.alert_worker})")
-    for label, values, note in (("idle", idle, ""),
-                                ("loaded", loaded, f" (background telemetry {achieved:,.0f} msg/s)")):
-        print(f"{label:>7}: p50 {statistics.median(values):6.1f} ms  p99 {percentile(values, 0.99):6.1f} ms  "
-              f"max {max(values):6.1f} ms{note}")
+    print(
+        f"SOS over MQTT -> first request at the fake Twilio ({args.trials // 2} trials each; "
+        f"fsync on; gateway in its own process; alert worker: {args.alert_worker})"
+    )
+    for label, values, note in (
+        ("idle", idle, ""),
+        ("loaded", loaded, f" (background telemetry {achieved:,.0f} msg/s)"),
+    ):
+        print(
+            f"{label:>7}: p50 {statistics.median(values):6.1f} ms  p99 {percentile(values, 0.99):6.1f} ms  "
+            f"max {max(values):6.1f} ms{note}"
+        )
     print(f"sos_p50_ms={statistics.median(loaded):.1f} sos_p99_ms={percentile(loaded, 0.99):.1f}")
     return 0
 

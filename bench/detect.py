@@ -47,20 +47,24 @@ def fence(i: int, lat: float, lon: float, rnd: random.Random) -> dict[str, Any]:
     for k in range(6):
         a = k * math.pi / 3 + rnd.uniform(-0.2, 0.2)
         r = 300 * rnd.uniform(0.8, 1.2)
-        pts.append([lon + r * math.cos(a) / (111_320 * math.cos(math.radians(lat))),
-                    lat + r * math.sin(a) / 110_574])
+        pts.append([lon + r * math.cos(a) / (111_320 * math.cos(math.radians(lat))), lat + r * math.sin(a) / 110_574])
     pts.append(pts[0])
     return {"id": "home", "geojson": {"type": "Polygon", "coordinates": [pts]}}
 
 
 def registry(rnd: random.Random) -> tuple[Any, list[tuple[float, float]]]:
     positions = homes(DEVICES, rnd)
-    elders = [{
-        "id": f"e{i:05d}", "name": f"elder {i}", "lives_alone": i % 3 == 0,
-        "conditions": ["dementia"] if i % 10 == 0 else [],
-        "fences": [fence(i, lat, lon, rnd)],
-        "devices": [{"id": f"wb-{i:05d}", "type": "wristband"}],
-    } for i, (lat, lon) in enumerate(positions)]
+    elders = [
+        {
+            "id": f"e{i:05d}",
+            "name": f"elder {i}",
+            "lives_alone": i % 3 == 0,
+            "conditions": ["dementia"] if i % 10 == 0 else [],
+            "fences": [fence(i, lat, lon, rnd)],
+            "devices": [{"id": f"wb-{i:05d}", "type": "wristband"}],
+        }
+        for i, (lat, lon) in enumerate(positions)
+    ]
     return registry_from_dicts(elders), positions
 
 
@@ -74,8 +78,7 @@ def next_device(rnd: random.Random) -> int:
     return _ORDER.pop()
 
 
-def stream(n: int, positions: list[tuple[float, float]], start_ms: int,
-           rnd: random.Random) -> RawBatch:
+def stream(n: int, positions: list[tuple[float, float]], start_ms: int, rnd: random.Random) -> RawBatch:
     topics, payloads = [], []
     for k in range(n):
         i = next_device(rnd)
@@ -84,23 +87,34 @@ def stream(n: int, positions: list[tuple[float, float]], start_ms: int,
         # are ordinary (with a rare odd sample that persistence must ignore)
         away = 0.0055 if i % 100 == 1 else 0.0
         payload = {
-            "ts": start_ms + k, "lat": round(lat + away + rnd.gauss(0, 0.0003), 6),
-            "lon": round(lon + rnd.gauss(0, 0.0003), 6), "gps_acc_m": round(rnd.uniform(3, 30), 1),
+            "ts": start_ms + k,
+            "lat": round(lat + away + rnd.gauss(0, 0.0003), 6),
+            "lon": round(lon + rnd.gauss(0, 0.0003), 6),
+            "gps_acc_m": round(rnd.uniform(3, 30), 1),
             # clinically ordinary values with a small abnormal share (about 1 in 200)
             "hr": 135 if i % 100 == 2 or rnd.random() < 0.005 else int(rnd.gauss(74, 9)),
-            "spo2": min(100, int(rnd.gauss(97, 1.2))), "steps": k // 7,
-            "battery": 60.0, "worn": True,
+            "spo2": min(100, int(rnd.gauss(97, 1.2))),
+            "steps": k // 7,
+            "battery": 60.0,
+            "worn": True,
         }
         topics.append(f"eldercare/v1/wristband/wb-{i:05d}/telemetry".encode())
         payloads.append(json.dumps(payload, separators=(",", ":")).encode())
     return RawBatch(topics, payloads, [0] * n, [False] * n, start_ms + n)
 
 
-def measure(batch_size: int, total: int, detectors: DetectorSet, positions: list[tuple[float, float]],
-            rnd: random.Random, start_ms: int) -> tuple[float, float, int]:
+def measure(
+    batch_size: int,
+    total: int,
+    detectors: DetectorSet,
+    positions: list[tuple[float, float]],
+    rnd: random.Random,
+    start_ms: int,
+) -> tuple[float, float, int]:
     decoder = BatchDecoder()
-    batches = [stream(batch_size, positions, start_ms + b * batch_size, rnd)
-               for b in range(max(1, total // batch_size))]
+    batches = [
+        stream(batch_size, positions, start_ms + b * batch_size, rnd) for b in range(max(1, total // batch_size))
+    ]
     decoded = [decoder.decode(b) for b in batches[:2]]  # warm the route cache
     t = time.perf_counter()
     decoded = [decoder.decode(b) for b in batches]
@@ -133,8 +147,7 @@ def fall_model_cost(path: Path, batch: int = 1_000, seconds: int = 20) -> tuple[
     slots = np.arange(n, dtype=np.int64)
     elapsed = 0.0
     for second in range(seconds):
-        windows = [acc[offsets[i] + second * 50: offsets[i] + (second + 1) * 50].astype(np.float64)
-                   for i in range(n)]
+        windows = [acc[offsets[i] + second * 50 : offsets[i] + (second + 1) * 50].astype(np.float64) for i in range(n)]
         t0 = np.full(n, 1_795_000_000_000 + second * 1000, np.int64)
         t = time.perf_counter()
         model.update(slots, t0, windows)
@@ -153,8 +166,10 @@ def main() -> int:
     setup_bytes = sum(s.size_diff for s in after.compare_to(before, "filename"))
     start_ms = int(time.time() * 1000) - 3_600_000
     print(f"{DEVICES:,} wristbands, one elder and one fence each (half circles, half polygons)")
-    print("median of 5 passes of 20,000 messages; 'new' = detections raised in those passes "
-          "(standing alerts fire once, during warm-up)")
+    print(
+        "median of 5 passes of 20,000 messages; 'new' = detections raised in those passes "
+        "(standing alerts fire once, during warm-up)"
+    )
     print(f"{'batch':>7} {'decode us/msg':>14} {'detect us/msg':>14} {'new':>11}")
     results = {}
     for size in (100, 1_000, 10_000):
@@ -172,14 +187,18 @@ def main() -> int:
         results[size] = (decode_us, detect_us)
         print(f"{size:>7,} {decode_us:>14.2f} {detect_us:>14.2f} {found:>11,}")
     per_device = detectors.bytes_per_device()
-    print(f"detector state: {per_device} bytes per device in arrays; all detector structures "
-          f"(registry index, fences, prepared geometries): {setup_bytes / DEVICES / 1024:.1f} KiB "
-          f"per device")
+    print(
+        f"detector state: {per_device} bytes per device in arrays; all detector structures "
+        f"(registry index, fences, prepared geometries): {setup_bytes / DEVICES / 1024:.1f} KiB "
+        f"per device"
+    )
     falls = fall_model_cost(REPO.parent / "shared" / "data" / "fallalld_wrist_50hz.npz")
     if falls:
-        print(f"accelerometer fall model (bands that stream raw windows): {falls[0]:.1f} us per 1-s window "
-              f"at 1,000 windows per batch, replaying FallAllD activity (worst case); "
-              f"{falls[1]:,.0f} bytes per device")
+        print(
+            f"accelerometer fall model (bands that stream raw windows): {falls[0]:.1f} us per 1-s window "
+            f"at 1,000 windows per batch, replaying FallAllD activity (worst case); "
+            f"{falls[1]:,.0f} bytes per device"
+        )
     decode_us, detect_us = results[1_000]
     print(f"detect_us_per_msg={detect_us:.2f} decode_us_per_msg={decode_us:.2f}")
     return 0

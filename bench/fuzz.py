@@ -53,20 +53,123 @@ INSTRUMENT = {
     "registry": ["gateway.detect.registry", "gateway.detect.geo", "rules.model", "yaml"],
 }
 DICTIONARY = {
-    "payload": ['"ts"', '"hr"', '"spo2"', '"lat"', '"lon"', '"steps"', '"battery"', '"worn"', '"accel"',
-                '"samples"', '"rate_hz"', '"glucose"', '"unit"', '"mg/dL"', '"systolic"', '"diastolic"',
-                '"event"', '"sos"', '"alert"', '"firmware"', '"online"', '"device_id"', '"bn"', '"bt"', '"n"',
-                '"v"', '"vs"', '"vb"', '"u"', '"t"', "NaN", "Infinity", "1e999", "-0", "18446744073709551616",
-                '"\\u0000"', '"\\ud800"', '"2026-11-18T16:26:40+08:00"', "true", "null", "[", "{", "]", "}", ":",
-                ","],
-    "config": ["mqtt:", "database:", "ingest:", "detect:", "escalation:", "notify:", "twilio:", "policies:",
-               "tiers:", "roles:", "kinds:", "wait_s:", "_file:", "!!binary", "&a", "*a", "? ", "- ", "{", "[",
-               ".inf", ".nan", "~", "port:", "timezone:", "quiet_hours:"],
-    "registry": ["elders:", "responders:", "roster_overrides:", "fences:", "geojson:", "coordinates:",
-                 "Polygon", "circle:", "radius_m:", "devices:", "contacts:", "phone:", "shifts:", "daily ",
-                 "thresholds:", "!!binary", "&a", "*a", "- ", "[", "{", ".nan", "~"],
-    "webhooks": ["MessageSid", "CallSid", "From", "Body", "Digits", "CallStatus", "MessageStatus", "\\x1e",
-                 "\\x00", "%00", "+8613800000001", "completed", "no-answer", "1 A1"],
+    "payload": [
+        '"ts"',
+        '"hr"',
+        '"spo2"',
+        '"lat"',
+        '"lon"',
+        '"steps"',
+        '"battery"',
+        '"worn"',
+        '"accel"',
+        '"samples"',
+        '"rate_hz"',
+        '"glucose"',
+        '"unit"',
+        '"mg/dL"',
+        '"systolic"',
+        '"diastolic"',
+        '"event"',
+        '"sos"',
+        '"alert"',
+        '"firmware"',
+        '"online"',
+        '"device_id"',
+        '"bn"',
+        '"bt"',
+        '"n"',
+        '"v"',
+        '"vs"',
+        '"vb"',
+        '"u"',
+        '"t"',
+        "NaN",
+        "Infinity",
+        "1e999",
+        "-0",
+        "18446744073709551616",
+        '"\\u0000"',
+        '"\\ud800"',
+        '"2026-11-18T16:26:40+08:00"',
+        "true",
+        "null",
+        "[",
+        "{",
+        "]",
+        "}",
+        ":",
+        ",",
+    ],
+    "config": [
+        "mqtt:",
+        "database:",
+        "ingest:",
+        "detect:",
+        "escalation:",
+        "notify:",
+        "twilio:",
+        "policies:",
+        "tiers:",
+        "roles:",
+        "kinds:",
+        "wait_s:",
+        "_file:",
+        "!!binary",
+        "&a",
+        "*a",
+        "? ",
+        "- ",
+        "{",
+        "[",
+        ".inf",
+        ".nan",
+        "~",
+        "port:",
+        "timezone:",
+        "quiet_hours:",
+    ],
+    "registry": [
+        "elders:",
+        "responders:",
+        "roster_overrides:",
+        "fences:",
+        "geojson:",
+        "coordinates:",
+        "Polygon",
+        "circle:",
+        "radius_m:",
+        "devices:",
+        "contacts:",
+        "phone:",
+        "shifts:",
+        "daily ",
+        "thresholds:",
+        "!!binary",
+        "&a",
+        "*a",
+        "- ",
+        "[",
+        "{",
+        ".nan",
+        "~",
+    ],
+    "webhooks": [
+        "MessageSid",
+        "CallSid",
+        "From",
+        "Body",
+        "Digits",
+        "CallStatus",
+        "MessageStatus",
+        "\\x1e",
+        "\\x00",
+        "%00",
+        "+8613800000001",
+        "completed",
+        "no-answer",
+        "1 A1",
+    ],
     "mqtt": ["\\x30", "\\x32", "\\x40\\x02", "\\x90", "\\x20\\x02", "\\xd0\\x00", "\\xff\\xff\\xff\\x7f", "\\x80\\x80"],
 }
 REGISTRY_SEED = """\
@@ -94,6 +197,7 @@ roster_overrides:
 
 # -- child: one target under libFuzzer -----------------------------------------------------------
 
+
 def _seeds(target: str) -> list[bytes]:
     import msgspec
 
@@ -107,17 +211,26 @@ def _seeds(target: str) -> list[bytes]:
         for ex in EXAMPLES:
             index = ROUTES.index(topic_for(ex.device_type, "dev-1", ex.channel))
             payload = msgspec.json.encode(ex.payload)
-            out.append(bytes([index]) + payload if target == "payload"
-                       else bytes([0, index]) + len(payload).to_bytes(2, "big") + payload)
+            out.append(
+                bytes([index]) + payload
+                if target == "payload"
+                else bytes([0, index]) + len(payload).to_bytes(2, "big") + payload
+            )
         return out
     if target == "mqtt":
-        return [bytes([3, 5, 9]) + encode_publish("eldercare/v1/wristband/wb-1/telemetry", b'{"ts":1}', qos=1,
-                                                  packet_id=7) + encode_pubacks([1, 2]),
-                bytes([0, 0, 0]) + encode_publish("t", b"x" * 200, qos=0)]
+        return [
+            bytes([3, 5, 9])
+            + encode_publish("eldercare/v1/wristband/wb-1/telemetry", b'{"ts":1}', qos=1, packet_id=7)
+            + encode_pubacks([1, 2]),
+            bytes([0, 0, 0]) + encode_publish("t", b"x" * 200, qos=0),
+        ]
     if target == "webhooks":
-        return [b"\x00\x00\x00MessageSid\x1eSM1\x1eFrom\x1e+8613800000001\x1eBody\x1e1",
-                b"\x01\x00\x00CallSid\x1eCA1\x1eDigits\x1e1", b"\x02\x00\x00CallSid\x1eCA1\x1eCallStatus\x1ebusy",
-                b"\x00\x00\x04MessageSid=SM1&From=%2B8613800000001&Body=1"]
+        return [
+            b"\x00\x00\x00MessageSid\x1eSM1\x1eFrom\x1e+8613800000001\x1eBody\x1e1",
+            b"\x01\x00\x00CallSid\x1eCA1\x1eDigits\x1e1",
+            b"\x02\x00\x00CallSid\x1eCA1\x1eCallStatus\x1ebusy",
+            b"\x00\x00\x04MessageSid=SM1&From=%2B8613800000001&Body=1",
+        ]
     if target == "config":
         return [(REPO / "config.yaml").read_bytes(), b"mqtt: {port: 1883}\n", b"escalation: {policies: []}\n"]
     return [REGISTRY_SEED.encode(), b"elders: []\n"]
@@ -130,39 +243,54 @@ def _one_input(target: str, dsn: str | None) -> Callable[[bytes], None]:
     # Inputs are read front to back by hand (atheris' data provider takes integers from the end,
     # which would split the seeds' JSON): the first byte picks the topic, the rest is the payload.
     if target == "payload":
+
         def payload(data: bytes) -> None:
             pick = data[0] if data else 0
             topic = routes[pick % len(routes)] if pick < 240 else data[1:41].decode("utf-8", "replace")
             checks.check_payload(topic, data[1:] if pick < 240 else data[41:])
+
         return payload
     if target == "batch":
+
         def batch(data: bytes) -> None:  # count, then per message: topic byte, 2-byte length, payload
             topics, payloads, pos = [], [], 1
             for _ in range(1 + (data[0] % 8 if data else 0)):
                 pick = data[pos] if pos < len(data) else 0
-                size = int.from_bytes(data[pos + 1:pos + 3], "big") % 4096
-                topics.append(routes[pick % len(routes)].encode() if pick < 240 else data[pos + 3:pos + 43])
-                payloads.append(data[pos + 3:pos + 3 + size])
+                size = int.from_bytes(data[pos + 1 : pos + 3], "big") % 4096
+                topics.append(routes[pick % len(routes)].encode() if pick < 240 else data[pos + 3 : pos + 43])
+                payloads.append(data[pos + 3 : pos + 3 + size])
                 pos += 3 + size
             checks.check_batch(topics, payloads)
+
         return batch
     if target == "mqtt":
+
         def mqtt(data: bytes) -> None:
             checks.check_stream(data[3:], list(data[:3]))
+
         return mqtt
     if target == "config":
+
         def config(data: bytes) -> None:
             checks.check_config(data)
+
         return config
     if target == "registry":
+
         def registry(data: bytes) -> None:
             checks.check_registry(data)
+
         return registry
     assert dsn is not None
     hooks = checks.start_webhooks(dsn)
     paths = ["/twilio/sms", "/twilio/voice/gather/{}", "/twilio/status/{}", "/twilio/voice/gather/x", "/twilio/sms/"]
-    content_types = ["application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz", "multipart/form-data",
-                     "text/plain", "application/json"]
+    content_types = [
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=xyz",
+        "multipart/form-data",
+        "text/plain",
+        "application/json",
+    ]
 
     def webhooks(data: bytes) -> None:  # path byte, id byte, mode byte, then fields split by \x1e
         head = data[:3].ljust(3, b"\x00")
@@ -179,6 +307,7 @@ def _one_input(target: str, dsn: str | None) -> Callable[[bytes], None]:
         params = dict(zip(fields[::2], fields[1::2], strict=False))
         params.pop("", None)
         checks.check_form_webhook(hooks, path, params, checks.SIGN_MODES[mode], b"forged")
+
     return webhooks
 
 
@@ -225,11 +354,19 @@ def run_child(target: str, seconds: int, out: Path, dsn: str | None) -> None:
                 seen.add(key)
                 (findings / f"{key}.bin").write_bytes(data)
                 (findings / f"{key}.txt").write_text(
-                    f"{signature}\ninput: {data[:400]!r}\n\n" + "".join(traceback.format_exception(error)))
+                    f"{signature}\ninput: {data[:400]!r}\n\n" + "".join(traceback.format_exception(error))
+                )
                 print(f"FINDING {signature}", file=sys.stderr, flush=True)
 
-    args = [sys.argv[0], f"-max_total_time={seconds}", f"-max_len={MAX_LEN[target]}", "-timeout=20",
-            "-rss_limit_mb=3072", "-print_final_stats=1", f"-artifact_prefix={findings}/libfuzzer-"]
+    args = [
+        sys.argv[0],
+        f"-max_total_time={seconds}",
+        f"-max_len={MAX_LEN[target]}",
+        "-timeout=20",
+        "-rss_limit_mb=3072",
+        "-print_final_stats=1",
+        f"-artifact_prefix={findings}/libfuzzer-",
+    ]
     if target in DICTIONARY:
         words = out / f"{target}.dict"
         words.write_text("".join(f'"{_dict_escape(w)}"\n' for w in DICTIONARY[target]))
@@ -251,9 +388,22 @@ def run_target(target: str, seconds: int, out: Path, dsn: str | None) -> dict[st
     with log_path.open("w") as log:
         while (left := seconds - (time.monotonic() - started)) > 5:
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", target, "--seconds", str(int(left)), "--out", str(out),
-                 *(["--dsn", dsn] if dsn else [])],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, check=False)
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    target,
+                    "--seconds",
+                    str(int(left)),
+                    "--out",
+                    str(out),
+                    *(["--dsn", dsn] if dsn else []),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                check=False,
+            )
             text = log_path.read_text(errors="replace")
             runs = text.split("INFO: Running with entropic power schedule")[-1]
             status = _STATUS.findall(runs)
@@ -263,15 +413,26 @@ def run_target(target: str, seconds: int, out: Path, dsn: str | None) -> dict[st
                 cov, ft, corp = max(cov, int(c or 0)), max(ft, int(f or 0)), max(corp, int(k))
             if proc.returncode != 0:
                 stop = _STOP.search(runs)
-                stops.append(next((g for g in stop.groups() if g), "timeout") if stop and stop.groups() else
-                             f"exit {proc.returncode}")
+                stops.append(
+                    next((g for g in stop.groups() if g), "timeout")
+                    if stop and stop.groups()
+                    else f"exit {proc.returncode}"
+                )
                 if len(stops) > 20:
                     break
     elapsed = time.monotonic() - started
     findings = sorted((out / "findings" / target).glob("*.txt"))
-    return {"target": target, "seconds": round(elapsed), "execs": execs, "execs_per_s": round(execs / elapsed),
-            "cov": cov, "features": ft, "corpus": corp, "stops": stops,
-            "findings": [p.read_text().splitlines()[0] for p in findings]}
+    return {
+        "target": target,
+        "seconds": round(elapsed),
+        "execs": execs,
+        "execs_per_s": round(execs / elapsed),
+        "cov": cov,
+        "features": ft,
+        "corpus": corp,
+        "stops": stops,
+        "findings": [p.read_text().splitlines()[0] for p in findings],
+    }
 
 
 def main() -> None:
@@ -317,13 +478,17 @@ def main() -> None:
         shutil.rmtree(pg_root, ignore_errors=True)
     print(f"\n{'target':<9} {'seconds':>7} {'execs':>10} {'exec/s':>7} {'cov':>6} {'ft':>7} {'corpus':>6} findings")
     for r in results:
-        print(f"{r['target']:<9} {r['seconds']:>7} {r['execs']:>10} {r['execs_per_s']:>7} {r['cov']:>6} "
-              f"{r['features']:>7} {r['corpus']:>6} {len(r['findings'])}"
-              + (f" (libFuzzer stops: {', '.join(r['stops'])})" if r["stops"] else ""))
+        print(
+            f"{r['target']:<9} {r['seconds']:>7} {r['execs']:>10} {r['execs_per_s']:>7} {r['cov']:>6} "
+            f"{r['features']:>7} {r['corpus']:>6} {len(r['findings'])}"
+            + (f" (libFuzzer stops: {', '.join(r['stops'])})" if r["stops"] else "")
+        )
         for finding in r["findings"]:
             print(f"    {finding}")
-    print(f"fuzz_findings={sum(len(r['findings']) for r in results)} "
-          f"execs={sum(r['execs'] for r in results)} seconds={sum(r['seconds'] for r in results)}")
+    print(
+        f"fuzz_findings={sum(len(r['findings']) for r in results)} "
+        f"execs={sum(r['execs'] for r in results)} seconds={sum(r['seconds'] for r in results)}"
+    )
 
 
 if __name__ == "__main__":

@@ -46,31 +46,74 @@ def wristband_stream(n: int, devices: int, start_ms: int) -> list[tuple[str, byt
     for i in range(n):
         device = f"wb-{i % devices:05d}"
         payload = {
-            "ts": start_ms + i, "lat": round(31.2304 + rnd.uniform(-0.01, 0.01), 6),
-            "lon": round(121.4737 + rnd.uniform(-0.01, 0.01), 6), "gps_acc_m": 8.5,
-            "hr": rnd.randint(55, 95), "spo2": rnd.randint(93, 99), "steps": i % 9000,
-            "battery": 81.5, "worn": True,
+            "ts": start_ms + i,
+            "lat": round(31.2304 + rnd.uniform(-0.01, 0.01), 6),
+            "lon": round(121.4737 + rnd.uniform(-0.01, 0.01), 6),
+            "gps_acc_m": 8.5,
+            "hr": rnd.randint(55, 95),
+            "spo2": rnd.randint(93, 99),
+            "steps": i % 9000,
+            "battery": 81.5,
+            "worn": True,
         }
-        out.append((f"eldercare/v1/wristband/{device}/telemetry",
-                    json.dumps(payload, separators=(",", ":")).encode()))
+        out.append((f"eldercare/v1/wristband/{device}/telemetry", json.dumps(payload, separators=(",", ":")).encode()))
     return out
 
 
 def register_session(port: int, client_id: str) -> None:
     """Create a persistent session with the subscription, so the broker queues for it."""
     subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-c", "-i",
-         client_id, "-x", str(SESSION_EXPIRY_S), "-q", "1", "-t", TOPIC_FILTER, "-W", "1"],
-        capture_output=True, check=False,
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-V",
+            "mqttv5",
+            "-c",
+            "-i",
+            client_id,
+            "-x",
+            str(SESSION_EXPIRY_S),
+            "-q",
+            "1",
+            "-t",
+            TOPIC_FILTER,
+            "-W",
+            "1",
+        ],
+        capture_output=True,
+        check=False,
     )
 
 
 def drain_mosquitto_sub(port: int, n: int) -> float:
     start = time.perf_counter()
     subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-c", "-i",
-         "null-c", "-x", str(SESSION_EXPIRY_S), "-q", "1", "-t", TOPIC_FILTER, "-C", str(n)],
-        stdout=subprocess.DEVNULL, check=True, timeout=600,
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-V",
+            "mqttv5",
+            "-c",
+            "-i",
+            "null-c",
+            "-x",
+            str(SESSION_EXPIRY_S),
+            "-q",
+            "1",
+            "-t",
+            TOPIC_FILTER,
+            "-C",
+            str(n),
+        ],
+        stdout=subprocess.DEVNULL,
+        check=True,
+        timeout=600,
     )
     return n / (time.perf_counter() - start)
 
@@ -109,8 +152,9 @@ def children_cpu_s() -> float:
 def drain_gmqtt(port: int, n: int) -> tuple[float, float]:
     """(messages/s, CPU microseconds per message) of the gmqtt null subscriber."""
     cpu = children_cpu_s()
-    out = subprocess.run([sys.executable, "-c", GMQTT_NULL, str(port), str(n)],
-                         capture_output=True, text=True, check=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", GMQTT_NULL, str(port), str(n)], capture_output=True, text=True, check=True, timeout=900
+    )
     return float(out.stdout.strip().splitlines()[-1]), (children_cpu_s() - cpu) / n * 1e6
 
 
@@ -128,18 +172,25 @@ def peak_rss_mb(pid: int) -> float:
 
 def drain_gateway(port: int, dsn: str, n: int, workdir: Path) -> tuple[float, int, float, float]:
     config = workdir / "gateway.yaml"
-    config.write_text(json.dumps({
-        "mqtt": {"port": port, "client_id": "gateway"},
-        "database": {"dsn": dsn},
-        "storage": {"spool_dir": str(workdir / "spool")},
-        "notify": {"http_port": 0},
-        "logging": {"level": "WARNING"},
-    }))
-    subprocess.run([sys.executable, "-m", "gateway.cli", "-c", str(config), "db", "upgrade"],
-                   cwd=REPO, check=True, capture_output=True)
+    config.write_text(
+        json.dumps(
+            {
+                "mqtt": {"port": port, "client_id": "gateway"},
+                "database": {"dsn": dsn},
+                "storage": {"spool_dir": str(workdir / "spool")},
+                "notify": {"http_port": 0},
+                "logging": {"level": "WARNING"},
+            }
+        )
+    )
+    subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "-c", str(config), "db", "upgrade"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(config), "run"],
-                                cwd=REPO)
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(config), "run"], cwd=REPO)
         try:
             start = time.perf_counter()
             stored = 0
@@ -166,8 +217,10 @@ def main() -> int:
     n = args.messages
     # no broker persistence: autosaving a store of 1.5M queued messages every few
     # seconds would stall the broker and measure its disk, not the subscribers
-    with private_services("eldercare-bench-", fsync=True, max_queued_messages=n * 2,
-                          broker_persistence=False) as (broker, database):
+    with private_services("eldercare-bench-", fsync=True, max_queued_messages=n * 2, broker_persistence=False) as (
+        broker,
+        database,
+    ):
         root = broker.workdir.parent
         for client_id in ("null-c", "null-gmqtt", "gateway"):
             register_session(broker.port, client_id)
@@ -176,24 +229,28 @@ def main() -> int:
         t = time.perf_counter()
         acked = asyncio.run(publish_all("127.0.0.1", broker.port, stream))
         publish_rate = n / (time.perf_counter() - t)
-        print(f"queued {acked:,} messages ({size:.0f} B payloads, {args.devices:,} devices) "
-              f"for 3 persistent sessions at {publish_rate:,.0f} msg/s")
+        print(
+            f"queued {acked:,} messages ({size:.0f} B payloads, {args.devices:,} devices) "
+            f"for 3 persistent sessions at {publish_rate:,.0f} msg/s"
+        )
         if acked != n:
             print(f"publisher: only {acked} of {n} acknowledged", file=sys.stderr)
             return 1
         c_rate = drain_mosquitto_sub(broker.port, n)
         print(f"mosquitto_sub (C, ceiling):      {c_rate:>10,.0f} msg/s")
         null_rate, null_cpu = drain_gmqtt(broker.port, n)
-        print(f"gmqtt null subscriber (baseline): {null_rate:>10,.0f} msg/s  "
-              f"{null_cpu:5.1f} us CPU/msg")
+        print(f"gmqtt null subscriber (baseline): {null_rate:>10,.0f} msg/s  {null_cpu:5.1f} us CPU/msg")
         gw_rate, rows, rss, gw_cpu = drain_gateway(broker.port, database.dsn, n, root)
-        print(f"gateway (decode+detect+COPY+ack): {gw_rate:>10,.0f} msg/s  "
-              f"{gw_cpu:5.1f} us CPU/msg in the gateway process (PostgreSQL not included)")
-        print(f"ratios: gateway/gmqtt = {gw_rate / null_rate:.2f}, "
-              f"gateway/mosquitto_sub = {gw_rate / c_rate:.2f}, gmqtt/mosquitto_sub = "
-              f"{null_rate / c_rate:.2f}")
-        print(f"rows in database: {rows:,} of {n:,} published; gateway peak RSS {rss:.0f} MB; "
-              f"cores: {os.cpu_count()}")
+        print(
+            f"gateway (decode+detect+COPY+ack): {gw_rate:>10,.0f} msg/s  "
+            f"{gw_cpu:5.1f} us CPU/msg in the gateway process (PostgreSQL not included)"
+        )
+        print(
+            f"ratios: gateway/gmqtt = {gw_rate / null_rate:.2f}, "
+            f"gateway/mosquitto_sub = {gw_rate / c_rate:.2f}, gmqtt/mosquitto_sub = "
+            f"{null_rate / c_rate:.2f}"
+        )
+        print(f"rows in database: {rows:,} of {n:,} published; gateway peak RSS {rss:.0f} MB; cores: {os.cpu_count()}")
         print(f"ingest_ratio={gw_rate / null_rate:.3f} rows_ok={'true' if rows == n else 'false'}")
         return 0
 

@@ -39,15 +39,39 @@ TELEMETRY = "eldercare/v1/+/+/telemetry"
 
 
 def register(port: int, client_id: str, topic: str) -> None:
-    subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-c", "-i", client_id,
-                    "-x", "86400", "-q", "1", "-t", topic, "-W", "1"], capture_output=True, check=False)
+    subprocess.run(
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-V",
+            "mqttv5",
+            "-c",
+            "-i",
+            client_id,
+            "-x",
+            "86400",
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-W",
+            "1",
+        ],
+        capture_output=True,
+        check=False,
+    )
 
 
 def run(mode: str, n: int, devices: int) -> tuple[float, float]:
     names = ["gw-a"] if mode != "cluster x2" else ["gw-a", "gw-b"]
     cluster = mode != "single"
-    with private_services("eldercare-bench-", fsync=True, max_queued_messages=n * 2,
-                          broker_persistence=False) as (broker, database):
+    with private_services("eldercare-bench-", fsync=True, max_queued_messages=n * 2, broker_persistence=False) as (
+        broker,
+        database,
+    ):
         root = broker.workdir.parent
         for name in names:
             register(broker.port, name, f"$share/bench/{TELEMETRY}" if cluster else TELEMETRY)
@@ -58,18 +82,33 @@ def run(mode: str, n: int, devices: int) -> tuple[float, float]:
         configs = []
         for name in names:
             config = root / f"{name}.yaml"
-            config.write_text(json.dumps({
-                "mqtt": {"port": broker.port, "client_id": name, **({"share_group": "bench"} if cluster else {})},
-                "database": {"dsn": database.dsn}, "storage": {"spool_dir": str(root / name / "spool")},
-                "notify": {"http_port": 0}, "logging": {"level": "WARNING"},
-                "cluster": {"enabled": cluster, "instance_id": name},
-            }))
+            config.write_text(
+                json.dumps(
+                    {
+                        "mqtt": {
+                            "port": broker.port,
+                            "client_id": name,
+                            **({"share_group": "bench"} if cluster else {}),
+                        },
+                        "database": {"dsn": database.dsn},
+                        "storage": {"spool_dir": str(root / name / "spool")},
+                        "notify": {"http_port": 0},
+                        "logging": {"level": "WARNING"},
+                        "cluster": {"enabled": cluster, "instance_id": name},
+                    }
+                )
+            )
             configs.append(config)
-        subprocess.run([sys.executable, "-m", "gateway.cli", "-c", str(configs[0]), "db", "upgrade"],
-                       cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "-c", str(configs[0]), "db", "upgrade"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         with psycopg.connect(database.dsn, autocommit=True) as conn:
-            procs = [subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(c), "run"], cwd=REPO)
-                     for c in configs]
+            procs = [
+                subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(c), "run"], cwd=REPO) for c in configs
+            ]
             try:
                 start = time.perf_counter()
                 stored = 0

@@ -86,8 +86,14 @@ from simulators.devices.wire import encode, make  # noqa: E402
 SID, TOKEN = "AC" + "5" * 32, "soak-token"
 SUPPORT = Path(__file__).with_name("_soak_support.py")
 SOS_TEXT = ("紧急呼叫", "SOS")
-TIME_SERIES = ("telemetry_wristband", "telemetry_glucose", "telemetry_bp", "wristband_accel", "device_events",
-               "device_status")
+TIME_SERIES = (
+    "telemetry_wristband",
+    "telemetry_glucose",
+    "telemetry_bp",
+    "wristband_accel",
+    "device_events",
+    "device_status",
+)
 SAMPLE_S = 10.0
 POLL_S = 0.01
 
@@ -100,8 +106,10 @@ def percentile(values: list[float], q: float) -> float:
 def spread(values: list[float]) -> str:
     if not values:
         return "n=0"
-    return (f"n={len(values):<4d} p50 {percentile(values, 0.5):6.1f}  p95 {percentile(values, 0.95):6.1f}  "
-            f"p99 {percentile(values, 0.99):6.1f}  max {max(values):6.1f} ms")
+    return (
+        f"n={len(values):<4d} p50 {percentile(values, 0.5):6.1f}  p95 {percentile(values, 0.95):6.1f}  "
+        f"p99 {percentile(values, 0.99):6.1f}  max {max(values):6.1f} ms"
+    )
 
 
 # -- probes ----------------------------------------------------------------------------------------
@@ -144,8 +152,10 @@ class Injector:
         self.bands = plan.group("s60-").ids() + plan.group("s30-").ids()
         for pool in (self.pagers, self.meters):
             self.rng.shuffle(pool)
-        self.probe_bands = [ProbeBand(d, registry.homes[registry.elder_of[d]], family_phone(registry.elder_of[d]))
-                            for d in probe_band_ids(plan.probe_bands)]
+        self.probe_bands = [
+            ProbeBand(d, registry.homes[registry.elder_of[d]], family_phone(registry.elder_of[d]))
+            for d in probe_band_ids(plan.probe_bands)
+        ]
         np_rng = np.random.default_rng(seed)
         self.windows = [accel.accel_window(accel.sitting_down(np_rng)) for _ in range(16)]
         self.lock = threading.Lock()
@@ -180,8 +190,9 @@ class Injector:
         device = self.meters.pop()
         self.fake.answer_as(family_phone(self.registry.elder_of[device]), "answered", press="1")
         ts = time.time_ns() // 1_000_000
-        reading = make(GlucoseReading, ts=ts, glucose=round(self.rng.uniform(2.6, 3.8), 1), unit="mmol/L",
-                       context="random")
+        reading = make(
+            GlucoseReading, ts=ts, glucose=round(self.rng.uniform(2.6, 3.8), 1), unit="mmol/L", context="random"
+        )
         sent = self._publish("glucose", f"eldercare/v1/glucose/{device}/telemetry", encode(reading))
         return self._probe("hypoglycaemia", device, ts, sent, phase)
 
@@ -196,8 +207,11 @@ class Injector:
     def impact(self) -> None:
         window = self.rng.choice(self.windows)
         ts = time.time_ns() // 1_000_000 - len(window.samples) * accel.DT_MS
-        self._publish("impact", f"eldercare/v1/wristband/{self.rng.choice(self.bands)}/telemetry",
-                      encode(make(WristbandTelemetry, ts=ts, accel=window)))
+        self._publish(
+            "impact",
+            f"eldercare/v1/wristband/{self.rng.choice(self.bands)}/telemetry",
+            encode(make(WristbandTelemetry, ts=ts, accel=window)),
+        )
 
     def band_readings(self, now: float) -> None:
         rng = self.rng
@@ -207,9 +221,18 @@ class Injector:
                 outside = band.out_left > 0
                 east, north = (300.0, 300.0) if outside else (0.0, 0.0)
                 lat, lon = offset(*band.home, east + rng.gauss(0, 6), north + rng.gauss(0, 6))
-                reading = make(WristbandTelemetry, ts=ts, lat=round(lat, 6), lon=round(lon, 6),
-                               gps_acc_m=round(rng.uniform(5, 15), 1), hr=float(rng.randint(62, 84)),
-                               spo2=float(rng.randint(95, 99)), steps=int(now) % 86_400 // 20, battery=80.0, worn=True)
+                reading = make(
+                    WristbandTelemetry,
+                    ts=ts,
+                    lat=round(lat, 6),
+                    lon=round(lon, 6),
+                    gps_acc_m=round(rng.uniform(5, 15), 1),
+                    hr=float(rng.randint(62, 84)),
+                    spo2=float(rng.randint(95, 99)),
+                    steps=int(now) % 86_400 // 20,
+                    battery=80.0,
+                    worn=True,
+                )
                 sent = self._publish("fenced band", f"eldercare/v1/wristband/{band.device}/telemetry", encode(reading))
                 if outside:
                     band.out_left -= 1
@@ -217,8 +240,9 @@ class Injector:
                         self.outside[(band.device, ts)] = sent
                 band.next_due += 30.0
 
-    def run(self, stop: threading.Event, start: float, end: float, sos_every: float, probe_every: float,
-            phase: str) -> None:
+    def run(
+        self, stop: threading.Event, start: float, end: float, sos_every: float, probe_every: float, phase: str
+    ) -> None:
         """Until ``end``: SOS presses and, in turn, low glucose readings and fence exits. In the soak
         also the fenced bands' readings and impact windows; in the baseline no exits (no fenced bands)."""
         rng = self.rng
@@ -274,17 +298,21 @@ class DetectionPoller(threading.Thread):
                 found = conn.execute(
                     "SELECT id, device_id, kind, (extract(epoch FROM ts) * 1000)::bigint, "
                     "(extract(epoch FROM detected_at) * 1000)::float8, cleared FROM detections "
-                    "WHERE id > %s ORDER BY id", (last,)).fetchall()
+                    "WHERE id > %s ORDER BY id",
+                    (last,),
+                ).fetchall()
                 seen = time.time() * 1000
                 for row in found:
                     last = max(last, int(row[0]))
-                    self.rows.append(DetectionRow(str(row[1]), str(row[2]), int(row[3]), float(row[4]), seen,
-                                                  bool(row[5])))
+                    self.rows.append(
+                        DetectionRow(str(row[1]), str(row[2]), int(row[3]), float(row[4]), seen, bool(row[5]))
+                    )
                 time.sleep(POLL_S)
 
 
-def detection_latencies(injector: Injector, rows: list[DetectionRow],
-                        phase: str) -> dict[str, list[tuple[float, float]]]:
+def detection_latencies(
+    injector: Injector, rows: list[DetectionRow], phase: str
+) -> dict[str, list[tuple[float, float]]]:
     """Per kind, (visible, detected_at) latencies in ms of the probes that were detected."""
     with injector.lock:
         sent = {(p.device, p.ts_ms, p.kind): p.sent_ms for p in injector.probes if p.phase == phase}
@@ -320,8 +348,14 @@ def alert_latencies(injector: Injector, fake: FakeTwilio, phase: str) -> list[fl
 
 class FleetProcess:
     def __init__(self, spec: str, log: IO[bytes]) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(SUPPORT), "fleet", spec], cwd=REPO, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=log, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SUPPORT), "fleet", spec],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
         self.events: dict[str, dict[str, Any]] = {}
         self.changed = threading.Event()
         threading.Thread(target=self._read, name="fleet-reader", daemon=True).start()
@@ -376,21 +410,24 @@ def metric(values: dict[str, float], name: str) -> float:
 
 def labelled(values: dict[str, float], name: str, label: str) -> dict[str, float]:
     prefix = f'{name}{{{label}="'
-    return {k[len(prefix):].split('"')[0]: v for k, v in values.items() if k.startswith(prefix) and v}
+    return {k[len(prefix) :].split('"')[0]: v for k, v in values.items() if k.startswith(prefix) and v}
 
 
 class Database:
     def __init__(self, dsn: str) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True)
-        self.timescale = self.conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() \
-            is not None
+        self.timescale = (
+            self.conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() is not None
+        )
 
     def telemetry_bytes(self) -> int:
         if self.timescale:
             query = "SELECT coalesce(sum(hypertable_size(t::regclass)), 0) FROM unnest(%s::text[]) AS t"
         else:  # every partition (and its indexes and TOAST) of the time-series tables
-            query = ("SELECT coalesce(sum(pg_total_relation_size(p.relid)), 0) FROM unnest(%s::text[]) AS t, "
-                     "pg_partition_tree(t::regclass) AS p")
+            query = (
+                "SELECT coalesce(sum(pg_total_relation_size(p.relid)), 0) FROM unnest(%s::text[]) AS t, "
+                "pg_partition_tree(t::regclass) AS p"
+            )
         row = self.conn.execute(query, (list(TIME_SERIES),)).fetchone()
         return int(row[0]) if row else 0
 
@@ -433,9 +470,20 @@ class Pids:
         gw, broker, fleet_cpu = tree_cpu_seconds(self.gateway), cpu_seconds(self.broker), cpu_seconds(self.fleet)
         pg, pg_all = tree_cpu_seconds(self.postmaster, self.ours), tree_cpu_seconds(self.postmaster)
         others = machine_busy_seconds() - gw - broker - fleet_cpu - pg_all - cpu_seconds(os.getpid())
-        return Sample(t, gw, family_rss_mb(self.gateway), broker, pg, fleet_cpu if self.fleet else 0.0, others,
-                      rss_mb(self.broker), metric(m, "eldercare_ingest_messages_total"),
-                      metric(m, "eldercare_rows_stored_total"), fleet.acked() if fleet else 0, db.telemetry_bytes())
+        return Sample(
+            t,
+            gw,
+            family_rss_mb(self.gateway),
+            broker,
+            pg,
+            fleet_cpu if self.fleet else 0.0,
+            others,
+            rss_mb(self.broker),
+            metric(m, "eldercare_ingest_messages_total"),
+            metric(m, "eldercare_rows_stored_total"),
+            fleet.acked() if fleet else 0,
+            db.telemetry_bytes(),
+        )
 
 
 def nearest(samples: list[Sample], t: float) -> Sample:
@@ -465,8 +513,10 @@ def wait_ready(port: int, gateway: subprocess.Popen[bytes], timeout_s: float = 3
     while time.monotonic() - started < timeout_s:
         if gateway.poll() is not None:
             raise RuntimeError(f"the gateway exited ({gateway.returncode}) while starting")
-        with contextlib.suppress(OSError, urllib.error.URLError), \
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response,
+        ):
             if response.status == 200:
                 return time.monotonic() - started
         time.sleep(0.5)
@@ -474,36 +524,66 @@ def wait_ready(port: int, gateway: subprocess.Popen[bytes], timeout_s: float = 3
 
 
 def machine(db: Database) -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.machine())
-    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal")))
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    mem_kb = int(
+        next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    )
     broker = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
-    return (f"{model}, {os.cpu_count()} cores, {mem_kb / 2**20:.0f} GiB, Linux {platform.release()}; "
-            f"{broker.replace('mosquitto version', 'Mosquitto').strip()}, PostgreSQL "
-            f"{db.scalar('SHOW server_version').split()[0]} "
-            f"({'TimescaleDB' if db.timescale else 'native partitions, no TimescaleDB'}), fsync on")
+    return (
+        f"{model}, {os.cpu_count()} cores, {mem_kb / 2**20:.0f} GiB, Linux {platform.release()}; "
+        f"{broker.replace('mosquitto version', 'Mosquitto').strip()}, PostgreSQL "
+        f"{db.scalar('SHOW server_version').split()[0]} "
+        f"({'TimescaleDB' if db.timescale else 'native partitions, no TimescaleDB'}), fsync on"
+    )
 
 
 def write_config(root: Path, broker_port: int, dsn: str, http_port: int, fake: FakeTwilio, registry: Registry) -> Path:
     (root / "registry.yaml").write_text(yaml.safe_dump(registry.doc, allow_unicode=True))
     config = root / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "mqtt": {"port": broker_port, "client_id": "gateway"},
-        "database": {"dsn": dsn},
-        "storage": {"spool_dir": str(root / "spool")},
-        "registry": {"file": str(root / "registry.yaml")},
-        "notify": {"public_base_url": f"http://127.0.0.1:{http_port}", "http_port": http_port,
-                   "twilio": {"account_sid": SID, "auth_token": TOKEN, "sms_from": "+15005550006",
-                              "voice_from": "+15005550006", "base_url": fake.base_url}},
-        "logging": {"level": "WARNING"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "mqtt": {"port": broker_port, "client_id": "gateway"},
+                "database": {"dsn": dsn},
+                "storage": {"spool_dir": str(root / "spool")},
+                "registry": {"file": str(root / "registry.yaml")},
+                "notify": {
+                    "public_base_url": f"http://127.0.0.1:{http_port}",
+                    "http_port": http_port,
+                    "twilio": {
+                        "account_sid": SID,
+                        "auth_token": TOKEN,
+                        "sms_from": "+15005550006",
+                        "voice_from": "+15005550006",
+                        "base_url": fake.base_url,
+                    },
+                },
+                "logging": {"level": "WARNING"},
+            }
+        )
+    )
     return config
 
 
 class Soak:
-    def __init__(self, args: argparse.Namespace, plan: LoadPlan, registry: Registry, fake: FakeTwilio,
-                 broker_port: int, http_port: int, db: Database, poller: DetectionPoller) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        plan: LoadPlan,
+        registry: Registry,
+        fake: FakeTwilio,
+        broker_port: int,
+        http_port: int,
+        db: Database,
+        poller: DetectionPoller,
+    ) -> None:
         self.args, self.plan, self.registry, self.fake = args, plan, registry, fake
         self.broker_port, self.http_port, self.db, self.poller = broker_port, http_port, db, poller
         self.injector = Injector(broker_port, plan, registry, fake, args.seed)
@@ -523,8 +603,14 @@ class Soak:
             self.fake.wait_until_sync(partial(self._paged, probe), timeout_s=15, what=f"warm-up SOS {k}")
         c = pids.sample(time.monotonic() - origin, self.http_port, None, self.db)
         now = time.time()
-        self.injector.run(threading.Event(), now, now + self.args.baseline_s, self.args.sos_every_s,
-                          self.args.probe_every_s * 2, "baseline")
+        self.injector.run(
+            threading.Event(),
+            now,
+            now + self.args.baseline_s,
+            self.args.sos_every_s,
+            self.args.probe_every_s * 2,
+            "baseline",
+        )
         time.sleep(1)
         self.probes_only = (c, pids.sample(time.monotonic() - origin, self.http_port, None, self.db))
 
@@ -537,14 +623,17 @@ class Soak:
         dt = b.t - a.t
         alerts = alert_latencies(self.injector, self.fake, "soak")
         detections = [v for vs in detection_latencies(self.injector, self.poller.rows, "soak").values() for v, _ in vs]
-        print(f"[{b.t:5.0f} s] fleet {(b.fleet_acked - a.fleet_acked) / dt:5.0f} msg/s  gateway in "
-              f"{(b.received - a.received) / dt:5.0f} msg/s, {(b.stored - a.stored) / dt:5.0f} rows/s  "
-              f"RSS {b.gw_rss:5.0f} MB  CPU gw {pct(a, b, 'gw_cpu'):4.1f}% broker {pct(a, b, 'broker_cpu'):4.1f}% "
-              f"pg {pct(a, b, 'pg_cpu'):4.1f}% fleet {pct(a, b, 'fleet_cpu'):4.1f}% "
-              f"others {pct(a, b, 'others_cpu'):3.0f}%  "
-              f"SOS->page n={len(alerts)} p50 {percentile(alerts, 0.5):.0f} p99 {percentile(alerts, 0.99):.0f} ms  "
-              f"detect n={len(detections)} p50 {percentile(detections, 0.5):.0f} "
-              f"p99 {percentile(detections, 0.99):.0f} ms", flush=True)
+        print(
+            f"[{b.t:5.0f} s] fleet {(b.fleet_acked - a.fleet_acked) / dt:5.0f} msg/s  gateway in "
+            f"{(b.received - a.received) / dt:5.0f} msg/s, {(b.stored - a.stored) / dt:5.0f} rows/s  "
+            f"RSS {b.gw_rss:5.0f} MB  CPU gw {pct(a, b, 'gw_cpu'):4.1f}% broker {pct(a, b, 'broker_cpu'):4.1f}% "
+            f"pg {pct(a, b, 'pg_cpu'):4.1f}% fleet {pct(a, b, 'fleet_cpu'):4.1f}% "
+            f"others {pct(a, b, 'others_cpu'):3.0f}%  "
+            f"SOS->page n={len(alerts)} p50 {percentile(alerts, 0.5):.0f} p99 {percentile(alerts, 0.99):.0f} ms  "
+            f"detect n={len(detections)} p50 {percentile(detections, 0.5):.0f} "
+            f"p99 {percentile(detections, 0.99):.0f} ms",
+            flush=True,
+        )
 
     def run(self, pids: Pids, fleet: FleetProcess) -> tuple[Sample, Sample]:
         """Send for --minutes; returns the first and the last sample of the soak."""
@@ -552,8 +641,12 @@ class Soak:
         stop = threading.Event()
         go_wall, go = time.time(), time.monotonic()
         fleet.tell("go")
-        injector = threading.Thread(target=self.injector.run, name="injector", daemon=True, args=(
-            stop, go_wall, go_wall + duration, self.args.sos_every_s, self.args.probe_every_s, "soak"))
+        injector = threading.Thread(
+            target=self.injector.run,
+            name="injector",
+            daemon=True,
+            args=(stop, go_wall, go_wall + duration, self.args.sos_every_s, self.args.probe_every_s, "soak"),
+        )
         injector.start()
         self.samples.append(pids.sample(0.0, self.http_port, fleet, self.db))
         next_sample = go + SAMPLE_S
@@ -595,28 +688,42 @@ def report_load(soak: Soak, out: Outcome) -> float:
     plan, inj, setup = soak.plan, soak.injector, out.setup
     soak_sos = sum(1 for p in inj.probes if p.kind == "sos" and p.phase == "soak")
     print(f"\nsoak: {plan.devices:,} devices, {plan.elders:,} elders, {soak.args.minutes:g} min; {setup['machine']}")
-    print(f"gateway ready {setup['ready_s']:.1f} s after start (registry import); fleet connected "
-          f"{setup['connected']['up']:,} of {setup['connected']['links']:,} "
-          f"{'per-device connections' if setup['per_device'] else 'shared connections'} in "
-          f"{setup['connected']['seconds']:.1f} s")
+    print(
+        f"gateway ready {setup['ready_s']:.1f} s after start (registry import); fleet connected "
+        f"{setup['connected']['up']:,} of {setup['connected']['links']:,} "
+        f"{'per-device connections' if setup['per_device'] else 'shared connections'} in "
+        f"{setup['connected']['seconds']:.1f} s"
+    )
     print("load (devices, period, planned msg/s -> acked by the fleet):")
     by_prefix = {g["prefix"]: g for g in out.fleet_done["groups"]}
     for g in plan.groups:
         r = by_prefix[g.prefix]
-        print(f"  {g.label:<26} {g.count:>6,}  {g.period_s:>7,.0f} s  {g.rate:8.2f}  -> {r['acked']:>8,} acked "
-              f"({r['acked'] / r['duration_s']:.2f}/s, errors {r['errors']})")
-    print(f"  {'wristband, fenced, 30 s':<26} {plan.probe_bands:>6,}  {30:>7,} s  {plan.probe_bands / 30:8.2f}  "
-          f"-> {inj.sent['fenced band']:>8,} sent (this process)")
-    print(f"  {'accel window (impacts)':<26} {'':>6}  1/band/day {plan.impact_rate:7.2f}  -> {inj.sent['impact']:>8,} "
-          f"sent;  probes: {soak_sos} SOS, {inj.sent['glucose']} low glucose, {inj.sent['exit']} fence exits")
+        print(
+            f"  {g.label:<26} {g.count:>6,}  {g.period_s:>7,.0f} s  {g.rate:8.2f}  -> {r['acked']:>8,} acked "
+            f"({r['acked'] / r['duration_s']:.2f}/s, errors {r['errors']})"
+        )
+    print(
+        f"  {'wristband, fenced, 30 s':<26} {plan.probe_bands:>6,}  {30:>7,} s  {plan.probe_bands / 30:8.2f}  "
+        f"-> {inj.sent['fenced band']:>8,} sent (this process)"
+    )
+    print(
+        f"  {'accel window (impacts)':<26} {'':>6}  1/band/day {plan.impact_rate:7.2f}  -> {inj.sent['impact']:>8,} "
+        f"sent;  probes: {soak_sos} SOS, {inj.sent['glucose']} low glucose, {inj.sent['exit']} fence exits"
+    )
     fleet_acked = sum(g["acked"] for g in out.fleet_done["groups"])
-    ours = inj.sent["fenced band"] + inj.sent["impact"] + soak_sos + sum(
-        1 for p in inj.probes if p.kind == "hypoglycaemia" and p.phase == "soak")
+    ours = (
+        inj.sent["fenced band"]
+        + inj.sent["impact"]
+        + soak_sos
+        + sum(1 for p in inj.probes if p.kind == "hypoglycaemia" and p.phase == "soak")
+    )
     ingest = (out.end.received - out.first.received) / out.end.t
-    print(f"ingest: planned {plan.rate:.1f} msg/s; fleet acked {fleet_acked:,} + this process {ours:,}; gateway "
-          f"received {out.delta('eldercare_ingest_messages_total'):,.0f} ({ingest:.1f} msg/s over {out.end.t:.0f} s), "
-          f"rows stored {out.delta('eldercare_rows_stored_total'):,.0f}, rows in the database +{out.rows_delta:,}, "
-          f"dead letters {out.delta('eldercare_decode_rejects_total'):,.0f}")
+    print(
+        f"ingest: planned {plan.rate:.1f} msg/s; fleet acked {fleet_acked:,} + this process {ours:,}; gateway "
+        f"received {out.delta('eldercare_ingest_messages_total'):,.0f} ({ingest:.1f} msg/s over {out.end.t:.0f} s), "
+        f"rows stored {out.delta('eldercare_rows_stored_total'):,.0f}, rows in the database +{out.rows_delta:,}, "
+        f"dead letters {out.delta('eldercare_decode_rejects_total'):,.0f}"
+    )
     return ingest
 
 
@@ -635,8 +742,10 @@ def report_latency(soak: Soak) -> tuple[float, float]:
     for kind in ("sos", "hypoglycaemia", "geofence_exit"):
         pairs = found.get(kind, [])
         every += [v for v, _ in pairs]
-        print(f"  {kind:<14} {spread([v for v, _ in pairs])} | p50 {percentile([d for _, d in pairs], 0.5):5.1f} "
-              f"p99 {percentile([d for _, d in pairs], 0.99):5.1f} ms  ({len(pairs)} of {expected[kind]})")
+        print(
+            f"  {kind:<14} {spread([v for v, _ in pairs])} | p50 {percentile([d for _, d in pairs], 0.5):5.1f} "
+            f"p99 {percentile([d for _, d in pairs], 0.99):5.1f} ms  ({len(pairs)} of {expected[kind]})"
+        )
     print(f"  {'all':<14} {spread(every)}")
     base = detection_latencies(inj, soak.poller.rows, "baseline")
     print(f"  baseline (no fleet): sos {spread([v for v, _ in base.get('sos', [])])}")
@@ -650,9 +759,11 @@ def report_resources(soak: Soak, out: Outcome, ingest: float) -> tuple[float, fl
     first, end, k = out.first, out.end, soak.plan.devices / 1000
     idle_pct, probes_pct = pct(*soak.idle, "gw_cpu"), pct(*soak.probes_only, "gw_cpu")
     print("gateway RSS and CPU by minute (CPU over the minute before):")
-    print(f"  baseline: idle RSS {soak.idle[1].gw_rss:.1f} MB, CPU {idle_pct:.2f}%; probes alone RSS "
-          f"{soak.probes_only[1].gw_rss:.1f} MB, CPU {probes_pct:.2f}% "
-          f"(PostgreSQL {pct(*soak.probes_only, 'pg_cpu'):.2f}%)")
+    print(
+        f"  baseline: idle RSS {soak.idle[1].gw_rss:.1f} MB, CPU {idle_pct:.2f}%; probes alone RSS "
+        f"{soak.probes_only[1].gw_rss:.1f} MB, CPU {probes_pct:.2f}% "
+        f"(PostgreSQL {pct(*soak.probes_only, 'pg_cpu'):.2f}%)"
+    )
     by_minute = [nearest([*soak.samples, end], 60.0 * m) for m in range(int(soak.args.minutes) + 1)]
     for prev, s in zip([by_minute[0], *by_minute], by_minute, strict=False):
         cpu = f"{pct(prev, s, 'gw_cpu'):5.2f}%" if s.t > prev.t else "    -"
@@ -660,16 +771,20 @@ def report_resources(soak: Soak, out: Outcome, ingest: float) -> tuple[float, fl
     warm = [s for s in [*soak.samples, end] if s.t >= soak.args.warm_s]
     rss = [s.gw_rss for s in warm]
     slope = float(np.polyfit([s.t / 3600 for s in warm], rss, 1)[0]) if len(warm) > 2 else float("nan")
-    print(f"  after warm-up ({soak.args.warm_s:.0f} s): RSS {min(rss):.1f}-{max(rss):.1f} MB, "
-          f"least-squares slope {slope:+.1f} MB/h ({len(warm)} samples every {SAMPLE_S:.0f} s)")
+    print(
+        f"  after warm-up ({soak.args.warm_s:.0f} s): RSS {min(rss):.1f}-{max(rss):.1f} MB, "
+        f"least-squares slope {slope:+.1f} MB/h ({len(warm)} samples every {SAMPLE_S:.0f} s)"
+    )
     gw_pct = pct(first, end, "gw_cpu")
     net = (gw_pct - probes_pct) / k
-    print(f"CPU (% of one core) over the soak: gateway {gw_pct:.2f}% = {gw_pct / k:.3f}% per 1,000 devices, "
-          f"{net:.3f}% without the probes' share (soak - probes alone); PostgreSQL {pct(first, end, 'pg_cpu'):.2f}%, "
-          f"Mosquitto {pct(first, end, 'broker_cpu'):.2f}% (RSS {first.broker_rss:.0f} -> {end.broker_rss:.0f} MB), "
-          f"fleet {pct(first, end, 'fleet_cpu'):.2f}%; gateway {gw_pct * 10 / max(ingest, 1e-9):.2f} ms CPU per "
-          f"message received; other people's processes on the machine: {pct(first, end, 'others_cpu'):.0f}% "
-          f"(baseline: {pct(*soak.idle, 'others_cpu'):.0f}% idle, {pct(*soak.probes_only, 'others_cpu'):.0f}% probes)")
+    print(
+        f"CPU (% of one core) over the soak: gateway {gw_pct:.2f}% = {gw_pct / k:.3f}% per 1,000 devices, "
+        f"{net:.3f}% without the probes' share (soak - probes alone); PostgreSQL {pct(first, end, 'pg_cpu'):.2f}%, "
+        f"Mosquitto {pct(first, end, 'broker_cpu'):.2f}% (RSS {first.broker_rss:.0f} -> {end.broker_rss:.0f} MB), "
+        f"fleet {pct(first, end, 'fleet_cpu'):.2f}%; gateway {gw_pct * 10 / max(ingest, 1e-9):.2f} ms CPU per "
+        f"message received; other people's processes on the machine: {pct(first, end, 'others_cpu'):.0f}% "
+        f"(baseline: {pct(*soak.idle, 'others_cpu'):.0f}% idle, {pct(*soak.probes_only, 'others_cpu'):.0f}% probes)"
+    )
     return slope, gw_pct / k, net
 
 
@@ -678,16 +793,20 @@ def report_database(soak: Soak, out: Outcome) -> float:
     device_days = soak.plan.devices * out.end.t / 86_400
     tele = out.end.telemetry_bytes - out.first.telemetry_bytes
     per_dd = tele / 2**20 / device_days
-    print(f"database: time-series tables +{tele / 2**20:.1f} MB over {device_days:.1f} device-days = "
-          f"{per_dd:.3f} MB per device-day, {per_dd * 1000 / 1024:.2f} GB per 1,000 device-days "
-          f"({tele / max(out.rows_delta, 1):.0f} B per row); whole database +{out.db_delta / 2**20:.1f} MB; "
-          f"{'TimescaleDB hypertables (uncompressed)' if soak.db.timescale else 'native daily partitions'}")
+    print(
+        f"database: time-series tables +{tele / 2**20:.1f} MB over {device_days:.1f} device-days = "
+        f"{per_dd:.3f} MB per device-day, {per_dd * 1000 / 1024:.2f} GB per 1,000 device-days "
+        f"({tele / max(out.rows_delta, 1):.0f} B per row); whole database +{out.db_delta / 2**20:.1f} MB; "
+        f"{'TimescaleDB hypertables (uncompressed)' if soak.db.timescale else 'native daily partitions'}"
+    )
     inj = soak.injector
     mine = {(p.device, p.ts_ms) for p in inj.probes} | set(inj.outside)
     background = Counter(r.kind for r in soak.poller.rows if (r.device, r.ts_ms) not in mine and not r.cleared)
-    print(f"other detections (from the load itself): {dict(background) or 'none'}; pages at the fake Twilio: "
-          f"{len(soak.fake.messages):,} SMS, {len(soak.fake.calls):,} calls; open alerts "
-          f"{metric(out.final_metrics, 'eldercare_open_alerts'):.0f}")
+    print(
+        f"other detections (from the load itself): {dict(background) or 'none'}; pages at the fake Twilio: "
+        f"{len(soak.fake.messages):,} SMS, {len(soak.fake.calls):,} calls; open alerts "
+        f"{metric(out.final_metrics, 'eldercare_open_alerts'):.0f}"
+    )
     return per_dd * 1000
 
 
@@ -696,10 +815,12 @@ def report(soak: Soak, out: Outcome) -> None:
     alert_p99, detection_p99 = report_latency(soak)
     slope, cpu, net = report_resources(soak, out, ingest)
     db = report_database(soak, out)
-    print(f"soak_devices={soak.plan.devices} minutes={soak.args.minutes:g} ingest_msg_s={ingest:.1f} "
-          f"alert_p99_ms={alert_p99:.1f} detection_p99_ms={detection_p99:.1f} rss_growth_mb_per_h={slope:.1f} "
-          f"cpu_pct_per_1000_devices={cpu:.3f} cpu_pct_per_1000_devices_net={net:.3f} "
-          f"db_mb_per_1000_device_days={db:.0f}")
+    print(
+        f"soak_devices={soak.plan.devices} minutes={soak.args.minutes:g} ingest_msg_s={ingest:.1f} "
+        f"alert_p99_ms={alert_p99:.1f} detection_p99_ms={detection_p99:.1f} rss_growth_mb_per_h={slope:.1f} "
+        f"cpu_pct_per_1000_devices={cpu:.3f} cpu_pct_per_1000_devices_net={net:.3f} "
+        f"db_mb_per_1000_device_days={db:.0f}"
+    )
 
 
 def main() -> int:
@@ -722,15 +843,18 @@ def main() -> int:
     per_device = not args.shared_connections and raise_fd_limit(sum(g.count for g in plan.groups) + 150)
     registry = build_registry(plan)
     fake = FakeTwilio(SID, TOKEN)
-    with private_services("eldercare-soak-", fsync=True, broker_persistence=False) as (broker, database), \
-            running_in_thread(fake):
+    with (
+        private_services("eldercare-soak-", fsync=True, broker_persistence=False) as (broker, database),
+        running_in_thread(fake),
+    ):
         assert broker.process is not None
         root = broker.workdir.parent
         http_port = free_port()
         config = write_config(root, broker.port, database.dsn, http_port, fake, registry)
         with (root / "gateway.log").open("ab") as log, (root / "fleet.log").open("ab") as fleet_log:
-            gateway = subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(config), "run"], cwd=REPO,
-                                       stdout=log, stderr=log)
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "-c", str(config), "run"], cwd=REPO, stdout=log, stderr=log
+            )
             fleet: FleetProcess | None = None
             try:
                 ready_s = wait_ready(http_port, gateway)
@@ -739,31 +863,56 @@ def main() -> int:
                 poller.start()
                 soak = Soak(args, plan, registry, fake, broker.port, http_port, db, poller)
                 postmaster = int((database.datadir / "postmaster.pid").read_text().split()[0])
-                pids = Pids(gateway.pid, broker.process.pid, postmaster, 0,
-                            frozenset({db.conn.info.backend_pid, poller.conn.info.backend_pid}))
-                print(f"gateway ready in {ready_s:.1f} s; baseline: idle {args.idle_s:g} s, then the probes alone "
-                      f"for {args.baseline_s:g} s", flush=True)
+                pids = Pids(
+                    gateway.pid,
+                    broker.process.pid,
+                    postmaster,
+                    0,
+                    frozenset({db.conn.info.backend_pid, poller.conn.info.backend_pid}),
+                )
+                print(
+                    f"gateway ready in {ready_s:.1f} s; baseline: idle {args.idle_s:g} s, then the probes alone "
+                    f"for {args.baseline_s:g} s",
+                    flush=True,
+                )
                 soak.baseline(pids)
                 fleet = FleetProcess(fleet_spec(plan, broker.port, args.minutes * 60, per_device), fleet_log)
                 connected = fleet.wait_for("connected", 600)
-                print(f"fleet connected: {connected['up']:,}/{connected['links']:,} links in "
-                      f"{connected['seconds']:.1f} s; sending for {args.minutes:g} min", flush=True)
+                print(
+                    f"fleet connected: {connected['up']:,}/{connected['links']:,} links in "
+                    f"{connected['seconds']:.1f} s; sending for {args.minutes:g} min",
+                    flush=True,
+                )
                 pids.fleet = fleet.proc.pid
                 start_metrics, rows0, db0 = scrape(http_port), db.rows(), db.database_bytes()
                 first, end = soak.run(pids, fleet)
                 done = fleet.wait_for("done", 60)
                 final_metrics = scrape(http_port)
                 poller.stop_event.set()
-                setup = {"machine": machine(db), "ready_s": ready_s, "connected": connected,
-                         "per_device": per_device}
-                report(soak, Outcome(first, end, done, db.rows() - rows0, db.database_bytes() - db0, start_metrics,
-                                     final_metrics, setup))
+                setup = {"machine": machine(db), "ready_s": ready_s, "connected": connected, "per_device": per_device}
+                report(
+                    soak,
+                    Outcome(
+                        first,
+                        end,
+                        done,
+                        db.rows() - rows0,
+                        db.database_bytes() - db0,
+                        start_metrics,
+                        final_metrics,
+                        setup,
+                    ),
+                )
                 soak.injector.close()
             except Exception:
-                print("gateway log (last lines):\n" + (root / "gateway.log").read_text(errors="replace")[-3000:],
-                      file=sys.stderr)
-                print("fleet log (last lines):\n" + (root / "fleet.log").read_text(errors="replace")[-2000:],
-                      file=sys.stderr)
+                print(
+                    "gateway log (last lines):\n" + (root / "gateway.log").read_text(errors="replace")[-3000:],
+                    file=sys.stderr,
+                )
+                print(
+                    "fleet log (last lines):\n" + (root / "fleet.log").read_text(errors="replace")[-2000:],
+                    file=sys.stderr,
+                )
                 raise
             finally:
                 if fleet is not None:

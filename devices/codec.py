@@ -76,8 +76,7 @@ def check_record(record: Payload, route: Route) -> Rejected | None:
     """Rules one field's type cannot express: ownership and cross-field plausibility."""
     if record.device_id is not None and record.device_id != route.device_id:
         return Rejected(
-            f"payload names device {record.device_id!r} but was published on the topic of "
-            f"{route.device_id!r}"
+            f"payload names device {record.device_id!r} but was published on the topic of {route.device_id!r}"
         )
     if isinstance(record, GlucoseReading):
         mmol = glucose_mmol(record)
@@ -107,10 +106,7 @@ def decode_payload(payload: bytes, route: Route, now_ms: int) -> list[Payload] |
     try:
         stripped = payload.lstrip()
         if stripped[:1] == b"[":
-            records = [
-                msgspec.convert(reading, route.contract)
-                for reading in senml_readings(payload, now_ms)
-            ]
+            records = [msgspec.convert(reading, route.contract) for reading in senml_readings(payload, now_ms)]
         else:
             records = [route.decoder.decode(payload)]
     except (msgspec.ValidationError, msgspec.DecodeError, SenmlError) as error:

@@ -50,8 +50,9 @@ class AccelWindow(msgspec.Struct, frozen=True):
     """Raw acceleration samples ``[[x, y, z], ...]`` in g at ``rate_hz``, starting at ``ts``."""
 
     rate_hz: Annotated[float, Meta(gt=0.0, le=1000.0)]
-    samples: Annotated[list[Annotated[list[AccelG], Meta(min_length=3, max_length=3)]],
-                       Meta(min_length=1, max_length=6000)]
+    samples: Annotated[
+        list[Annotated[list[AccelG], Meta(min_length=3, max_length=3)]], Meta(min_length=1, max_length=6000)
+    ]
 
 
 class WristbandTelemetry(Payload, frozen=True, kw_only=True):

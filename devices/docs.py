@@ -97,10 +97,11 @@ def render_readme() -> str:
         parts.append(f"Downlink: subscribe to `{topic_for(device_type, '{device_id}', 'cmd')}`.\n")
         if device_type in ("wristband", "pager"):
             parts.append(
-                "Commands are JSON: `{\"cmd\": \"confirm\", \"alert\": \"A17\", \"timeout_s\": 60}` asks "
-                "the elder \"are you OK?\" (a cancel press within the timeout means yes); "
-                "`{\"cmd\": \"help_coming\", \"alert\": \"A17\", \"by\": \"王芳\"}` reassures them that "
-                "someone is on the way. Publish an event `received` with the alert code once shown.\n")
+                'Commands are JSON: `{"cmd": "confirm", "alert": "A17", "timeout_s": 60}` asks '
+                'the elder "are you OK?" (a cancel press within the timeout means yes); '
+                '`{"cmd": "help_coming", "alert": "A17", "by": "王芳"}` reassures them that '
+                "someone is on the way. Publish an event `received` with the alert code once shown.\n"
+            )
     return "\n".join(parts)
 
 
@@ -114,8 +115,7 @@ def _describe(spec: dict[str, object]) -> str:
     if "enum" in spec:
         return "one of " + ", ".join(f"`{v}`" for v in spec["enum"])  # type: ignore[attr-defined]
     bounds = []
-    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
-                      ("exclusiveMaximum", "<")):
+    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
         if key in spec:
             bounds.append(f"{sign} {spec[key]}")
     if spec.get("format") == "date-time":
@@ -127,8 +127,10 @@ def _describe(spec: dict[str, object]) -> str:
 
 def schema_files() -> dict[Path, str]:
     return {
-        SCHEMA_DIR / f"{device_type}-{channel}.schema.json":
-            json.dumps(json_schema(device_type, channel), indent=2, sort_keys=True) + "\n"
+        SCHEMA_DIR / f"{device_type}-{channel}.schema.json": json.dumps(
+            json_schema(device_type, channel), indent=2, sort_keys=True
+        )
+        + "\n"
         for device_type, channel in sorted(CONTRACTS)
     }
 

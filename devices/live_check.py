@@ -38,13 +38,22 @@ def verdict(topic: str, payload: bytes, now_ms: int) -> str | None:
     return result.reason if isinstance(result, Rejected) else None
 
 
-def check_live(host: str, port: int, device: str, *, seconds: float, count: int | None = None,
-               username: str | None = None, password: str | None = None,
-               say: Callable[[str], None] = print) -> LiveCheck:
+def check_live(
+    host: str,
+    port: int,
+    device: str,
+    *,
+    seconds: float,
+    count: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    say: Callable[[str], None] = print,
+) -> LiveCheck:
     """Watch ``device`` (or ``+`` for every device) for ``seconds`` or ``count`` messages."""
     inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"eldercare-check-{time.time_ns() % 10**9}",
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"eldercare-check-{time.time_ns() % 10**9}", protocol=mqtt.MQTTv5
+    )
     if username:
         client.username_pw_set(username, password)
     subscribed = queue.Queue[bool]()

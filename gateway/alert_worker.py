@@ -65,8 +65,12 @@ class AlertWorkerProcess:
         delay = RESTART_DELAY_S[0]
         while True:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway.alert_worker",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                sys.executable,
+                "-m",
+                "gateway.alert_worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
             self.pid = proc.pid
             assert proc.stdin is not None and proc.stdout is not None
             try:
@@ -87,8 +91,13 @@ class AlertWorkerProcess:
                 code = await proc.wait()
                 self.running = False
             self.restarts += 1
-            log.error("alert worker (pid %d) exited with code %s; starting it again in %.0f s "
-                      "(detections wait in the database meanwhile)", proc.pid, code, delay)
+            log.error(
+                "alert worker (pid %d) exited with code %s; starting it again in %.0f s "
+                "(detections wait in the database meanwhile)",
+                proc.pid,
+                code,
+                delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_DELAY_S[1])
 
@@ -115,25 +124,50 @@ class AlertWorker:
         self.dsn = dsn
         self.kwargs = kwargs
         m = config.mqtt
-        self.mqtt = MqttIngestClient(MqttSettings(
-            host=m.host, port=m.port, client_id=f"{m.client_id}-alerts", username=m.username,
-            password=mqtt_password(config), topic_filters=(), keepalive_s=m.keepalive_s, session_expiry_s=0,
-            tls_ca_file=m.tls_ca_file), lambda publishes, conn: None)
+        self.mqtt = MqttIngestClient(
+            MqttSettings(
+                host=m.host,
+                port=m.port,
+                client_id=f"{m.client_id}-alerts",
+                username=m.username,
+                password=mqtt_password(config),
+                topic_filters=(),
+                keepalive_s=m.keepalive_s,
+                session_expiry_s=0,
+                tls_ca_file=m.tls_ca_file,
+            ),
+            lambda publishes, conn: None,
+        )
         self.database_up = True
 
     async def run(self, stop: asyncio.Event, ready: Any) -> None:
         config = self.config
-        pool = AsyncConnectionPool(self.dsn, kwargs=self.kwargs, min_size=1,
-                                   max_size=max(2, config.database.pool_max // 2), open=False,
-                                   timeout=config.database.connect_timeout_s, reconnect_timeout=0)
+        pool = AsyncConnectionPool(
+            self.dsn,
+            kwargs=self.kwargs,
+            min_size=1,
+            max_size=max(2, config.database.pool_max // 2),
+            open=False,
+            timeout=config.database.connect_timeout_s,
+            reconnect_timeout=0,
+        )
         await pool.open(wait=False)
         registry, loaded = await self._registry()
-        outbox = OutboxSender(pool, build_notifiers(config), outbox_settings(config), wall_clock_ms) \
-            if config.notify.enabled else None
+        outbox = (
+            OutboxSender(pool, build_notifiers(config), outbox_settings(config), wall_clock_ms)
+            if config.notify.enabled
+            else None
+        )
         loops = PagingLoops(outbox, lambda: self.database_up, alert_poll_s=self.poll_s)
-        alerts = AlertEngine(pool, config.escalation, registry, wall_clock_ms, self._send_downlink,
-                             claimed=loops.send_claimed if outbox is not None else None,
-                             lease_s=config.notify.lease_s)
+        alerts = AlertEngine(
+            pool,
+            config.escalation,
+            registry,
+            wall_clock_ms,
+            self._send_downlink,
+            claimed=loops.send_claimed if outbox is not None else None,
+            lease_s=config.notify.lease_s,
+        )
 
         async def changed(new: RegistryFile) -> None:
             alerts.use_registry(new)
@@ -143,11 +177,15 @@ class AlertWorker:
         freeze_long_lived()
         try:
             async with asyncio.TaskGroup() as tasks:
-                workers = [tasks.create_task(self.mqtt.run(), name="mqtt"),
-                           tasks.create_task(loops.run(alerts), name="paging"),
-                           tasks.create_task(self._listen(loops), name="listen"),
-                           tasks.create_task(watch_registry(self.dsn, self.kwargs, config.registry.reload_s,
-                                                            changed, loaded=loaded), name="registry")]
+                workers = [
+                    tasks.create_task(self.mqtt.run(), name="mqtt"),
+                    tasks.create_task(loops.run(alerts), name="paging"),
+                    tasks.create_task(self._listen(loops), name="listen"),
+                    tasks.create_task(
+                        watch_registry(self.dsn, self.kwargs, config.registry.reload_s, changed, loaded=loaded),
+                        name="registry",
+                    ),
+                ]
                 ready()
                 await stop.wait()
                 for worker in workers:
@@ -164,8 +202,9 @@ class AlertWorker:
         try:
             return await asyncio.to_thread(registry_from_db, self.dsn, self.kwargs), True
         except psycopg.OperationalError as error:
-            log.warning("alert worker: database unreachable (%s); registry from the file until it returns",
-                        first_line(error))
+            log.warning(
+                "alert worker: database unreachable (%s); registry from the file until it returns", first_line(error)
+            )
             path = self.config.registry.file
             return (load_registry(path) if path else RegistryFile()), False
 

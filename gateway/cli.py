@@ -109,8 +109,15 @@ def _check_live(args: argparse.Namespace) -> int:
 
     host, _, port = args.broker.rpartition(":")
     try:
-        result = check_live(host or "127.0.0.1", int(port), args.device, seconds=args.seconds, count=args.count,
-                            username=args.username, password=args.password)
+        result = check_live(
+            host or "127.0.0.1",
+            int(port),
+            args.device,
+            seconds=args.seconds,
+            count=args.count,
+            username=args.username,
+            password=args.password,
+        )
     except (ConnectionError, OSError) as error:
         print(f"device check: {error}", file=sys.stderr)
         return 2
@@ -135,8 +142,7 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
         print(f"registry error: {error}", file=sys.stderr)
         return 2
     if registry.elders and not any(r.role == "hotline" for r in registry.responders):
-        print("warning: no hotline responder; alerts nobody takes have no last tier to reach",
-              file=sys.stderr)
+        print("warning: no hotline responder; alerts nobody takes have no last tier to reach", file=sys.stderr)
     dsn, kwargs = conninfo(config)
     upgrade(_with_password(dsn, kwargs), storage_policy(config))
     with psycopg.connect(_with_password(dsn, kwargs)) as conn:
@@ -170,19 +176,22 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
     async def downlink(command: Downlink) -> None:
         from gateway.config import mqtt_password
 
-        await publish_all(config.mqtt.host, config.mqtt.port,
-                          [(command.topic, json.dumps(command.payload, ensure_ascii=False).encode())],
-                          client_id=f"eldercare-cli-{os.getpid()}", username=config.mqtt.username,
-                          password=mqtt_password(config))
+        await publish_all(
+            config.mqtt.host,
+            config.mqtt.port,
+            [(command.topic, json.dumps(command.payload, ensure_ascii=False).encode())],
+            client_id=f"eldercare-cli-{os.getpid()}",
+            username=config.mqtt.username,
+            password=mqtt_password(config),
+        )
 
     async def main() -> AlertRow | None:
         async with AsyncConnectionPool(dsn, min_size=1, max_size=2) as pool:
-            engine = AlertEngine(pool, config.escalation, registry, lambda: time.time_ns() // 1_000_000,
-                                 downlink)
+            engine = AlertEngine(pool, config.escalation, registry, lambda: time.time_ns() // 1_000_000, downlink)
             if action == "ack":
-                return await engine.acknowledge(args.alert, args.by, "cli",
-                                                eta_s=args.eta_min * 60 if args.eta_min else None,
-                                                note=args.note)
+                return await engine.acknowledge(
+                    args.alert, args.by, "cli", eta_s=args.eta_min * 60 if args.eta_min else None, note=args.note
+                )
             if action == "on-scene":
                 return await engine.on_scene(args.alert, args.by, "cli")
             return await engine.resolve(args.alert, args.by, "cli", args.outcome, note=args.note)
@@ -195,8 +204,10 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
         print(f"cannot {action}: {error}", file=sys.stderr)
         return 1
     assert alert is not None
-    print(f"{alert.code} {alert.kind} is now {alert.state}"
-          + (f" (taken by {alert.acknowledged_by})" if alert.acknowledged_by else ""))
+    print(
+        f"{alert.code} {alert.kind} is now {alert.state}"
+        + (f" (taken by {alert.acknowledged_by})" if alert.acknowledged_by else "")
+    )
     return 0
 
 
@@ -218,12 +229,18 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             f"(SELECT max(tier) + 1 FROM tier_firings f WHERE f.alert_id = a.alert_id) FROM alerts a "
             f"LEFT JOIN elders e USING (elder_id) {where} ORDER BY "
             "CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, a.opened_at "
-            "LIMIT %s", (args.limit,)).fetchall()
-    print(f"{'alert':<8} {'opened':<15} {'severity':<9} {'kind':<20} {'state':<13} {'tier':>4}  "
-          f"{'elder':<10} {'community':<10} taken by")
+            "LIMIT %s",
+            (args.limit,),
+        ).fetchall()
+    print(
+        f"{'alert':<8} {'opened':<15} {'severity':<9} {'kind':<20} {'state':<13} {'tier':>4}  "
+        f"{'elder':<10} {'community':<10} taken by"
+    )
     for code, opened, severity, kind, state, elder, community, by, tier in rows:
-        print(f"{code:<8} {opened:<15} {severity:<9} {kind:<20} {state:<13} {tier or 0:>4}  "
-              f"{elder:<10} {community:<10} {by}")
+        print(
+            f"{code:<8} {opened:<15} {severity:<9} {kind:<20} {state:<13} {tier or 0:>4}  "
+            f"{elder:<10} {community:<10} {by}"
+        )
     print(f"{len(rows)} alert(s)")
     return 0
 
@@ -267,8 +284,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     except ProvisionError as error:
         print(f"provision: {error}", file=sys.stderr)
         return 1
-    print("passwords are shown once; reload the broker to apply: kill -HUP $(pidof mosquitto)",
-          file=sys.stderr)
+    print("passwords are shown once; reload the broker to apply: kill -HUP $(pidof mosquitto)", file=sys.stderr)
     return 0
 
 
@@ -293,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run the whole product with a simulated community")
-    demo.add_argument("--duration", type=float, default=0.0,
-                      help="seconds to run (0: until the scripted scenarios are done)")
+    demo.add_argument(
+        "--duration", type=float, default=0.0, help="seconds to run (0: until the scripted scenarios are done)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     db = sub.add_parser("db", help="database schema")
@@ -346,9 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     a_res = alerts_sub.add_parser("resolve", help="close an alert with its outcome")
     a_res.add_argument("alert")
     a_res.add_argument("--by", required=True)
-    a_res.add_argument("--outcome", required=True,
-                       choices=["false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared",
-                                "other"])
+    a_res.add_argument(
+        "--outcome",
+        required=True,
+        choices=["false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared", "other"],
+    )
     a_res.add_argument("--note")
     a_res.set_defaults(func=cmd_alerts)
 
@@ -356,8 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--passwd-file", default="/etc/mosquitto/eldercare.passwd")
     prov.add_argument("--acl-file", default="/etc/mosquitto/eldercare.acl")
     prov_sub = prov.add_subparsers(dest="provision_command", required=True)
-    prov_sub.add_parser("gateway", help="create or reset the gateway's own account").set_defaults(
-        func=cmd_provision)
+    prov_sub.add_parser("gateway", help="create or reset the gateway's own account").set_defaults(func=cmd_provision)
     p_add = prov_sub.add_parser("add", help="credentials for new devices")
     p_add.add_argument("devices", nargs="+")
     p_add.set_defaults(func=cmd_provision)

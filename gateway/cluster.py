@@ -89,6 +89,7 @@ EVENT_SUFFIX = b"/event"
 
 # -- who owns what: pure functions --------------------------------------------------------------------
 
+
 def weight(member: str, key: bytes) -> int:
     """Rendezvous weight of ``member`` for ``key``: stable across processes and restarts."""
     return int.from_bytes(hashlib.blake2b(member.encode() + b"\x00" + key, digest_size=8).digest(), "big")
@@ -120,14 +121,21 @@ def topic_device(topic: bytes) -> bytes:
 
 
 def _subset(raw: RawBatch, which: list[int]) -> RawBatch:
-    return RawBatch([raw.topics[i] for i in which], [raw.payloads[i] for i in which],
-                    [raw.packet_ids[i] for i in which], [raw.dup[i] for i in which], raw.received_ms,
-                    raw.ack_token)
+    return RawBatch(
+        [raw.topics[i] for i in which],
+        [raw.payloads[i] for i in which],
+        [raw.packet_ids[i] for i in which],
+        [raw.dup[i] for i in which],
+        raw.received_ms,
+        raw.ack_token,
+    )
 
 
 def _take(rows: TableRows, keep: NDArray[np.bool_]) -> TableRows:
-    return TableRows(rows.spec, tuple(
-        Column(c.kind, c.values[keep], None if c.valid is None else c.valid[keep]) for c in rows.columns))
+    return TableRows(
+        rows.spec,
+        tuple(Column(c.kind, c.values[keep], None if c.valid is None else c.valid[keep]) for c in rows.columns),
+    )
 
 
 @dataclass(slots=True)
@@ -163,16 +171,26 @@ class Cluster:
         # (what to ack once durable, the detections to write)
         self.store_queue: asyncio.Queue[tuple[RawBatch, DecodedBatch]] = asyncio.Queue(maxsize=64)
         i = config.ingest
-        self.batcher = MicroBatcher(self.detect_queue, max_messages=i.batch_max_messages,
-                                    max_age_ms=i.batch_max_age_ms, max_pending=i.max_pending_batches,
-                                    clock_ms=gateway.clock_ms, urgent=self.detect_urgent_queue)
+        self.batcher = MicroBatcher(
+            self.detect_queue,
+            max_messages=i.batch_max_messages,
+            max_age_ms=i.batch_max_age_ms,
+            max_pending=i.max_pending_batches,
+            clock_ms=gateway.clock_ms,
+            urgent=self.detect_urgent_queue,
+        )
         shared = gateway.mqtt.settings
-        self.mqtt = MqttIngestClient(replace(shared, client_id=self.detect_client_id, share_group=None,
-                                             session_expiry_s=c.detect_session_expiry_s), self._sink)
+        self.mqtt = MqttIngestClient(
+            replace(
+                shared, client_id=self.detect_client_id, share_group=None, session_expiry_s=c.detect_session_expiry_s
+            ),
+            self._sink,
+        )
         self._flowing = asyncio.Event()  # the detect stream brings messages (its SUBACK may wait behind them)
         limiter = gateway.decoder.rate_limiter
-        self.decoder = BatchDecoder(gateway.decoder.limits,
-                                    DeviceRateLimiter(limiter.limits) if limiter is not None else None)
+        self.decoder = BatchDecoder(
+            gateway.decoder.limits, DeviceRateLimiter(limiter.limits) if limiter is not None else None
+        )
         self._lock = asyncio.Lock()  # detection and reassignment take turns
         self._ready = asyncio.Event()  # the first assignment (and its replay) is done
         self._wake_assign = asyncio.Event()
@@ -192,8 +210,9 @@ class Cluster:
 
     # -- wiring (service.py) --------------------------------------------------------------------------
 
-    def start(self, tasks: asyncio.TaskGroup, writer: TelemetryWriter, dsn: str,
-              kwargs: dict[str, object]) -> list[asyncio.Task[Any]]:
+    def start(
+        self, tasks: asyncio.TaskGroup, writer: TelemetryWriter, dsn: str, kwargs: dict[str, object]
+    ) -> list[asyncio.Task[Any]]:
         self._dsn, self._kwargs = dsn, kwargs
         log.info("cluster: instance %s, detect stream as %s", self.instance_id, self.detect_client_id)
         return [
@@ -234,7 +253,8 @@ class Cluster:
         with contextlib.suppress(psycopg.Error, OSError):
             async with _Link(self._dsn, self._kwargs) as link:
                 await (await link.connection()).execute(
-                    "DELETE FROM gateway_instances WHERE instance_id = %s", (self.instance_id,))
+                    "DELETE FROM gateway_instances WHERE instance_id = %s", (self.instance_id,)
+                )
         # everything is acked: the sessions can go (a restart subscribes afresh, the others replay)
         for client in (self.mqtt, gw.mqtt):
             current = client.connection
@@ -310,8 +330,9 @@ class Cluster:
             return
         gw._detected(detections)
         ack = RawBatch([], [], mine, [], raw.received_ms, raw.ack_token)
-        await self.store_queue.put((ack, DecodedBatch(received_ms=raw.received_ms,
-                                                      detections=sorted(detections, key=_insert_order))))
+        await self.store_queue.put(
+            (ack, DecodedBatch(received_ms=raw.received_ms, detections=sorted(detections, key=_insert_order)))
+        )
 
     def _keep_events(self, raw: RawBatch) -> None:
         """Other instances' device events, for a replay should their elders come here."""
@@ -324,14 +345,31 @@ class Cluster:
     def _kept_events(self, devices: list[str], stored: list[TableRows]) -> list[TableRows]:
         """Kept events of ``devices`` that are not (yet) in the database."""
         wanted = {d.encode() for d in devices}
-        seen = {(d, t, e) for rows in stored if rows.spec is tables.EVENTS for d, t, e in zip(
-            rows.column("device_id").values.tolist(), rows.column("time").values.tolist(),
-            rows.column("event").values.tolist(), strict=True)}
+        seen = {
+            (d, t, e)
+            for rows in stored
+            if rows.spec is tables.EVENTS
+            for d, t, e in zip(
+                rows.column("device_id").values.tolist(),
+                rows.column("time").values.tolist(),
+                rows.column("event").values.tolist(),
+                strict=True,
+            )
+        }
         out: list[TableRows] = []
         for _, rows in self._others_events:
-            keep = np.array([d in wanted and (d, t, e) not in seen for d, t, e in zip(
-                rows.column("device_id").values.tolist(), rows.column("time").values.tolist(),
-                rows.column("event").values.tolist(), strict=True)], bool)
+            keep = np.array(
+                [
+                    d in wanted and (d, t, e) not in seen
+                    for d, t, e in zip(
+                        rows.column("device_id").values.tolist(),
+                        rows.column("time").values.tolist(),
+                        rows.column("event").values.tolist(),
+                        strict=True,
+                    )
+                ],
+                bool,
+            )
             if keep.any():
                 out.append(_take(rows, keep))
         return out
@@ -349,8 +387,13 @@ class Cluster:
             ts = rows.column("time").values.tolist()
             if rows.spec is tables.EVENTS:
                 seen = self._replayed_events
-                keep = np.array([(d, t, e) not in seen for d, t, e in
-                                 zip(devices, ts, rows.column("event").values.tolist(), strict=True)], bool)
+                keep = np.array(
+                    [
+                        (d, t, e) not in seen
+                        for d, t, e in zip(devices, ts, rows.column("event").values.tolist(), strict=True)
+                    ],
+                    bool,
+                )
             else:
                 marks = self._watermarks
                 keep = np.array([t > marks.get((d, name), NEVER) for d, t in zip(devices, ts, strict=True)], bool)
@@ -378,8 +421,11 @@ class Cluster:
             except StorageUnavailable as error:
                 gw._database_down(error)
             except StorageRejected as error:  # a bug, not an outage: spooling would only repeat it
-                log.error("database rejected %d detections (paging critical ones from memory): %s",
-                          len(decoded.detections), error)
+                log.error(
+                    "database rejected %d detections (paging critical ones from memory): %s",
+                    len(decoded.detections),
+                    error,
+                )
                 self._ack(ack.ack_token, ack.packet_ids)
                 gw._page_without_database(decoded.detections)
                 return
@@ -422,7 +468,8 @@ class Cluster:
                         claimed = await self._claim(conn, instance_id)
                         if claimed is not None:
                             self._takeovers[instance_id] = asyncio.create_task(
-                                self._take_over(instance_id, *claimed), name=f"takeover-{instance_id}")
+                                self._take_over(instance_id, *claimed), name=f"takeover-{instance_id}"
+                            )
             except (psycopg.Error, OSError) as error:
                 if not failing:
                     log.warning("cluster: heartbeat failed (%s); keeping the last live set", first_line(error))
@@ -437,7 +484,9 @@ class Cluster:
         if not first:
             cur = await conn.execute(
                 "UPDATE gateway_instances SET heartbeat_at = now(), retiring_by = NULL, retiring_at = NULL "
-                "WHERE instance_id = %s", (self.instance_id,))
+                "WHERE instance_id = %s",
+                (self.instance_id,),
+            )
             if cur.rowcount == 1:
                 return
             log.warning("cluster: our row was gone (taken for dead?); joining again")
@@ -447,16 +496,25 @@ class Cluster:
             "started_at = now(), retiring_by = NULL, retiring_at = NULL, "
             "shared_client_id = EXCLUDED.shared_client_id, detect_client_id = EXCLUDED.detect_client_id, "
             "host = EXCLUDED.host, pid = EXCLUDED.pid",
-            (self.instance_id, self.gateway.mqtt.settings.client_id, self.detect_client_id,
-             socket.gethostname(), os.getpid()))
+            (
+                self.instance_id,
+                self.gateway.mqtt.settings.client_id,
+                self.detect_client_id,
+                socket.gethostname(),
+                os.getpid(),
+            ),
+        )
 
     async def _read_members(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> tuple[tuple[str, ...], list[str]]:
         """Members: every row until it is retired (or its takeover had all the time it gets)."""
         c = self.settings
-        rows = await (await conn.execute(
-            "SELECT instance_id, heartbeat_at > now() - make_interval(secs => %s), "
-            "heartbeat_at > now() - make_interval(secs => %s) FROM gateway_instances",
-            (c.dead_after_s, c.dead_after_s + c.takeover_timeout_s))).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT instance_id, heartbeat_at > now() - make_interval(secs => %s), "
+                "heartbeat_at > now() - make_interval(secs => %s) FROM gateway_instances",
+                (c.dead_after_s, c.dead_after_s + c.takeover_timeout_s),
+            )
+        ).fetchall()
         members = tuple(sorted({str(r[0]) for r in rows if r[2]} | {self.instance_id}))
         dead = [str(r[0]) for r in rows if not r[1] and r[0] != self.instance_id]
         return members, dead
@@ -464,12 +522,15 @@ class Cluster:
     async def _claim(self, conn: psycopg.AsyncConnection[tuple[Any, ...]], instance_id: str) -> tuple[str, str] | None:
         """One live instance takes over a dead one; a stalled takeover is claimed again later."""
         c = self.settings
-        row = await (await conn.execute(
-            "UPDATE gateway_instances SET retiring_by = %s, retiring_at = now() WHERE instance_id = %s "
-            "AND heartbeat_at <= now() - make_interval(secs => %s) "
-            "AND (retiring_at IS NULL OR retiring_at <= now() - make_interval(secs => %s)) "
-            "RETURNING shared_client_id, detect_client_id",
-            (self.instance_id, instance_id, c.dead_after_s, c.takeover_timeout_s))).fetchone()
+        row = await (
+            await conn.execute(
+                "UPDATE gateway_instances SET retiring_by = %s, retiring_at = now() WHERE instance_id = %s "
+                "AND heartbeat_at <= now() - make_interval(secs => %s) "
+                "AND (retiring_at IS NULL OR retiring_at <= now() - make_interval(secs => %s)) "
+                "RETURNING shared_client_id, detect_client_id",
+                (self.instance_id, instance_id, c.dead_after_s, c.takeover_timeout_s),
+            )
+        ).fetchone()
         return (str(row[0]), str(row[1])) if row else None
 
     async def _take_over(self, instance_id: str, shared_client_id: str, detect_client_id: str) -> None:
@@ -502,10 +563,12 @@ class Cluster:
                 await (await link.connection()).execute(
                     "DELETE FROM gateway_instances WHERE instance_id = %s "
                     "AND heartbeat_at <= now() - make_interval(secs => %s)",
-                    (instance_id, self.settings.dead_after_s))
+                    (instance_id, self.settings.dead_after_s),
+                )
         except (OSError, TimeoutError, MqttConnectError, psycopg.Error) as error:
-            log.warning("cluster: takeover of %s did not finish (%s); it will be tried again", instance_id,
-                        first_line(error))
+            log.warning(
+                "cluster: takeover of %s did not finish (%s); it will be tried again", instance_id, first_line(error)
+            )
             return
         self.stats.takeovers += 1
         log.info("cluster: %s retired; its elders move to the live instances", instance_id)
@@ -557,10 +620,16 @@ class Cluster:
                 self.stats.members = len(members)
                 self.stats.reassignments += 1
                 keys = [self._routing_key(d.encode(), detectors) for d in detectors.index.device_ids]
-                lost = [d for d, k in zip(detectors.index.device_ids, keys, strict=True)
-                        if not new.owns(k) and (everything or old.owns(k))]
-                gained = {d for d, k in zip(detectors.index.device_ids, keys, strict=True)
-                          if new.owns(k) and (everything or not old.owns(k))}
+                lost = [
+                    d
+                    for d, k in zip(detectors.index.device_ids, keys, strict=True)
+                    if not new.owns(k) and (everything or old.owns(k))
+                ]
+                gained = {
+                    d
+                    for d, k in zip(detectors.index.device_ids, keys, strict=True)
+                    if new.owns(k) and (everything or not old.owns(k))
+                }
                 detectors.forget(lost)
                 self._needs_replay = (self._needs_replay - set(lost)) | gained
                 self._replay_all = False
@@ -576,13 +645,18 @@ class Cluster:
             await self._replay(conn, writer, detectors, devices)
             self._needs_replay.clear()
 
-    async def _replay(self, conn: psycopg.AsyncConnection[tuple[Any, ...]], writer: TelemetryWriter,
-                      detectors: DetectorSet, devices: list[str]) -> None:
+    async def _replay(
+        self,
+        conn: psycopg.AsyncConnection[tuple[Any, ...]],
+        writer: TelemetryWriter,
+        detectors: DetectorSet,
+        devices: list[str],
+    ) -> None:
         started = asyncio.get_running_loop().time()
         history: list[TableRows] = []
         for spec in REPLAYED:
             for at in range(0, len(devices), REPLAY_CHUNK):
-                rows = await _fetch(conn, spec, devices[at:at + REPLAY_CHUNK], self.settings.replay_s)
+                rows = await _fetch(conn, spec, devices[at : at + REPLAY_CHUNK], self.settings.replay_s)
                 if rows is not None:
                     history.append(rows)
         history += self._kept_events(devices, history)
@@ -615,8 +689,13 @@ class Cluster:
         self.stats.replays += 1
         self.stats.replayed_rows += n
         self.stats.replayed_detections += len(found)
-        log.info("cluster: replayed %d rows of %d devices in %.2f s (%d detections, repeats ignored)",
-                 n, len(devices), asyncio.get_running_loop().time() - started, len(found))
+        log.info(
+            "cluster: replayed %d rows of %d devices in %.2f s (%d detections, repeats ignored)",
+            n,
+            len(devices),
+            asyncio.get_running_loop().time() - started,
+            len(found),
+        )
 
 
 class _Link:
@@ -628,8 +707,7 @@ class _Link:
 
     async def connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True,
-                                                               **self.kwargs)  # type: ignore[arg-type]
+            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **self.kwargs)  # type: ignore[arg-type]
         return self._conn
 
     async def drop(self) -> None:
@@ -645,14 +723,19 @@ class _Link:
         await self.drop()
 
 
-async def _fetch(conn: psycopg.AsyncConnection[tuple[Any, ...]], spec: tables.TableSpec, devices: list[str],
-                 replay_s: float) -> TableRows | None:
+async def _fetch(
+    conn: psycopg.AsyncConnection[tuple[Any, ...]], spec: tables.TableSpec, devices: list[str], replay_s: float
+) -> TableRows | None:
     """Stored rows of ``devices`` from the last ``replay_s``, as the decoder would have made them."""
     select = sql.SQL(", ").join(
         sql.SQL("(extract(epoch FROM {}) * 1000)::int8").format(sql.Identifier(c.name))
-        if c.kind == "timestamptz_ms" else sql.Identifier(c.name) for c in spec.columns)
-    query = sql.SQL("SELECT {} FROM {} WHERE device_id = ANY(%s) AND time > now() - make_interval(secs => %s) "
-                    "ORDER BY time").format(select, sql.Identifier(spec.name))
+        if c.kind == "timestamptz_ms"
+        else sql.Identifier(c.name)
+        for c in spec.columns
+    )
+    query = sql.SQL(
+        "SELECT {} FROM {} WHERE device_id = ANY(%s) AND time > now() - make_interval(secs => %s) ORDER BY time"
+    ).format(select, sql.Identifier(spec.name))
     records = await (await conn.execute(query, (devices, replay_s))).fetchall()
     if not records:
         return None
@@ -661,26 +744,38 @@ async def _fetch(conn: psycopg.AsyncConnection[tuple[Any, ...]], spec: tables.Ta
         values = [r[i] for r in records]
         valid = np.array([v is not None for v in values], bool)
         if c.kind in ("text", "bytea"):
-            arr = np.array([v.encode() if isinstance(v, str) else (bytes(v) if v is not None else b"")
-                            for v in values], dtype=object)
+            arr = np.array(
+                [v.encode() if isinstance(v, str) else (bytes(v) if v is not None else b"") for v in values],
+                dtype=object,
+            )
         else:
-            dtype = {"timestamptz_ms": np.int64, "float8": np.float64, "float4": np.float32, "int4": np.int32,
-                     "int2": np.int16, "bool": np.bool_}[c.kind]
+            dtype = {
+                "timestamptz_ms": np.int64,
+                "float8": np.float64,
+                "float4": np.float32,
+                "int4": np.int32,
+                "int2": np.int16,
+                "bool": np.bool_,
+            }[c.kind]
             arr = np.array([0 if v is None else v for v in values], dtype=dtype)
         columns.append(Column(c.kind, arr, None if valid.all() else valid))
     return TableRows(spec, tuple(columns))
 
 
-async def _still_silent(conn: psycopg.AsyncConnection[tuple[Any, ...]], devices: list[str],
-                        replay_s: float) -> dict[str, int]:
+async def _still_silent(
+    conn: psycopg.AsyncConnection[tuple[Any, ...]], devices: list[str], replay_s: float
+) -> dict[str, int]:
     """Devices whose latest silence detection is not cleared, with its time (ms)."""
     out: dict[str, int] = {}
     for at in range(0, len(devices), REPLAY_CHUNK):
-        rows = await (await conn.execute(
-            "SELECT DISTINCT ON (device_id) device_id, cleared, (extract(epoch FROM ts) * 1000)::int8 "
-            "FROM detections WHERE kind = %s AND device_id = ANY(%s) "
-            "AND ts > now() - make_interval(secs => %s) ORDER BY device_id, ts DESC, cleared DESC",
-            (DEVICE_SILENT, devices[at:at + REPLAY_CHUNK], replay_s))).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT DISTINCT ON (device_id) device_id, cleared, (extract(epoch FROM ts) * 1000)::int8 "
+                "FROM detections WHERE kind = %s AND device_id = ANY(%s) "
+                "AND ts > now() - make_interval(secs => %s) ORDER BY device_id, ts DESC, cleared DESC",
+                (DEVICE_SILENT, devices[at : at + REPLAY_CHUNK], replay_s),
+            )
+        ).fetchall()
         out.update({str(r[0]): int(r[2]) for r in rows if not r[1]})
     return out
 

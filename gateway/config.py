@@ -45,8 +45,9 @@ class MqttConfig(_Section, frozen=True, kw_only=True):
     username: str | None = None
     password: str | None = None
     password_file: str | None = None
-    topic_filters: list[str] = msgspec.field(default_factory=lambda: [
-        "eldercare/v1/+/+/telemetry", "eldercare/v1/+/+/event", "eldercare/v1/+/+/status"])
+    topic_filters: list[str] = msgspec.field(
+        default_factory=lambda: ["eldercare/v1/+/+/telemetry", "eldercare/v1/+/+/event", "eldercare/v1/+/+/status"]
+    )
     share_group: str | None = None
     keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
     session_expiry_s: PositiveInt = 7 * 86_400
@@ -204,7 +205,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        path = name[len(ENV_PREFIX):].lower().split("__")
+        path = name[len(ENV_PREFIX) :].lower().split("__")
         node = raw
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -279,9 +280,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
 
         ZoneInfo(config.detect.timezone)
     except Exception:
-        raise ConfigError(
-            f"{source}: detect.timezone: unknown time zone {config.detect.timezone!r}"
-        ) from None
+        raise ConfigError(f"{source}: detect.timezone: unknown time zone {config.detect.timezone!r}") from None
     try:
         validate(config.escalation)
     except PolicyError as error:
@@ -292,8 +291,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         webhook_secret(config)
     d = config.detect
     if not d.battery_critical_pct < d.battery_warning_pct < d.battery_clear_pct:
-        raise ConfigError(f"{source}: detect: battery_critical_pct < battery_warning_pct < "
-                          "battery_clear_pct must hold")
+        raise ConfigError(f"{source}: detect: battery_critical_pct < battery_warning_pct < battery_clear_pct must hold")
     return config
 
 

@@ -60,24 +60,18 @@ def _let_postgres_in(workdir: Path) -> None:
 
 def postgres_bindir() -> Path:
     """Directory of the newest installed PostgreSQL server binaries."""
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2])
-    )
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
     for directory in reversed(candidates):
         if Path(directory, "initdb").exists():
             return Path(directory)
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).resolve().parent
-    raise LocalServiceError(
-        "PostgreSQL server binaries (initdb) not found: install the 'postgresql' package"
-    )
+    raise LocalServiceError("PostgreSQL server binaries (initdb) not found: install the 'postgresql' package")
 
 
 def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if not found:
         raise LocalServiceError("mosquitto not found: install the 'mosquitto' package")
     return found
@@ -125,7 +119,9 @@ class LocalMosquitto:
         conf.write_text(self.config_text())
         with (self.workdir / "mosquitto.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log,
+                [mosquitto_binary(), "-c", str(conf)],
+                stdout=log,
+                stderr=log,
                 start_new_session=True,
             )
         try:
@@ -174,8 +170,7 @@ class LocalPostgres:
         result = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
         if result.returncode != 0:
             raise LocalServiceError(
-                f"{Path(args[0]).name} failed ({result.returncode}): "
-                f"{result.stderr.decode(errors='replace')[-800:]}"
+                f"{Path(args[0]).name} failed ({result.returncode}): {result.stderr.decode(errors='replace')[-800:]}"
             )
         return result
 
@@ -188,8 +183,18 @@ class LocalPostgres:
             self.port = free_port()
         if not (self.datadir / "PG_VERSION").exists():
             self._run(
-                [str(bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-                 "-A", "trust", "-E", "UTF8", "--no-instructions"]
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ]
             )
         opts = (
             f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
@@ -197,41 +202,72 @@ class LocalPostgres:
             "-c shared_buffers=128MB"
         )
         self._run(
-            [str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.workdir / "pg.log"),
-             "-o", opts, "-w", "-t", "60", "start"]
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.workdir / "pg.log"),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
         )
         self._run(
-            [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", "postgres", "-qc", f"CREATE DATABASE {self.dbname}"]
+            [
+                str(bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qc",
+                f"CREATE DATABASE {self.dbname}",
+            ]
         ) if not self._database_exists() else None
         return self
 
     def _database_exists(self) -> bool:
         bindir = postgres_bindir()
         out = self._run(
-            [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{self.dbname}'"]
+            [
+                str(bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{self.dbname}'",
+            ]
         )
         return out.stdout.strip() == b"1"
 
     def stop(self, mode: str = "fast") -> None:
         if (self.datadir / "postmaster.pid").exists():
-            self._run(
-                [str(postgres_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", mode,
-                 "-w", "stop"]
-            )
+            self._run([str(postgres_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
 
 
 @contextlib.contextmanager
 def private_services(
-    prefix: str = "eldercare-", fsync: bool = False, *, max_queued_messages: int = 100_000,
+    prefix: str = "eldercare-",
+    fsync: bool = False,
+    *,
+    max_queued_messages: int = 100_000,
     broker_persistence: bool = True,
 ) -> Iterator[tuple[LocalMosquitto, LocalPostgres]]:
     """Start a broker and a database in one temporary directory; stop and remove both."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    broker = LocalMosquitto(root / "mosquitto", max_queued_messages=max_queued_messages,
-                            persistence=broker_persistence)
+    broker = LocalMosquitto(root / "mosquitto", max_queued_messages=max_queued_messages, persistence=broker_persistence)
     database = LocalPostgres(root / "postgres", fsync=fsync)
     try:
         broker.start()

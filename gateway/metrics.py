@@ -27,8 +27,9 @@ _DB_QUERIES = {
 }
 
 
-def histogram(name: str, doc: str, buckets: tuple[int, ...], counts: dict[int, int], total: float,
-              n: int) -> HistogramMetricFamily:
+def histogram(
+    name: str, doc: str, buckets: tuple[int, ...], counts: dict[int, int], total: float, n: int
+) -> HistogramMetricFamily:
     cumulative, running = [], 0
     for bound in buckets:
         running += counts.get(bound, 0)
@@ -52,17 +53,21 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         gw, s = self.gateway, self.gateway.stats
         yield CounterMetricFamily("eldercare_ingest_messages", "MQTT messages received", value=gw.batcher.received)
-        yield CounterMetricFamily("eldercare_rows_stored", "Rows committed (telemetry, events, status)",
-                                  value=s.rows_stored)
-        yield CounterMetricFamily("eldercare_spooled_messages", "Messages written to the spool",
-                                  value=s.spooled_messages)
+        yield CounterMetricFamily(
+            "eldercare_rows_stored", "Rows committed (telemetry, events, status)", value=s.rows_stored
+        )
+        yield CounterMetricFamily(
+            "eldercare_spooled_messages", "Messages written to the spool", value=s.spooled_messages
+        )
         yield GaugeMetricFamily("eldercare_spool_batches", "Batches waiting in the spool", value=len(gw.spool))
         limiter = gw.decoder.rate_limiter
         if limiter is not None:
-            yield CounterMetricFamily("eldercare_rate_limited_messages", "Messages dropped: device over its rate",
-                                      value=limiter.dropped_total)
-            yield CounterMetricFamily("eldercare_rate_limited_devices", "Devices that went over their rate",
-                                      value=limiter.flooding_devices)
+            yield CounterMetricFamily(
+                "eldercare_rate_limited_messages", "Messages dropped: device over its rate", value=limiter.dropped_total
+            )
+            yield CounterMetricFamily(
+                "eldercare_rate_limited_devices", "Devices that went over their rate", value=limiter.flooding_devices
+            )
         rejects = CounterMetricFamily("eldercare_decode_rejects", "Messages dead-lettered", labels=["reason"])
         for reason, n in sorted(s.rejects.items()):
             rejects.add_metric([reason], n)
@@ -71,19 +76,36 @@ class GatewayCollector(Collector):
         for kind, n in sorted(s.detections.items()):
             detections.add_metric([kind], n)
         yield detections
-        yield histogram("eldercare_batch_size", "Messages per micro-batch", BATCH_BUCKETS, s.batch_sizes,
-                        s.batch_messages, s.batches)
-        yield histogram("eldercare_db_write_ms", "Time to commit one batch, ms", WRITE_BUCKETS_MS,
-                        s.write_ms_buckets, s.write_ms_total, s.writes)
-        yield GaugeMetricFamily("eldercare_mqtt_connected", "1 when the broker connection is up",
-                                value=1 if gw.mqtt.connected.is_set() else 0)
+        yield histogram(
+            "eldercare_batch_size",
+            "Messages per micro-batch",
+            BATCH_BUCKETS,
+            s.batch_sizes,
+            s.batch_messages,
+            s.batches,
+        )
+        yield histogram(
+            "eldercare_db_write_ms",
+            "Time to commit one batch, ms",
+            WRITE_BUCKETS_MS,
+            s.write_ms_buckets,
+            s.write_ms_total,
+            s.writes,
+        )
+        yield GaugeMetricFamily(
+            "eldercare_mqtt_connected",
+            "1 when the broker connection is up",
+            value=1 if gw.mqtt.connected.is_set() else 0,
+        )
         yield GaugeMetricFamily("eldercare_database_up", "1 when PostgreSQL answers", value=1 if gw.database_up else 0)
         worker = gw.responder.worker if gw.responder is not None else None
         if worker is not None:
-            yield GaugeMetricFamily("eldercare_alert_worker_up", "1 when the alert worker process runs",
-                                    value=1 if worker.running else 0)
-            yield CounterMetricFamily("eldercare_alert_worker_restarts", "Alert worker processes that died",
-                                      value=worker.restarts)
+            yield GaugeMetricFamily(
+                "eldercare_alert_worker_up", "1 when the alert worker process runs", value=1 if worker.running else 0
+            )
+            yield CounterMetricFamily(
+                "eldercare_alert_worker_restarts", "Alert worker processes that died", value=worker.restarts
+            )
         open_alerts = GaugeMetricFamily("eldercare_open_alerts", "Alerts not resolved", labels=["severity"])
         for severity, n in self.db.get("open_alerts", []):
             open_alerts.add_metric([severity], n)
@@ -92,8 +114,9 @@ class GatewayCollector(Collector):
         for tier, n in self.db.get("tiers", []):
             tiers.add_metric([str(tier)], n)
         yield tiers
-        notes = GaugeMetricFamily("eldercare_notifications", "Notifications by channel and status",
-                                  labels=["channel", "status"])
+        notes = GaugeMetricFamily(
+            "eldercare_notifications", "Notifications by channel and status", labels=["channel", "status"]
+        )
         for channel, status, n in self.db.get("notifications", []):
             notes.add_metric([channel, status], n)
         yield notes

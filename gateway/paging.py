@@ -26,8 +26,14 @@ log = logging.getLogger(__name__)
 class PagingLoops:
     """Runs ``process_detections``/``run_due`` and the outbox; sends fresh pages at once."""
 
-    def __init__(self, outbox: OutboxSender | None, database_up: Callable[[], bool], *,
-                 alert_poll_s: float = 1.0, outbox_poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        outbox: OutboxSender | None,
+        database_up: Callable[[], bool],
+        *,
+        alert_poll_s: float = 1.0,
+        outbox_poll_s: float = 0.5,
+    ) -> None:
         self.outbox = outbox
         self.database_up = database_up
         self.alert_poll_s = alert_poll_s  # escalation timers are checked this often
@@ -60,8 +66,9 @@ class PagingLoops:
         except Exception:  # the lease runs out and the poller sends them: never lost
             log.exception("immediate send failed; the outbox will retry")
 
-    async def _database_loop(self, wake: asyncio.Event, every_s: float, step: Callable[[], Awaitable[None]],
-                             what: str) -> None:
+    async def _database_loop(
+        self, wake: asyncio.Event, every_s: float, step: Callable[[], Awaitable[None]], what: str
+    ) -> None:
         """Run ``step`` when woken or every ``every_s``; the database being away only delays it."""
         while True:
             with contextlib.suppress(TimeoutError):
@@ -83,6 +90,7 @@ class PagingLoops:
         Nothing here is lost by a crash: a restarted gateway (or another instance) finds
         the same unhandled rows.
         """
+
         async def step() -> None:
             while await alerts.process_detections() > 0:
                 pass
@@ -93,6 +101,7 @@ class PagingLoops:
 
     async def _notify_stage(self, outbox: OutboxSender) -> None:
         """Send what the alert engine queued in the outbox: woken by it, and polled for retries."""
+
         async def step() -> None:
             while await outbox.run_once() > 0:
                 pass

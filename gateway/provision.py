@@ -73,8 +73,9 @@ class BrokerCredentials:
         if not self.passwd_file.exists():
             self.passwd_file.touch(mode=0o600)
         os.chmod(self.passwd_file, 0o600)
-        result = subprocess.run([_passwd_binary(), "-b", str(self.passwd_file), user, password],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [_passwd_binary(), "-b", str(self.passwd_file), user, password], capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
             raise ProvisionError(f"mosquitto_passwd failed for {user}: {result.stderr.strip()}")
         self._write_acl()
@@ -112,13 +113,13 @@ class BrokerCredentials:
     def revoke(self, device_id: str) -> None:
         if device_id not in self.users():
             raise ProvisionError(f"device {device_id} has no credentials to revoke")
-        result = subprocess.run([_passwd_binary(), "-D", str(self.passwd_file), device_id],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [_passwd_binary(), "-D", str(self.passwd_file), device_id], capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
             raise ProvisionError(f"mosquitto_passwd could not revoke {device_id}: {result.stderr.strip()}")
 
 
 def broker_config_lines(credentials: BrokerCredentials) -> list[str]:
     """The mosquitto.conf lines that make the broker enforce these files."""
-    return ["allow_anonymous false", f"password_file {credentials.passwd_file}",
-            f"acl_file {credentials.acl_file}"]
+    return ["allow_anonymous false", f"password_file {credentials.passwd_file}", f"acl_file {credentials.acl_file}"]

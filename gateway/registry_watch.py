@@ -32,8 +32,14 @@ def registry_from_db(dsn: str, kwargs: dict[str, Any]) -> RegistryFile:
         return load_registry_from_db(conn)
 
 
-async def watch_registry(dsn: str, kwargs: dict[str, Any], every_s: float,
-                         changed: Callable[[RegistryFile], Awaitable[None]], *, loaded: bool = True) -> None:
+async def watch_registry(
+    dsn: str,
+    kwargs: dict[str, Any],
+    every_s: float,
+    changed: Callable[[RegistryFile], Awaitable[None]],
+    *,
+    loaded: bool = True,
+) -> None:
     """Call ``changed`` with the new registry whenever the version moves; until cancelled.
 
     ``loaded=False``: what the caller holds did not come from the database (it was away at

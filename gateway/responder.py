@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
 class Responder:
     """The gateway starts it, wakes it when detections are stored, and stops it."""
 
@@ -119,22 +120,36 @@ class Responder:
         gw = self.gateway
         config = gw.config
         self.pool = AsyncConnectionPool(
-            self.dsn, kwargs=self.kwargs, min_size=1, max_size=max(2, config.database.pool_max // 2),
-            open=False, timeout=config.database.connect_timeout_s, reconnect_timeout=0,
+            self.dsn,
+            kwargs=self.kwargs,
+            min_size=1,
+            max_size=max(2, config.database.pool_max // 2),
+            open=False,
+            timeout=config.database.connect_timeout_s,
+            reconnect_timeout=0,
         )
         await self.pool.open(wait=False)
         self.outbox = OutboxSender(self.pool, build_notifiers(config), outbox_settings(config), gw.clock_ms)
         self.paging = PagingLoops(self.outbox if config.notify.enabled else None, lambda: gw.database_up)
         # pages this engine creates (someone passes an alert on) are sent from here at once
-        self.alerts = AlertEngine(self.pool, config.escalation, gw.registry, gw.clock_ms, self._send_downlink,
-                                  claimed=self.paging.send_claimed if config.notify.enabled else None,
-                                  lease_s=config.notify.lease_s)
+        self.alerts = AlertEngine(
+            self.pool,
+            config.escalation,
+            gw.registry,
+            gw.clock_ms,
+            self._send_downlink,
+            claimed=self.paging.send_claimed if config.notify.enabled else None,
+            lease_s=config.notify.lease_s,
+        )
         try:
             http = self._http_server() if config.notify.enabled else None
             self._started.set()
             async with asyncio.TaskGroup() as tasks:
-                workers = [tasks.create_task(self.paging.run(self.alerts), name="paging") if self.worker is None
-                           else tasks.create_task(self.worker.run(), name="alert-worker")]
+                workers = [
+                    tasks.create_task(self.paging.run(self.alerts), name="paging")
+                    if self.worker is None
+                    else tasks.create_task(self.worker.run(), name="alert-worker")
+                ]
                 if http is not None:
                     assert self._http_socket is not None
                     workers.append(tasks.create_task(http.serve(sockets=[self._http_socket]), name="http"))
@@ -150,7 +165,7 @@ class Responder:
             await self.pool.close()
 
     async def _send_downlink(self, command: Downlink) -> None:
-        """"Help is coming" to the elder's device, over the gateway's MQTT session."""
+        """ "Help is coming" to the elder's device, over the gateway's MQTT session."""
         payload = json.dumps(command.payload, ensure_ascii=False).encode()
         await self.gateway.mqtt.publish(command.topic, payload, qos=1)
 
@@ -160,8 +175,11 @@ class Responder:
         gw = self.gateway
         assert self.pool is not None and self.alerts is not None
         n = gw.config.notify
-        routes: list[BaseRoute] = [Route("/healthz", self._healthz), Route("/readyz", self._readyz),
-                                   Route("/metrics", self._metrics)]
+        routes: list[BaseRoute] = [
+            Route("/healthz", self._healthz),
+            Route("/readyz", self._readyz),
+            Route("/metrics", self._metrics),
+        ]
         routes.extend(api_routes(gw))
         if n.twilio is not None:
             hooks = TwilioWebhooks(self.pool, self.alerts, twilio_token(gw.config), n.public_base_url, gw.clock_ms)
@@ -175,8 +193,9 @@ class Responder:
             sock.bind((n.http_host, n.http_port))
         except OSError as error:
             sock.close()
-            raise ConfigError(f"notify.http_port: cannot listen on {n.http_host}:{n.http_port}: "
-                              f"{error.strerror}") from None
+            raise ConfigError(
+                f"notify.http_port: cannot listen on {n.http_host}:{n.http_port}: {error.strerror}"
+            ) from None
         sock.listen(128)
         sock.setblocking(False)
         self._http_socket = sock
@@ -196,8 +215,10 @@ class Responder:
         connected = gw.mqtt.connected.is_set()
         worker = self.worker is None or self.worker.running
         ready = connected and gw.database_up and worker
-        return JSONResponse({"mqtt": connected, "database": gw.database_up, "alert_worker": worker,
-                             "spool_batches": len(gw.spool)}, status_code=200 if ready else 503)
+        return JSONResponse(
+            {"mqtt": connected, "database": gw.database_up, "alert_worker": worker, "spool_batches": len(gw.spool)},
+            status_code=200 if ready else 503,
+        )
 
 
 class _HttpServer(uvicorn.Server):
@@ -206,6 +227,3 @@ class _HttpServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-

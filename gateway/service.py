@@ -81,16 +81,25 @@ def detect_settings(config: GatewayConfig, now: datetime | None = None) -> Detec
     offset = (now or datetime.now(UTC)).astimezone(ZoneInfo(d.timezone)).utcoffset()
     return DetectSettings(
         timezone_offset_min=int(offset.total_seconds() // 60) if offset else 0,
-        persistence_readings=d.persistence_readings, persistence_span_s=d.persistence_span_s,
-        clear_readings=d.clear_readings, fence_margin_m=d.fence_margin_m,
-        fence_dwell_readings=d.fence_dwell_readings, fence_dwell_s=d.fence_dwell_s,
+        persistence_readings=d.persistence_readings,
+        persistence_span_s=d.persistence_span_s,
+        clear_readings=d.clear_readings,
+        fence_margin_m=d.fence_margin_m,
+        fence_dwell_readings=d.fence_dwell_readings,
+        fence_dwell_s=d.fence_dwell_s,
         fence_reentry_readings=d.fence_reentry_readings,
-        fence_clear_accuracy_m=d.fence_clear_accuracy_m, gps_max_accuracy_m=d.gps_max_accuracy_m,
-        night_window=parse_window(d.night), day_window=parse_window(d.day),
-        sos_cancel_grace_s=d.sos_cancel_grace_s, fall_confirm_s=d.fall_confirm_s,
-        fall_movement_steps=d.fall_movement_steps, battery_warning_pct=d.battery_warning_pct,
-        battery_critical_pct=d.battery_critical_pct, battery_clear_pct=d.battery_clear_pct,
-        not_worn_readings=d.not_worn_readings, silent_factor=d.silent_factor,
+        fence_clear_accuracy_m=d.fence_clear_accuracy_m,
+        gps_max_accuracy_m=d.gps_max_accuracy_m,
+        night_window=parse_window(d.night),
+        day_window=parse_window(d.day),
+        sos_cancel_grace_s=d.sos_cancel_grace_s,
+        fall_confirm_s=d.fall_confirm_s,
+        fall_movement_steps=d.fall_movement_steps,
+        battery_warning_pct=d.battery_warning_pct,
+        battery_critical_pct=d.battery_critical_pct,
+        battery_clear_pct=d.battery_clear_pct,
+        not_worn_readings=d.not_worn_readings,
+        silent_factor=d.silent_factor,
         inactivity_hours=d.inactivity_hours,
     )
 
@@ -119,14 +128,21 @@ class Gateway:
         self.config = config
         self.clock_ms = clock_ms
         self.stats = IngestStats()
-        self.decoder = BatchDecoder(DecodeLimits(
-            max_payload_bytes=config.ingest.max_payload_bytes,
-            max_past_ms=config.ingest.max_past_s * 1000,
-            max_future_ms=config.ingest.max_future_s * 1000,
-        ), DeviceRateLimiter(RateLimits(
-            rate_per_s=config.ingest.device_rate_per_s, burst=config.ingest.device_burst,
-            event_rate_per_s=config.ingest.device_event_rate_per_s, event_burst=config.ingest.device_event_burst,
-        )))
+        self.decoder = BatchDecoder(
+            DecodeLimits(
+                max_payload_bytes=config.ingest.max_payload_bytes,
+                max_past_ms=config.ingest.max_past_s * 1000,
+                max_future_ms=config.ingest.max_future_s * 1000,
+            ),
+            DeviceRateLimiter(
+                RateLimits(
+                    rate_per_s=config.ingest.device_rate_per_s,
+                    burst=config.ingest.device_burst,
+                    event_rate_per_s=config.ingest.device_event_rate_per_s,
+                    event_burst=config.ingest.device_event_burst,
+                )
+            ),
+        )
         self.policy = storage_policy(config)
         self.spool = DiskSpool(Path(config.storage.spool_dir))
         self.raw_queue: asyncio.Queue[RawBatch] = asyncio.Queue()
@@ -147,10 +163,16 @@ class Gateway:
         m = config.mqtt
         self.mqtt = MqttIngestClient(
             MqttSettings(
-                host=m.host, port=m.port, client_id=m.client_id, username=m.username,
-                password=mqtt_password(config), topic_filters=tuple(m.topic_filters),
-                share_group=m.share_group, keepalive_s=m.keepalive_s,
-                session_expiry_s=m.session_expiry_s, receive_maximum=m.receive_maximum,
+                host=m.host,
+                port=m.port,
+                client_id=m.client_id,
+                username=m.username,
+                password=mqtt_password(config),
+                topic_filters=tuple(m.topic_filters),
+                share_group=m.share_group,
+                keepalive_s=m.keepalive_s,
+                session_expiry_s=m.session_expiry_s,
+                receive_maximum=m.receive_maximum,
                 tls_ca_file=m.tls_ca_file,
             ),
             self.batcher.add,
@@ -198,12 +220,19 @@ class Gateway:
         registry = await self._load_registry(dsn, kwargs)
         self.detectors = DetectorSet(registry, detect_settings(self.config))
         self.registry = registry
-        log.info("detectors ready: %d elders, %d devices, %d fences", len(registry.elders),
-                 len(self.detectors.index.device_ids), len(self.detectors.index.fences))
+        log.info(
+            "detectors ready: %d elders, %d devices, %d fences",
+            len(registry.elders),
+            len(self.detectors.index.device_ids),
+            len(self.detectors.index.fences),
+        )
         self.ingest_loop = asyncio.get_running_loop()
         self._ingest_pool = AsyncConnectionPool(
-            dsn, kwargs=kwargs, min_size=self.config.database.pool_min,
-            max_size=self.config.database.pool_max, open=False,
+            dsn,
+            kwargs=kwargs,
+            min_size=self.config.database.pool_min,
+            max_size=self.config.database.pool_max,
+            open=False,
             timeout=self.config.database.connect_timeout_s,
             reconnect_timeout=0,  # keep trying for ever; the spool covers the gap
         )
@@ -216,9 +245,17 @@ class Gateway:
             await self._ingest_pool.close()
             raise
         # paging without the database goes through the outbox's own notifiers (same loop)
-        self.emergency = EmergencyPager(self.outbox.notifiers, self.config.escalation, registry,
-                                        self.clock_ms, self.config.notify.public_base_url) \
-            if self.config.notify.enabled else None
+        self.emergency = (
+            EmergencyPager(
+                self.outbox.notifiers,
+                self.config.escalation,
+                registry,
+                self.clock_ms,
+                self.config.notify.public_base_url,
+            )
+            if self.config.notify.enabled
+            else None
+        )
         failed = self.responder.failed
         assert failed is not None
         try:
@@ -256,14 +293,14 @@ class Gateway:
 
     async def _upgrade_schema(self, dsn: str, kwargs: dict[str, object]) -> None:
         """Migrate at start-up; if the database is down, start anyway and spool."""
+
         def work() -> None:
             upgrade(_with_password(dsn, kwargs), self.policy)
 
         try:
             await asyncio.to_thread(work)
         except psycopg.OperationalError as error:
-            log.warning("database unreachable at start-up (%s); spooling until it returns",
-                        first_line(error))
+            log.warning("database unreachable at start-up (%s); spooling until it returns", first_line(error))
             self.database_up = False
 
     async def _load_registry(self, dsn: str, kwargs: dict[str, object]) -> RegistryFile:
@@ -273,8 +310,10 @@ class Gateway:
         if registry is not None:
             check_roster(registry, require_hotline=False)  # bad shifts fail now, not mid-emergency
             if registry.elders and not any(r.role == "hotline" for r in registry.responders):
-                log.error("the registry has no hotline responder: an alert nobody takes has no last "
-                          "tier to reach; add one (role: hotline)")
+                log.error(
+                    "the registry has no hotline responder: an alert nobody takes has no last "
+                    "tier to reach; add one (role: hotline)"
+                )
 
         def work() -> RegistryFile:
             with psycopg.connect(dsn, **kwargs) as conn:  # type: ignore[arg-type]
@@ -288,8 +327,7 @@ class Gateway:
         except psycopg.OperationalError as error:
             if registry is not None:
                 return registry
-            log.error("registry unavailable (%s): detecting with default thresholds, no fences",
-                      first_line(error))
+            log.error("registry unavailable (%s): detecting with default thresholds, no fences", first_line(error))
             return RegistryFile()
 
     async def _registry_watch(self, dsn: str, kwargs: dict[str, object]) -> None:
@@ -299,14 +337,18 @@ class Gateway:
         dwell, persistence counts, silence timers) starts again, which can only delay a
         detection by a few readings, never drop an alert already raised.
         """
+
         async def changed(registry: RegistryFile) -> None:
             self._use_registry(registry)
             self.registry_reloads += 1
             if self.responder is not None and self.responder.alerts is not None:
                 self.responder.alerts.use_registry(registry)
-            log.info("registry changed: %d elders, %d devices, %d fences reloaded", len(registry.elders),
-                     len(self.detectors.index.device_ids) if self.detectors else 0,
-                     len(self.detectors.index.fences) if self.detectors else 0)
+            log.info(
+                "registry changed: %d elders, %d devices, %d fences reloaded",
+                len(registry.elders),
+                len(self.detectors.index.device_ids) if self.detectors else 0,
+                len(self.detectors.index.fences) if self.detectors else 0,
+            )
 
         await watch_registry(dsn, kwargs, self.config.registry.reload_s, changed)
 
@@ -332,12 +374,16 @@ class Gateway:
                 self._detected(found)
             # a flood that stopped still gets its report, even if nothing else arrives
             limiter = self.decoder.rate_limiter
-            letters = [] if limiter is None else [
-                DeadLetter(now, r.topic, r.reason(limiter.limits), r.sample, 0) for r in limiter.due_reports(now)]
+            letters = (
+                []
+                if limiter is None
+                else [DeadLetter(now, r.topic, r.reason(limiter.limits), r.sample, 0) for r in limiter.due_reports(now)]
+            )
             if found or letters:
                 empty = RawBatch([], [], [], [], now)
-                await self.store_queue.put((empty, DecodedBatch(received_ms=now, detections=found,
-                                                                dead_letters=letters)))
+                await self.store_queue.put(
+                    (empty, DecodedBatch(received_ms=now, detections=found, dead_letters=letters))
+                )
 
     def _wake_alerts(self) -> None:
         if self.responder is not None:
@@ -349,9 +395,7 @@ class Gateway:
             del self.detections[:10_000]
         for d in found:
             self.stats.detections[d.kind] = self.stats.detections.get(d.kind, 0) + 1
-            log.info("detected %s%s (%s) for elder %s", d.kind, " cleared" if d.cleared else "",
-                     d.severity, d.elder_id)
-
+            log.info("detected %s%s (%s) for elder %s", d.kind, " cleared" if d.cleared else "", d.severity, d.elder_id)
 
     async def _drain(self, timeout_s: float = 30.0) -> None:
         self.batcher.flush()
@@ -479,7 +523,10 @@ class Gateway:
                 task.add_done_callback(self._emergency_tasks.discard)
 
     async def _reject_batch(
-        self, writer: TelemetryWriter, raw: RawBatch, error: StorageRejected,
+        self,
+        writer: TelemetryWriter,
+        raw: RawBatch,
+        error: StorageRejected,
         detections: list[Detection] | None = None,
     ) -> None:
         """The database refused rows it should have taken: keep them all as dead letters."""
@@ -534,8 +581,7 @@ class Gateway:
 
     def _database_down(self, error: Exception) -> None:
         if self.database_up:
-            log.warning("database unavailable (%s); spooling to %s", first_line(error),
-                        self.spool.directory)
+            log.warning("database unavailable (%s); spooling to %s", first_line(error), self.spool.directory)
             self.database_up = False
 
     def _database_back(self) -> None:
@@ -561,7 +607,10 @@ class Gateway:
             s = self.stats
             log.info(
                 "ingest: received=%d stored_rows=%d dead_letters=%d spooled=%d replayed=%d",
-                self.batcher.received, s.rows_stored, s.dead_letters, s.spooled_messages,
+                self.batcher.received,
+                s.rows_stored,
+                s.dead_letters,
+                s.spooled_messages,
                 s.replayed_messages,
             )
 

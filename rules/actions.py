@@ -15,8 +15,7 @@ from rules import store
 from rules.store import AlertRow, Conn
 
 Outcome = Literal["false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared", "other"]
-OUTCOMES: tuple[str, ...] = ("false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared",
-                             "other")
+OUTCOMES: tuple[str, ...] = ("false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared", "other")
 
 
 class AlertError(ValueError):
@@ -28,13 +27,21 @@ async def paged_recipients(conn: Conn, alert_id: int) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT DISTINCT ON (recipient_key) recipient_key, recipient_name, role, phone, language, channels, "
         "provider FROM notifications WHERE alert_id = %s AND purpose = 'page' ORDER BY recipient_key, id",
-        (alert_id,))
+        (alert_id,),
+    )
     keys = ("recipient_key", "recipient_name", "role", "phone", "language", "channels", "provider")
     return [dict(zip(keys, row, strict=True)) for row in await cur.fetchall()]
 
 
-async def inform(conn: Conn, alert_id: int, purpose: str, now_ms: int, *, skip: str | None = None,
-                 detail: dict[str, Any] | None = None) -> int:
+async def inform(
+    conn: Conn,
+    alert_id: int,
+    purpose: str,
+    now_ms: int,
+    *,
+    skip: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> int:
     """Queue a short message (``taken``, ``retraction``, ``resolved``) to everyone paged."""
     sent = 0
     for person in await paged_recipients(conn, alert_id):
@@ -45,47 +52,106 @@ async def inform(conn: Conn, alert_id: int, purpose: str, now_ms: int, *, skip: 
             "INSERT INTO notifications (alert_id, purpose, recipient_key, recipient_name, role, phone, "
             "language, channel, channels, provider, idempotency_key, next_attempt_at) VALUES "
             "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (alert_id, purpose, person["recipient_key"], person["recipient_name"], person["role"],
-             person["phone"], person["language"], channel, Jsonb(person["channels"]), person["provider"],
-             f"{alert_id}:{purpose}:{person['recipient_key']}", store.ts(now_ms)))
+            (
+                alert_id,
+                purpose,
+                person["recipient_key"],
+                person["recipient_name"],
+                person["role"],
+                person["phone"],
+                person["language"],
+                channel,
+                Jsonb(person["channels"]),
+                person["provider"],
+                f"{alert_id}:{purpose}:{person['recipient_key']}",
+                store.ts(now_ms),
+            ),
+        )
         sent += cur.rowcount
     if sent:
-        await store.event(conn, alert_id, now_ms, f"informed_{purpose}", actor="system", recipients=sent,
-                          **(detail or {}))
+        await store.event(
+            conn, alert_id, now_ms, f"informed_{purpose}", actor="system", recipients=sent, **(detail or {})
+        )
     return sent
 
 
-async def resolve(conn: Conn, alert: AlertRow, actor: str, channel: str, outcome: str, note: str | None,
-                  now_ms: int) -> None:
+async def resolve(
+    conn: Conn, alert: AlertRow, actor: str, channel: str, outcome: str, note: str | None, now_ms: int
+) -> None:
     if outcome not in OUTCOMES:
         raise AlertError(f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}")
     if alert.state == "resolved":
         raise AlertError(f"alert {alert.code} is already resolved ({alert.outcome}, by {alert.resolved_by})")
-    await store.update(conn, alert.alert_id, state="resolved", resolved_ms=now_ms, resolved_by=actor,
-                       outcome=outcome, next_check_ms=None)
-    await store.event(conn, alert.alert_id, now_ms, "resolved", actor=actor, channel=channel,
-                      outcome=outcome, note=note)
-    await inform(conn, alert.alert_id, "retraction" if outcome == "false_alarm" else "resolved", now_ms,
-                 detail={"outcome": outcome})
+    await store.update(
+        conn,
+        alert.alert_id,
+        state="resolved",
+        resolved_ms=now_ms,
+        resolved_by=actor,
+        outcome=outcome,
+        next_check_ms=None,
+    )
+    await store.event(
+        conn, alert.alert_id, now_ms, "resolved", actor=actor, channel=channel, outcome=outcome, note=note
+    )
+    await inform(
+        conn,
+        alert.alert_id,
+        "retraction" if outcome == "false_alarm" else "resolved",
+        now_ms,
+        detail={"outcome": outcome},
+    )
 
 
-async def acknowledge(conn: Conn, alert: AlertRow, actor: str, actor_key: str | None, channel: str,
-                      eta_s: float | None, note: str | None, now_ms: int, *, margin_s: float,
-                      default_eta_s: float) -> bool:
+async def acknowledge(
+    conn: Conn,
+    alert: AlertRow,
+    actor: str,
+    actor_key: str | None,
+    channel: str,
+    eta_s: float | None,
+    note: str | None,
+    now_ms: int,
+    *,
+    margin_s: float,
+    default_eta_s: float,
+) -> bool:
     """Take the alert; False if this person had already taken it (a repeated webhook)."""
     if alert.state == "resolved":
         raise AlertError(f"alert {alert.code} is already resolved")
     if alert.state in ("acknowledged", "on_scene"):
         if alert.acknowledged_by == actor:
             return False
-        await store.event(conn, alert.alert_id, now_ms, "ack_after_taken", actor=actor, channel=channel,
-                          taken_by=alert.acknowledged_by)
+        await store.event(
+            conn,
+            alert.alert_id,
+            now_ms,
+            "ack_after_taken",
+            actor=actor,
+            channel=channel,
+            taken_by=alert.acknowledged_by,
+        )
         return False
     eta_ms = now_ms + int((eta_s if eta_s is not None else default_eta_s) * 1000)
-    await store.update(conn, alert.alert_id, state="acknowledged", acknowledged_ms=now_ms,
-                       acknowledged_by=actor, eta_ms=eta_ms, next_check_ms=eta_ms + int(margin_s * 1000))
-    await store.event(conn, alert.alert_id, now_ms, "acknowledged", actor=actor, channel=channel,
-                      eta_s=(eta_ms - now_ms) / 1000, note=note)
+    await store.update(
+        conn,
+        alert.alert_id,
+        state="acknowledged",
+        acknowledged_ms=now_ms,
+        acknowledged_by=actor,
+        eta_ms=eta_ms,
+        next_check_ms=eta_ms + int(margin_s * 1000),
+    )
+    await store.event(
+        conn,
+        alert.alert_id,
+        now_ms,
+        "acknowledged",
+        actor=actor,
+        channel=channel,
+        eta_s=(eta_ms - now_ms) / 1000,
+        note=note,
+    )
     await inform(conn, alert.alert_id, "taken", now_ms, skip=actor_key, detail={"taken_by": actor})
     return True
 

@@ -151,11 +151,11 @@ class AlertEngine:
                 return 0
             rows = [r[1:] for r in found if r[1] is not None]
             for det_id, elder_id, device_id, kind, severity, when, cleared, evidence in rows:
-                det = Detection(elder_id, device_id, kind, severity, store.ms(when) or 0,
-                                evidence, cleared)
+                det = Detection(elder_id, device_id, kind, severity, store.ms(when) or 0, evidence, cleared)
                 alert_id = await self._apply(conn, det)
-                await conn.execute("UPDATE detections SET handled = true, alert_id = %s WHERE id = %s",
-                                   (alert_id, det_id))
+                await conn.execute(
+                    "UPDATE detections SET handled = true, alert_id = %s WHERE id = %s", (alert_id, det_id)
+                )
             # an alert that pages at once (no confirmation window) fires its first tiers now,
             # in this transaction: one commit between the SOS and the first page
             opened, self._opened_now = self._opened_now, []
@@ -179,16 +179,15 @@ class AlertEngine:
             alert = await store.by_ref(conn, str(det.evidence.get("alert") or ""), lock=False)
             if alert is None:
                 return None
-            await store.event(conn, alert.alert_id, now, "device_received", actor="elder", channel="device",
-                              device=det.device_id)
+            await store.event(
+                conn, alert.alert_id, now, "device_received", actor="elder", channel="device", device=det.device_id
+            )
             return alert.alert_id
         if is_cancel(det):
             if det.elder_id is None:
                 return None
-            rows = await store.fetch(conn, "elder_id = %s AND state = 'confirming'", (det.elder_id,),
-                                     lock="FOR UPDATE")
-            changes = on_cancel([OpenAlert(r.alert_id, r.kind, r.severity, r.state, r.recovered)
-                                 for r in rows])
+            rows = await store.fetch(conn, "elder_id = %s AND state = 'confirming'", (det.elder_id,), lock="FOR UPDATE")
+            changes = on_cancel([OpenAlert(r.alert_id, r.kind, r.severity, r.state, r.recovered) for r in rows])
             for change in changes:
                 await self._change(conn, change, det, now)
             return rows[0].alert_id if rows else None
@@ -198,15 +197,19 @@ class AlertEngine:
         change = on_detection(det, _open(current) if current else None)
         return await self._change(conn, change, det, now, key=key, current=current)
 
-    async def _change(self, conn: Conn, change: Any, det: Detection, now: int, *, key: str = "",
-                      current: AlertRow | None = None) -> int | None:
+    async def _change(
+        self, conn: Conn, change: Any, det: Detection, now: int, *, key: str = "", current: AlertRow | None = None
+    ) -> int | None:
         if isinstance(change, Open):
             return await self._open(conn, change, det, key, now)
         if isinstance(change, Update):
             assert current is not None
-            fields: dict[str, Any] = {"last_seen_ms": now, "severity": change.severity,
-                                      "detection_count": current.detection_count + 1,
-                                      "evidence": {**current.evidence, **det.evidence}}
+            fields: dict[str, Any] = {
+                "last_seen_ms": now,
+                "severity": change.severity,
+                "detection_count": current.detection_count + 1,
+                "evidence": {**current.evidence, **det.evidence},
+            }
             if change.worse:
                 policy = select_policy(self.escalation, current.kind, change.severity)
                 fields["policy"] = policy.name
@@ -214,22 +217,39 @@ class AlertEngine:
                     fields["state"] = "notifying"
                     fields["next_check_ms"] = now
             await store.update(conn, change.alert_id, **fields)
-            await store.event(conn, change.alert_id, now, "detection", actor="system",
-                              kind=det.kind, severity=det.severity, reason=change.reason)
+            await store.event(
+                conn,
+                change.alert_id,
+                now,
+                "detection",
+                actor="system",
+                kind=det.kind,
+                severity=det.severity,
+                reason=change.reason,
+            )
             return change.alert_id
         if isinstance(change, Resolve):
-            await self._resolve(conn, change.alert_id, change.actor, "device" if change.actor == "elder"
-                                else "system", change.outcome, change.reason, now)
+            await self._resolve(
+                conn,
+                change.alert_id,
+                change.actor,
+                "device" if change.actor == "elder" else "system",
+                change.outcome,
+                change.reason,
+                now,
+            )
             return change.alert_id
         if isinstance(change, MarkRecovered):
             await store.update(conn, change.alert_id, recovered=True)
-            await store.event(conn, change.alert_id, now, "recovered", actor="elder", channel="device",
-                              reason=change.reason)
+            await store.event(
+                conn, change.alert_id, now, "recovered", actor="elder", channel="device", reason=change.reason
+            )
             return change.alert_id
         if isinstance(change, Retract):
             await store.update(conn, change.alert_id, recovered=True)
-            await store.event(conn, change.alert_id, now, "late_cancel", actor="elder", channel="device",
-                              reason=change.reason)
+            await store.event(
+                conn, change.alert_id, now, "late_cancel", actor="elder", channel="device", reason=change.reason
+            )
             await actions.inform(conn, change.alert_id, "retraction", now, detail={"late_cancel": True})
             return change.alert_id
         if isinstance(change, Note):
@@ -243,10 +263,19 @@ class AlertEngine:
         confirm = int(policy.confirm_window_s * 1000)
         state = "confirming" if confirm > 0 else "notifying"
         alert_id = await store.insert_alert(
-            conn, key=key, elder_id=det.elder_id, device_id=det.device_id, kind=change.kind,
-            severity=change.severity, state=state, policy=policy.name,
-            community=elder.community if elder else None, grid=elder.grid if elder else None,
-            now_ms=now, evidence=det.evidence, confirm_until_ms=now + confirm if confirm else None,
+            conn,
+            key=key,
+            elder_id=det.elder_id,
+            device_id=det.device_id,
+            kind=change.kind,
+            severity=change.severity,
+            state=state,
+            policy=policy.name,
+            community=elder.community if elder else None,
+            grid=elder.grid if elder else None,
+            now_ms=now,
+            evidence=det.evidence,
+            confirm_until_ms=now + confirm if confirm else None,
             next_check_ms=now + confirm if confirm else now,
             opened={"kind": det.kind, "severity": change.severity, "policy": policy.name, "reason": change.reason},
         )
@@ -255,11 +284,28 @@ class AlertEngine:
         if confirm and elder:
             device = _elder_device(elder)
             if device:
-                self._downlinks.append(Downlink(device[0], device[1], {
-                    "cmd": "confirm", "alert": f"A{alert_id}", "timeout_s": policy.confirm_window_s,
-                    "vibrate": "are_you_ok"}))
-                await store.event(conn, alert_id, now, "asked_elder", actor="system", channel="device",
-                                  device=device[1], window_s=policy.confirm_window_s)
+                self._downlinks.append(
+                    Downlink(
+                        device[0],
+                        device[1],
+                        {
+                            "cmd": "confirm",
+                            "alert": f"A{alert_id}",
+                            "timeout_s": policy.confirm_window_s,
+                            "vibrate": "are_you_ok",
+                        },
+                    )
+                )
+                await store.event(
+                    conn,
+                    alert_id,
+                    now,
+                    "asked_elder",
+                    actor="system",
+                    channel="device",
+                    device=device[1],
+                    window_s=policy.confirm_window_s,
+                )
         return alert_id
 
     async def _flush_downlinks(self) -> None:
@@ -270,8 +316,7 @@ class AlertEngine:
             try:
                 await self.downlink(command)
             except Exception as error:  # a device command is best effort; paging is not
-                log.warning("could not send %s to %s: %s", command.payload.get("cmd"), command.device_id,
-                            error)
+                log.warning("could not send %s to %s: %s", command.payload.get("cmd"), command.device_id, error)
 
     # -- escalation timers -----------------------------------------------------------------
 
@@ -280,26 +325,38 @@ class AlertEngine:
         now = self.clock_ms()
         async with self.pool.connection() as conn, conn.transaction():
             due = await store.fetch(
-                conn, "state <> 'resolved' AND next_check_at <= %s ORDER BY next_check_at LIMIT %s",
-                (store.ts(now), limit), lock="FOR UPDATE SKIP LOCKED")
+                conn,
+                "state <> 'resolved' AND next_check_at <= %s ORDER BY next_check_at LIMIT %s",
+                (store.ts(now), limit),
+                lock="FOR UPDATE SKIP LOCKED",
+            )
             for alert in due:
                 await self._escalate(conn, alert, now)
         await self._after_commit()
         return len(due)
 
     async def _firings(self, conn: Conn, alert_id: int) -> list[TierFiring]:
-        cur = await conn.execute("SELECT tier, round, at, reached FROM tier_firings WHERE alert_id = %s "
-                                 "ORDER BY at, tier", (alert_id,))
+        cur = await conn.execute(
+            "SELECT tier, round, at, reached FROM tier_firings WHERE alert_id = %s ORDER BY at, tier", (alert_id,)
+        )
         return [TierFiring(t, r, store.ms(at) or 0, reached) for t, r, at, reached in await cur.fetchall()]
 
     def _step(self, alert: AlertRow, policy: PolicySpec, fired: Sequence[TierFiring], now: int) -> Any:
-        view = AlertView(alert.alert_id, alert.kind, alert.severity, alert.state,  # type: ignore[arg-type]
-                         alert.opened_ms, alert.confirm_until_ms, alert.acknowledged_ms, alert.eta_ms)
-        return next_step(view, policy, fired, now, escalation=self.escalation,
-                         quiet_until_ms=quiet_until(self.escalation, now))
+        view = AlertView(
+            alert.alert_id,
+            alert.kind,
+            alert.severity,
+            alert.state,  # type: ignore[arg-type]
+            alert.opened_ms,
+            alert.confirm_until_ms,
+            alert.acknowledged_ms,
+            alert.eta_ms,
+        )
+        return next_step(
+            view, policy, fired, now, escalation=self.escalation, quiet_until_ms=quiet_until(self.escalation, now)
+        )
 
-    async def _escalate(self, conn: Conn, alert: AlertRow, now: int,
-                        fired: list[TierFiring] | None = None) -> None:
+    async def _escalate(self, conn: Conn, alert: AlertRow, now: int, fired: list[TierFiring] | None = None) -> None:
         policy = self.policies.get(alert.policy) or select_policy(self.escalation, alert.kind, alert.severity)
         if fired is None:
             fired = await self._firings(conn, alert.alert_id)
@@ -308,19 +365,39 @@ class AlertEngine:
             highest = max((f.tier for f in fired), default=-1)
             if alert.recovered and max(step.tiers) > highest:
                 await store.update(conn, alert.alert_id, next_check_ms=None)
-                await store.event(conn, alert.alert_id, now, "escalation_stopped", actor="system",
-                                  reason="the elder is moving again after the fall", paged_tiers=highest + 1)
+                await store.event(
+                    conn,
+                    alert.alert_id,
+                    now,
+                    "escalation_stopped",
+                    actor="system",
+                    reason="the elder is moving again after the fall",
+                    paged_tiers=highest + 1,
+                )
                 return
             if alert.state == "confirming":
                 await store.update(conn, alert.alert_id, state="notifying")
-                await store.event(conn, alert.alert_id, now, "confirmation_ended", actor="system",
-                                  reason="no cancel from the elder within the window")
+                await store.event(
+                    conn,
+                    alert.alert_id,
+                    now,
+                    "confirmation_ended",
+                    actor="system",
+                    reason="no cancel from the elder within the window",
+                )
                 alert = _replace_state(alert, "notifying")
             elif alert.state == "acknowledged":
                 # taking an alert must not stall it: paging resumes, with the usual waits
                 await store.update(conn, alert.alert_id, state="notifying")
-                await store.event(conn, alert.alert_id, now, "ack_lapsed", actor="system",
-                                  taken_by=alert.acknowledged_by, reason=step.reason)
+                await store.event(
+                    conn,
+                    alert.alert_id,
+                    now,
+                    "ack_lapsed",
+                    actor="system",
+                    taken_by=alert.acknowledged_by,
+                    reason=step.reason,
+                )
                 alert = _replace_state(alert, "notifying")
             ours = [await self._fire(conn, alert, policy, tier, step.round, now, step.reason) for tier in step.tiers]
             if all(f is not None for f in ours):
@@ -335,8 +412,9 @@ class AlertEngine:
         else:  # a second Fire right away: look again immediately (e.g. a tier that reached nobody)
             await store.update(conn, alert.alert_id, next_check_ms=now)
 
-    async def _fire(self, conn: Conn, alert: AlertRow, policy: PolicySpec, tier: int, round_: int,
-                    now: int, reason: str) -> TierFiring | None:
+    async def _fire(
+        self, conn: Conn, alert: AlertRow, policy: PolicySpec, tier: int, round_: int, now: int, reason: str
+    ) -> TierFiring | None:
         """Page one tier; ``None`` when another engine had fired it already."""
         spec = policy.tiers[tier]
         elder = self.elders.get(alert.elder_id or "")
@@ -355,18 +433,44 @@ class AlertEngine:
                 # a tier asking for a channel this person does not take still reaches them
                 recipients.append((person, usable or list(person.channels[:1])))
         claim = self.claimed is not None
-        pages = [{"key": person.key, "name": person.name, "role": person.role, "phone": person.phone,
-                  "language": person.language, "channel": channel, "channels": list(person.channels),
-                  "provider": person.provider,
-                  "idem": f"{alert.alert_id}:page:{tier}:{round_}:{person.key}:{channel}"}
-                 for person, channels in recipients for channel in channels]
-        cur = await conn.execute(_FIRE, {
-            "alert": alert.alert_id, "tier": tier, "round": round_, "at": store.ts(now),
-            "reached": len(recipients), "pages": Jsonb(pages),
-            "next": store.ts(now + self.lease_ms if claim else now), "status": "sending" if claim else "pending",
-            "attempts": 1 if claim else 0,
-            "detail": Jsonb({"tier": tier, "round": round_, "roles": list(spec.roles),
-                             "reached": [p.name for p, _ in recipients], "reason": reason})})
+        pages = [
+            {
+                "key": person.key,
+                "name": person.name,
+                "role": person.role,
+                "phone": person.phone,
+                "language": person.language,
+                "channel": channel,
+                "channels": list(person.channels),
+                "provider": person.provider,
+                "idem": f"{alert.alert_id}:page:{tier}:{round_}:{person.key}:{channel}",
+            }
+            for person, channels in recipients
+            for channel in channels
+        ]
+        cur = await conn.execute(
+            _FIRE,
+            {
+                "alert": alert.alert_id,
+                "tier": tier,
+                "round": round_,
+                "at": store.ts(now),
+                "reached": len(recipients),
+                "pages": Jsonb(pages),
+                "next": store.ts(now + self.lease_ms if claim else now),
+                "status": "sending" if claim else "pending",
+                "attempts": 1 if claim else 0,
+                "detail": Jsonb(
+                    {
+                        "tier": tier,
+                        "round": round_,
+                        "roles": list(spec.roles),
+                        "reached": [p.name for p, _ in recipients],
+                        "reason": reason,
+                    }
+                ),
+            },
+        )
         row = await cur.fetchone()
         if row is None or not row[0]:
             return None
@@ -374,11 +478,11 @@ class AlertEngine:
             self._claimed.extend(int(i) for i in row[1])
         return TierFiring(tier, round_, now, len(recipients))
 
-
     # -- what people do ----------------------------------------------------------------------
 
-    async def _resolve(self, conn: Conn, alert_id: int, actor: str, channel: str, outcome: str,
-                       reason: str, now: int) -> None:
+    async def _resolve(
+        self, conn: Conn, alert_id: int, actor: str, channel: str, outcome: str, reason: str, now: int
+    ) -> None:
         alert = await store.by_ref(conn, alert_id)
         if alert is None or alert.state == "resolved":
             return
@@ -390,23 +494,46 @@ class AlertEngine:
             raise AlertError(f"no alert {ref}")
         return alert
 
-    async def acknowledge(self, ref: int | str, actor: str, channel: str, *, actor_key: str | None = None,
-                          eta_s: float | None = None, note: str | None = None) -> AlertRow:
+    async def acknowledge(
+        self,
+        ref: int | str,
+        actor: str,
+        channel: str,
+        *,
+        actor_key: str | None = None,
+        eta_s: float | None = None,
+        note: str | None = None,
+    ) -> AlertRow:
         """A responder takes the alert; the elder's device is told help is coming."""
         now = self.clock_ms()
         async with self.pool.connection() as conn, conn.transaction():
             alert = await self._locked(conn, ref)
             taken = await actions.acknowledge(
-                conn, alert, actor, actor_key, channel, eta_s, note, now,
-                margin_s=self.escalation.on_scene_margin_s, default_eta_s=self.escalation.default_eta_s)
+                conn,
+                alert,
+                actor,
+                actor_key,
+                channel,
+                eta_s,
+                note,
+                now,
+                margin_s=self.escalation.on_scene_margin_s,
+                default_eta_s=self.escalation.default_eta_s,
+            )
             if taken:
                 elder = self.elders.get(alert.elder_id or "")
                 device = _elder_device(elder) if elder else None
                 if device:
-                    self._downlinks.append(Downlink(device[0], device[1], {
-                        "cmd": "help_coming", "alert": alert.code, "by": actor, "vibrate": "reassure"}))
-                    await store.event(conn, alert.alert_id, now, "reassured_elder", actor="system",
-                                      channel="device", device=device[1])
+                    self._downlinks.append(
+                        Downlink(
+                            device[0],
+                            device[1],
+                            {"cmd": "help_coming", "alert": alert.code, "by": actor, "vibrate": "reassure"},
+                        )
+                    )
+                    await store.event(
+                        conn, alert.alert_id, now, "reassured_elder", actor="system", channel="device", device=device[1]
+                    )
             result = await self._locked(conn, alert.alert_id)
         await self._flush_downlinks()
         return result
@@ -416,13 +543,14 @@ class AlertEngine:
         now = self.clock_ms()
         async with self.pool.connection() as conn, conn.transaction():
             alert = await self._locked(conn, ref)
-            await store.event(conn, alert.alert_id, now, "passed_on", actor=actor, channel=channel,
-                              actor_key=actor_key)
+            await store.event(conn, alert.alert_id, now, "passed_on", actor=actor, channel=channel, actor_key=actor_key)
             if alert.state not in ("notifying", "confirming"):
                 return
             cur = await conn.execute(
                 "SELECT f.tier, f.round FROM tier_firings f WHERE f.alert_id = %s ORDER BY f.tier DESC, "
-                "f.round DESC LIMIT 1", (alert.alert_id,))
+                "f.round DESC LIMIT 1",
+                (alert.alert_id,),
+            )
             latest = await cur.fetchone()
             if latest is None:
                 return
@@ -431,16 +559,19 @@ class AlertEngine:
                 "SELECT count(DISTINCT n.recipient_key) FILTER (WHERE NOT EXISTS (SELECT 1 FROM alert_events e "
                 "WHERE e.alert_id = n.alert_id AND e.event = 'passed_on' AND e.detail->>'actor_key' = "
                 "n.recipient_key)) FROM notifications n WHERE n.alert_id = %s AND n.purpose = 'page' "
-                "AND n.tier = %s AND n.round = %s", (alert.alert_id, tier, round_))
+                "AND n.tier = %s AND n.round = %s",
+                (alert.alert_id, tier, round_),
+            )
             left = await cur.fetchone()
             if left is not None and left[0] == 0:
                 # everyone in this tier declined: its wait is over, so the next check moves on
-                policy = self.policies.get(alert.policy) or select_policy(self.escalation, alert.kind,
-                                                                          alert.severity)
+                policy = self.policies.get(alert.policy) or select_policy(self.escalation, alert.kind, alert.severity)
                 wait_ms = int(policy.tiers[tier].wait_s * 1000)
-                await conn.execute("UPDATE tier_firings SET at = at - make_interval(secs => %s) WHERE "
-                                   "alert_id = %s AND tier = %s AND round = %s",
-                                   (wait_ms / 1000, alert.alert_id, tier, round_))
+                await conn.execute(
+                    "UPDATE tier_firings SET at = at - make_interval(secs => %s) WHERE "
+                    "alert_id = %s AND tier = %s AND round = %s",
+                    (wait_ms / 1000, alert.alert_id, tier, round_),
+                )
                 await store.update(conn, alert.alert_id, next_check_ms=now)
                 await store.event(conn, alert.alert_id, now, "tier_declined", actor="system", tier=tier)
 
@@ -450,8 +581,9 @@ class AlertEngine:
             await actions.on_scene(conn, await self._locked(conn, ref), actor, channel, now)
             return await self._locked(conn, ref)
 
-    async def resolve(self, ref: int | str, actor: str, channel: str, outcome: str,
-                      note: str | None = None) -> AlertRow:
+    async def resolve(
+        self, ref: int | str, actor: str, channel: str, outcome: str, note: str | None = None
+    ) -> AlertRow:
         now = self.clock_ms()
         async with self.pool.connection() as conn, conn.transaction():
             await actions.resolve(conn, await self._locked(conn, ref), actor, channel, outcome, note, now)
@@ -462,16 +594,16 @@ class AlertEngine:
         async with self.pool.connection() as conn, conn.transaction():
             await actions.note(conn, await self._locked(conn, ref), actor, channel, text, now)
 
-    async def responder_position(self, actor: str, lat: float, lon: float,
-                                 radius_m: float = 150) -> list[str]:
+    async def responder_position(self, actor: str, lat: float, lon: float, radius_m: float = 150) -> list[str]:
         """A responder's reported position: arriving at an elder they took puts them on scene."""
         import math
 
         now = self.clock_ms()
         arrived: list[str] = []
         async with self.pool.connection() as conn, conn.transaction():
-            for alert in await store.fetch(conn, "state = 'acknowledged' AND acknowledged_by = %s", (actor,),
-                                           lock="FOR UPDATE"):
+            for alert in await store.fetch(
+                conn, "state = 'acknowledged' AND acknowledged_by = %s", (actor,), lock="FOR UPDATE"
+            ):
                 elder = self.elders.get(alert.elder_id or "")
                 if elder is None or elder.home is None:
                     continue

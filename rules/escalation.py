@@ -111,8 +111,11 @@ def _onward(policy: PolicySpec, tier: int, round_: int, why: str) -> Fire:
     last = len(policy.tiers) - 1
     if tier < last:
         return Fire((tier + 1,), 1, f"{why}; escalating to {_label(policy, tier + 1)}")
-    return Fire((last,), round_ + 1,
-                f"{why}; repeating final {_label(policy, last)}, round {round_ + 1}, until someone takes it")
+    return Fire(
+        (last,),
+        round_ + 1,
+        f"{why}; repeating final {_label(policy, last)}, round {round_ + 1}, until someone takes it",
+    )
 
 
 def _notifying(policy: PolicySpec, fired: Sequence[TierFiring], now_ms: int) -> Step:
@@ -130,27 +133,27 @@ def _notifying(policy: PolicySpec, fired: Sequence[TierFiring], now_ms: int) -> 
         if tier < last:
             return _onward(policy, tier, latest.round, f"{label} reached nobody")
         if now_ms < latest.at_ms + wait_ms:  # retry at the tier's pace rather than in a tight loop
-            return Wait(latest.at_ms + wait_ms,
-                        f"final {label} reached nobody; retrying after {spec.wait_s} s")
+            return Wait(latest.at_ms + wait_ms, f"final {label} reached nobody; retrying after {spec.wait_s} s")
         return _onward(policy, tier, latest.round, f"final {label} reached nobody")
     if now_ms < latest.at_ms + wait_ms:
-        return Wait(latest.at_ms + wait_ms,
-                    f"waiting {spec.wait_s} s for someone paged by {label} round {latest.round} to take it")
+        return Wait(
+            latest.at_ms + wait_ms,
+            f"waiting {spec.wait_s} s for someone paged by {label} round {latest.round} to take it",
+        )
     why = f"{label} round {latest.round} not taken within {spec.wait_s} s"
     if latest.round < spec.repeat and tier < last:
-        return Fire((tier,), latest.round + 1,
-                    f"{why}; repeating it, round {latest.round + 1} of {spec.repeat}")
+        return Fire((tier,), latest.round + 1, f"{why}; repeating it, round {latest.round + 1} of {spec.repeat}")
     return _onward(policy, tier, latest.round, why)
 
 
-def _acknowledged(alert: AlertView, policy: PolicySpec, fired: Sequence[TierFiring], now_ms: int,
-                  escalation: EscalationConfig) -> Step:
+def _acknowledged(
+    alert: AlertView, policy: PolicySpec, fired: Sequence[TierFiring], now_ms: int, escalation: EscalationConfig
+) -> Step:
     taken_ms = alert.acknowledged_ms if alert.acknowledged_ms is not None else alert.opened_ms
     eta_ms = alert.eta_ms if alert.eta_ms is not None else taken_ms + escalation.default_eta_s * 1000
     due_ms = eta_ms + escalation.on_scene_margin_s * 1000
     if now_ms < due_ms:
-        return Wait(due_ms, "taken; waiting for the responder on scene by ETA + "
-                            f"{escalation.on_scene_margin_s} s")
+        return Wait(due_ms, f"taken; waiting for the responder on scene by ETA + {escalation.on_scene_margin_s} s")
     why = "responder not on scene by ETA + margin"
     if any(firing.at_ms >= due_ms for firing in fired):  # escalation already resumed: carry on
         return _notifying(policy, fired, now_ms)
@@ -160,8 +163,16 @@ def _acknowledged(alert: AlertView, policy: PolicySpec, fired: Sequence[TierFiri
     return _onward(policy, tier, latest.round, why)
 
 
-def next_step(alert: AlertView, policy: PolicySpec, fired: Sequence[TierFiring], now_ms: int, *,
-              escalation: EscalationConfig, quiet: bool = False, quiet_until_ms: int | None = None) -> Step:
+def next_step(
+    alert: AlertView,
+    policy: PolicySpec,
+    fired: Sequence[TierFiring],
+    now_ms: int,
+    *,
+    escalation: EscalationConfig,
+    quiet: bool = False,
+    quiet_until_ms: int | None = None,
+) -> Step:
     """What to do about ``alert`` at ``now_ms``, and why.
 
     In quiet hours (``quiet``, or ``quiet_until_ms`` = their end as from :func:`quiet_until`)
@@ -179,12 +190,16 @@ def next_step(alert: AlertView, policy: PolicySpec, fired: Sequence[TierFiring],
         step = _acknowledged(alert, policy, fired, now_ms, escalation)
     elif alert.state == "confirming" and not fired:
         if alert.confirm_until_ms is not None and now_ms < alert.confirm_until_ms:
-            return Wait(alert.confirm_until_ms, "asking the elder \"are you OK?\" before paging anyone")
-        step = _start(policy, "the elder did not answer \"are you OK?\" in time")
+            return Wait(alert.confirm_until_ms, 'asking the elder "are you OK?" before paging anyone')
+        step = _start(policy, 'the elder did not answer "are you OK?" in time')
     else:  # notifying, or confirming with pages already logged: follow the log
         step = _notifying(policy, fired, now_ms)
-    if (isinstance(step, Fire) and alert.severity != "critical" and policy.respect_quiet_hours
-            and quiet_until_ms is not None and quiet_until_ms > now_ms):
-        return Wait(quiet_until_ms,
-                    f"quiet hours: {alert.severity} alert held until they end (then: {step.reason})")
+    if (
+        isinstance(step, Fire)
+        and alert.severity != "critical"
+        and policy.respect_quiet_hours
+        and quiet_until_ms is not None
+        and quiet_until_ms > now_ms
+    ):
+        return Wait(quiet_until_ms, f"quiet hours: {alert.severity} alert held until they end (then: {step.reason})")
     return step

@@ -38,6 +38,8 @@ ALERT_KIND: dict[str, str] = {FALL_NO_RECOVERY: FALL}  # detection kind -> alert
 def retracted_kind(det: Detection) -> str:
     """The alert a late cancel is about (its evidence names it: ``of``)."""
     return str(det.evidence.get("of") or SOS)
+
+
 NEVER_AUTO_RESOLVE: frozenset[str] = frozenset({SOS, CALL, FALL})
 
 
@@ -119,38 +121,39 @@ def on_detection(det: Detection, current: OpenAlert | None) -> Change:
     if det.kind == CANCEL_LATE:
         if current is None:
             return Ignore("late cancel with no open alert")
-        return Retract(current.alert_id,
-                       f"the elder cancelled {det.evidence.get('cancelled_after_s')} s after pressing")
+        return Retract(
+            current.alert_id, f"the elder cancelled {det.evidence.get('cancelled_after_s')} s after pressing"
+        )
     if det.cleared:
         if current is None:
             return Ignore(f"{kind} cleared, no open alert")
         if det.evidence.get("withdrawn"):
-            return Resolve(current.alert_id, "elder", "false_alarm",
-                           "cancelled by the elder within the grace period")
+            return Resolve(current.alert_id, "elder", "false_alarm", "cancelled by the elder within the grace period")
         if kind in NEVER_AUTO_RESOLVE:
             if current.state == "confirming":
-                return Resolve(current.alert_id, "elder", "false_alarm",
-                               "the elder moved or cancelled while being asked if they are OK")
+                return Resolve(
+                    current.alert_id,
+                    "elder",
+                    "false_alarm",
+                    "the elder moved or cancelled while being asked if they are OK",
+                )
             if kind == FALL and not current.recovered:
-                return MarkRecovered(current.alert_id,
-                                     "the elder is moving again: no further tiers will be paged")
-            return Note(current.alert_id, "condition_cleared",
-                        f"{kind} cleared; a person must close this alert")
-        return Resolve(current.alert_id, "system", "condition_cleared",
-                       f"{det.kind} cleared: {_brief(det)}")
+                return MarkRecovered(current.alert_id, "the elder is moving again: no further tiers will be paged")
+            return Note(current.alert_id, "condition_cleared", f"{kind} cleared; a person must close this alert")
+        return Resolve(current.alert_id, "system", "condition_cleared", f"{det.kind} cleared: {_brief(det)}")
     if current is None:
         return Open(kind, det.severity, f"{det.kind} detected: {_brief(det)}")
     worse = SEVERITY_LEVEL[det.severity] > SEVERITY_LEVEL[current.severity]
     severity: Severity = det.severity if worse else current.severity
-    return Update(current.alert_id, severity, worse,
-                  f"{det.kind} again{' and worse' if worse else ''}: {_brief(det)}")
+    return Update(current.alert_id, severity, worse, f"{det.kind} again{' and worse' if worse else ''}: {_brief(det)}")
 
 
 def on_cancel(open_alerts: list[OpenAlert]) -> list[Change]:
     """The elder pressed cancel: every alert still asking them is a false alarm."""
     return [
         Resolve(a.alert_id, "elder", "false_alarm", "the elder pressed cancel while being asked")
-        for a in open_alerts if a.state == "confirming"
+        for a in open_alerts
+        if a.state == "confirming"
     ]
 
 

@@ -18,8 +18,13 @@ Channel = Literal["sms", "voice"]
 Language = Literal["zh", "en"]
 Phone = Annotated[str, Meta(pattern=r"^\+[1-9]\d{6,14}$", description="E.164, e.g. +8613800138000")]
 # "mon-fri 08:00-18:00", "sat,sun 00:00-24:00", "daily 20:00-08:00" (may wrap midnight)
-ShiftText = Annotated[str, Meta(pattern=r"^(daily|[a-z]{3}(-[a-z]{3})?(,[a-z]{3}(-[a-z]{3})?)*) "
-                                         r"([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$")]
+ShiftText = Annotated[
+    str,
+    Meta(
+        pattern=r"^(daily|[a-z]{3}(-[a-z]{3})?(,[a-z]{3}(-[a-z]{3})?)*) "
+        r"([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$"
+    ),
+]
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

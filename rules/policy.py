@@ -43,11 +43,27 @@ from gateway.detect.registry import RegistryError, parse_window
 from rules.model import ROLES, Channel
 
 ANY_KIND = "*"
-KNOWN_KINDS: frozenset[str] = frozenset({
-    SOS, CALL, FALL, FALL_NO_RECOVERY, GEOFENCE_EXIT, HR_HIGH, HR_LOW, SPO2_LOW, HYPOGLYCAEMIA,
-    HYPERGLYCAEMIA, HYPERTENSIVE_CRISIS, HYPOTENSION, LOW_BATTERY, NOT_WORN, DEVICE_SILENT, INACTIVITY,
-    CANCEL_LATE,
-})
+KNOWN_KINDS: frozenset[str] = frozenset(
+    {
+        SOS,
+        CALL,
+        FALL,
+        FALL_NO_RECOVERY,
+        GEOFENCE_EXIT,
+        HR_HIGH,
+        HR_LOW,
+        SPO2_LOW,
+        HYPOGLYCAEMIA,
+        HYPERGLYCAEMIA,
+        HYPERTENSIVE_CRISIS,
+        HYPOTENSION,
+        LOW_BATTERY,
+        NOT_WORN,
+        DEVICE_SILENT,
+        INACTIVITY,
+        CANCEL_LATE,
+    }
+)
 # Detector kinds that are not alerts (a cancel closes alerts), so no policy may name them.
 NOT_ALERT_KINDS: frozenset[str] = frozenset({CANCEL, CMD_RECEIVED})
 # Roles that have someone on duty around the clock; the last tier must name one of them.
@@ -110,8 +126,9 @@ class EscalationConfig(_Strict, frozen=True, kw_only=True):
 
 
 def _matches(policy: PolicySpec, kind: str, severity: str) -> bool:
-    return ((kind in policy.kinds or ANY_KIND in policy.kinds)
-            and (not policy.severities or severity in policy.severities))
+    return (kind in policy.kinds or ANY_KIND in policy.kinds) and (
+        not policy.severities or severity in policy.severities
+    )
 
 
 def select_policy(config: EscalationConfig, kind: str, severity: Severity) -> PolicySpec:
@@ -140,7 +157,7 @@ def _check_tier(where: str, tier: TierSpec) -> None:
 def _check_policy(policy: PolicySpec) -> None:
     where = f"policy {policy.name}"
     if not policy.kinds:
-        raise PolicyError(f"{where}: no kinds (use [\"*\"] for a catch-all)")
+        raise PolicyError(f'{where}: no kinds (use ["*"] for a catch-all)')
     for kind in policy.kinds:
         if kind != ANY_KIND and kind not in KNOWN_KINDS:
             raise PolicyError(f"{where}: unknown kind {kind!r} (known: {', '.join(sorted(KNOWN_KINDS))}, *)")
@@ -158,11 +175,13 @@ def _check_policy(policy: PolicySpec) -> None:
         raise PolicyError(
             f"{where}, tier {len(policy.tiers)}: the last tier repeats until someone takes the alert, "
             f"so it must page an always-staffed role ({' or '.join(ALWAYS_STAFFED)}); "
-            f"it pages {', '.join(last.roles)}")
+            f"it pages {', '.join(last.roles)}"
+        )
     if not 1 <= policy.start_tiers <= len(policy.tiers):
         raise PolicyError(
             f"{where}: start_tiers is {policy.start_tiers} but must be between 1 and the number "
-            f"of tiers ({len(policy.tiers)})")
+            f"of tiers ({len(policy.tiers)})"
+        )
 
 
 def _cases(policy: PolicySpec) -> set[tuple[str, str]]:
@@ -179,19 +198,22 @@ def _check_coverage(config: EscalationConfig) -> None:
         if cases <= covered:
             raise PolicyError(
                 f"policy {policy.name}: never selected, earlier policies match all of its kinds and "
-                "severities (put specific policies before catch-alls)")
+                "severities (put specific policies before catch-alls)"
+            )
         covered |= cases
     for kind in sorted(KNOWN_KINDS):
         for severity in LEVEL_SEVERITY:
             if (kind, severity) not in covered:
                 raise PolicyError(
                     f"no policy matches kind {kind!r} at severity {severity!r}; "
-                    "end the list with a catch-all policy (kinds: [\"*\"])")
+                    'end the list with a catch-all policy (kinds: ["*"])'
+                )
     for severity in LEVEL_SEVERITY:
         if (_UNNAMED_KIND, severity) not in covered:
             raise PolicyError(
-                f"no catch-all policy (kinds: [\"*\"]) matches severity {severity!r}; "
-                "an alert of a new kind would page nobody")
+                f'no catch-all policy (kinds: ["*"]) matches severity {severity!r}; '
+                "an alert of a new kind would page nobody"
+            )
 
 
 def validate(config: EscalationConfig) -> EscalationConfig:
@@ -257,34 +279,69 @@ def _warning_tiers() -> list[TierSpec]:
 
 
 # a fall with no recovery raises the open "fall" alert to critical (rules.lifecycle.ALERT_KIND)
-_CRITICAL_VITALS = [FALL, FALL_NO_RECOVERY, HYPOGLYCAEMIA, HYPERTENSIVE_CRISIS, HR_HIGH, HR_LOW, SPO2_LOW,
-                    HYPERGLYCAEMIA]
+_CRITICAL_VITALS = [
+    FALL,
+    FALL_NO_RECOVERY,
+    HYPOGLYCAEMIA,
+    HYPERTENSIVE_CRISIS,
+    HR_HIGH,
+    HR_LOW,
+    SPO2_LOW,
+    HYPERGLYCAEMIA,
+]
 _CARE_WARNINGS = [FALL, HYPOGLYCAEMIA, HYPERGLYCAEMIA, HR_HIGH, HR_LOW, SPO2_LOW, HYPOTENSION]
 _DEFAULT_POLICIES: tuple[PolicySpec, ...] = (
-    PolicySpec(name="sos", kinds=[SOS], start_tiers=2, respect_quiet_hours=False,
-               tiers=_emergency_tiers(120)),
-    PolicySpec(name="critical_health", kinds=_CRITICAL_VITALS, severities=["critical"],
-               confirm_window_s=60, start_tiers=2, tiers=_emergency_tiers(120)),
-    PolicySpec(name="wandering", kinds=[GEOFENCE_EXIT], severities=["critical"], start_tiers=2,
-               tiers=_emergency_tiers(180)),
-    PolicySpec(name="device_health", kinds=[LOW_BATTERY, DEVICE_SILENT, NOT_WORN], tiers=[
-        _tier(3600, family=["sms"]),
-        _tier(7200, post_station=["sms", "voice"]),
-    ]),
-    PolicySpec(name="care_warning", kinds=_CARE_WARNINGS, severities=["warning"], confirm_window_s=60,
-               respect_quiet_hours=False, tiers=_warning_tiers()),
+    PolicySpec(name="sos", kinds=[SOS], start_tiers=2, respect_quiet_hours=False, tiers=_emergency_tiers(120)),
+    PolicySpec(
+        name="critical_health",
+        kinds=_CRITICAL_VITALS,
+        severities=["critical"],
+        confirm_window_s=60,
+        start_tiers=2,
+        tiers=_emergency_tiers(120),
+    ),
+    PolicySpec(
+        name="wandering", kinds=[GEOFENCE_EXIT], severities=["critical"], start_tiers=2, tiers=_emergency_tiers(180)
+    ),
+    PolicySpec(
+        name="device_health",
+        kinds=[LOW_BATTERY, DEVICE_SILENT, NOT_WORN],
+        tiers=[
+            _tier(3600, family=["sms"]),
+            _tier(7200, post_station=["sms", "voice"]),
+        ],
+    ),
+    PolicySpec(
+        name="care_warning",
+        kinds=_CARE_WARNINGS,
+        severities=["warning"],
+        confirm_window_s=60,
+        respect_quiet_hours=False,
+        tiers=_warning_tiers(),
+    ),
     PolicySpec(name="call", kinds=[CALL], respect_quiet_hours=False, tiers=_warning_tiers()),
-    PolicySpec(name="info", kinds=[ANY_KIND], severities=["info"], tiers=[
-        _tier(3600, family=["sms"]),
-        _tier(7200, post_station=["sms"]),
-    ]),
+    PolicySpec(
+        name="info",
+        kinds=[ANY_KIND],
+        severities=["info"],
+        tiers=[
+            _tier(3600, family=["sms"]),
+            _tier(7200, post_station=["sms"]),
+        ],
+    ),
     PolicySpec(name="warning", kinds=[ANY_KIND], severities=["warning"], tiers=_warning_tiers()),
     PolicySpec(name="default", kinds=[ANY_KIND], start_tiers=2, tiers=_emergency_tiers(120)),
 )
 
-DEFAULT_ESCALATION: EscalationConfig = validate(EscalationConfig(
-    timezone="Asia/Shanghai", quiet_hours="22:00-07:00", on_scene_margin_s=600, default_eta_s=1200,
-    policies=list(_DEFAULT_POLICIES)))
+DEFAULT_ESCALATION: EscalationConfig = validate(
+    EscalationConfig(
+        timezone="Asia/Shanghai",
+        quiet_hours="22:00-07:00",
+        on_scene_margin_s=600,
+        default_eta_s=1200,
+        policies=list(_DEFAULT_POLICIES),
+    )
+)
 
 DEFAULT_ESCALATION_YAML = """\
 escalation:

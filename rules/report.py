@@ -72,17 +72,28 @@ def month_bounds(month: str) -> tuple[date, date]:
     return start, end
 
 
-def responses(
-    conn: psycopg.Connection[Any], month: str, timezone: str = "Asia/Shanghai"
-) -> list[ResponseRow]:
+def responses(conn: psycopg.Connection[Any], month: str, timezone: str = "Asia/Shanghai") -> list[ResponseRow]:
     start, end = month_bounds(month)
     conn.execute("SELECT set_config('TimeZone', %s, true)", (timezone,))
     rows = conn.execute(REPORT_SQL, {"start": start, "end": end}).fetchall()
+
     def seconds(value: Any) -> float | None:
         return None if value is None else float(value)
 
-    return [ResponseRow(str(r[0]), int(r[1]), int(r[2]), int(r[3]), seconds(r[4]), seconds(r[5]),
-                        seconds(r[6]), seconds(r[7]), int(r[8])) for r in rows]
+    return [
+        ResponseRow(
+            str(r[0]),
+            int(r[1]),
+            int(r[2]),
+            int(r[3]),
+            seconds(r[4]),
+            seconds(r[5]),
+            seconds(r[6]),
+            seconds(r[7]),
+            int(r[8]),
+        )
+        for r in rows
+    ]
 
 
 def _dur(seconds: float | None) -> str:
@@ -94,16 +105,22 @@ def _dur(seconds: float | None) -> str:
 
 
 def render(rows: list[ResponseRow], month: str) -> str:
-    header = (f"{'community':<16} {'tier':>4} {'alerts':>6} {'acked':>6} {'ack p50':>9} {'ack p90':>9} "
-              f"{'resolve p50':>12} {'resolve p90':>12} {'to hotline unacked':>19}")
+    header = (
+        f"{'community':<16} {'tier':>4} {'alerts':>6} {'acked':>6} {'ack p50':>9} {'ack p90':>9} "
+        f"{'resolve p50':>12} {'resolve p90':>12} {'to hotline unacked':>19}"
+    )
     lines = [f"response times for {month} (tier = highest tier paged; 0 = closed before paging)", header]
     for r in rows:
-        lines.append(f"{r.community:<16} {r.tier:>4} {r.alerts:>6} {r.acknowledged:>6} "
-                     f"{_dur(r.ack_p50_s):>9} {_dur(r.ack_p90_s):>9} "
-                     f"{_dur(r.resolve_p50_s):>12} {_dur(r.resolve_p90_s):>12} "
-                     f"{r.unacked_to_hotline:>19}")
+        lines.append(
+            f"{r.community:<16} {r.tier:>4} {r.alerts:>6} {r.acknowledged:>6} "
+            f"{_dur(r.ack_p50_s):>9} {_dur(r.ack_p90_s):>9} "
+            f"{_dur(r.resolve_p50_s):>12} {_dur(r.resolve_p90_s):>12} "
+            f"{r.unacked_to_hotline:>19}"
+        )
     total = sum(r.alerts for r in rows)
     acked = sum(r.acknowledged for r in rows)
-    lines.append(f"total: {total} alerts, {acked} acknowledged, "
-                 f"{sum(r.unacked_to_hotline for r in rows)} reached the hotline unacknowledged")
+    lines.append(
+        f"total: {total} alerts, {acked} acknowledged, "
+        f"{sum(r.unacked_to_hotline for r in rows)} reached the hotline unacknowledged"
+    )
     return "\n".join(lines)

@@ -55,8 +55,7 @@ class Shift:
         day = local.weekday()
         if self.end_s > self.start_s:
             return day in self.days and self.start_s <= second < self.end_s
-        return ((day in self.days and second >= self.start_s)
-                or ((day - 1) % 7 in self.days and second < self.end_s))
+        return (day in self.days and second >= self.start_s) or ((day - 1) % 7 in self.days and second < self.end_s)
 
 
 def _days(text: str, shift: str) -> frozenset[int]:
@@ -69,8 +68,7 @@ def _days(text: str, shift: str) -> frozenset[int]:
             start = DAYS.index(first)
             end = DAYS.index(last) if last else start
         except ValueError:
-            raise RosterError(f"shift {shift!r}: unknown day in {part!r} (use {', '.join(DAYS)} "
-                              "or daily)") from None
+            raise RosterError(f"shift {shift!r}: unknown day in {part!r} (use {', '.join(DAYS)} or daily)") from None
         days.update((start + offset) % 7 for offset in range((end - start) % 7 + 1))  # fri-mon wraps
     return frozenset(days)
 
@@ -92,8 +90,7 @@ def _moment(text: str, responder: str) -> datetime:
     try:
         return msgspec.convert(text, _AwareDatetime)
     except msgspec.ValidationError:
-        raise RosterError(f"roster override for {responder}: {text!r} is not an RFC 3339 time with an "
-                          "offset") from None
+        raise RosterError(f"roster override for {responder}: {text!r} is not an RFC 3339 time with an offset") from None
 
 
 def _require_aware(at: datetime) -> None:
@@ -101,14 +98,14 @@ def _require_aware(at: datetime) -> None:
         raise ValueError(f"{at!r} has no time zone; roster times must be timezone-aware")
 
 
-def on_duty(responder: Responder, overrides: Sequence[RosterOverride], at: datetime, *,
-            tz: tzinfo = SHANGHAI) -> bool:
+def on_duty(responder: Responder, overrides: Sequence[RosterOverride], at: datetime, *, tz: tzinfo = SHANGHAI) -> bool:
     """Whether ``responder`` is on duty at ``at``; the last override covering ``at`` wins over shifts."""
     _require_aware(at)
     verdict: bool | None = None
     for override in overrides:
-        if (override.responder == responder.id
-                and _moment(override.start, responder.id) <= at < _moment(override.end, responder.id)):
+        if override.responder == responder.id and _moment(override.start, responder.id) <= at < _moment(
+            override.end, responder.id
+        ):
             verdict = override.on_duty
     if verdict is not None:
         return verdict
@@ -147,16 +144,24 @@ class Recipient:
 
 
 def _from_responder(responder: Responder) -> Recipient:
-    return Recipient(key=f"responder:{responder.id}", name=responder.name, phone=responder.phone,
-                     language=responder.language, channels=tuple(responder.channels),
-                     provider=responder.provider, role=responder.role)
+    return Recipient(
+        key=f"responder:{responder.id}",
+        name=responder.name,
+        phone=responder.phone,
+        language=responder.language,
+        channels=tuple(responder.channels),
+        provider=responder.provider,
+        role=responder.role,
+    )
 
 
 def distance_m(a: Point | GeoPoint, b: Point | GeoPoint) -> float:
     """Great-circle (haversine) distance in metres."""
     lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
-    h = (math.sin((lat2 - lat1) / 2) ** 2
-         + math.cos(lat1) * math.cos(lat2) * math.sin(math.radians(b.lon - a.lon) / 2) ** 2)
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin(math.radians(b.lon - a.lon) / 2) ** 2
+    )
     return 2 * _EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
@@ -174,8 +179,9 @@ def _nearest_volunteers(volunteers: list[Responder], home: Point | None) -> list
     return ([volunteer for _, _, volunteer in placed] + unplaced)[:VOLUNTEER_MAX]
 
 
-def resolve_role(role: str, elder: ElderSpec | None, registry: RegistryFile, at: datetime, *,
-                 tz: tzinfo = SHANGHAI) -> list[Recipient]:
+def resolve_role(
+    role: str, elder: ElderSpec | None, registry: RegistryFile, at: datetime, *, tz: tzinfo = SHANGHAI
+) -> list[Recipient]:
     """The people who fill ``role`` for ``elder`` at ``at``, in the order to page them.
 
     Only ``hotline`` is guaranteed non-empty (given a hotline responder exists); other
@@ -189,9 +195,18 @@ def resolve_role(role: str, elder: ElderSpec | None, registry: RegistryFile, at:
     if role == "family":
         # sorted() is stable: contacts with the same priority keep their listed order
         contacts = sorted(elder.contacts, key=lambda contact: contact.priority)
-        return [Recipient(key=f"contact:{elder.id}:{c.phone}", name=c.name, phone=c.phone,
-                          language=c.language, channels=tuple(c.channels), provider=c.provider,
-                          role="family") for c in contacts]
+        return [
+            Recipient(
+                key=f"contact:{elder.id}:{c.phone}",
+                name=c.name,
+                phone=c.phone,
+                language=c.language,
+                channels=tuple(c.channels),
+                provider=c.provider,
+                role="family",
+            )
+            for c in contacts
+        ]
     typed_role = cast(Role, role)
     staff = [r for r in registry.responders if r.role == typed_role]
     if role == "grid_worker":

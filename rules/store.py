@@ -65,15 +65,31 @@ _COLUMNS = (
 
 def _row(r: dict[str, Any]) -> AlertRow:
     return AlertRow(
-        alert_id=r["alert_id"], code=r["code"], alert_key=r["alert_key"], elder_id=r["elder_id"],
-        device_id=r["device_id"], kind=r["kind"], severity=r["severity"], state=r["state"],
-        policy=r["policy"], community=r["community"], grid=r["grid"],
-        opened_ms=ms(r["opened_at"]) or 0, last_seen_ms=ms(r["last_seen_at"]) or 0,
-        detection_count=r["detection_count"], evidence=r["evidence"],
-        confirm_until_ms=ms(r["confirm_until"]), recovered=r["recovered"],
-        acknowledged_ms=ms(r["acknowledged_at"]), acknowledged_by=r["acknowledged_by"],
-        eta_ms=ms(r["eta"]), on_scene_ms=ms(r["on_scene_at"]), resolved_ms=ms(r["resolved_at"]),
-        resolved_by=r["resolved_by"], outcome=r["outcome"], next_check_ms=ms(r["next_check_at"]),
+        alert_id=r["alert_id"],
+        code=r["code"],
+        alert_key=r["alert_key"],
+        elder_id=r["elder_id"],
+        device_id=r["device_id"],
+        kind=r["kind"],
+        severity=r["severity"],
+        state=r["state"],
+        policy=r["policy"],
+        community=r["community"],
+        grid=r["grid"],
+        opened_ms=ms(r["opened_at"]) or 0,
+        last_seen_ms=ms(r["last_seen_at"]) or 0,
+        detection_count=r["detection_count"],
+        evidence=r["evidence"],
+        confirm_until_ms=ms(r["confirm_until"]),
+        recovered=r["recovered"],
+        acknowledged_ms=ms(r["acknowledged_at"]),
+        acknowledged_by=r["acknowledged_by"],
+        eta_ms=ms(r["eta"]),
+        on_scene_ms=ms(r["on_scene_at"]),
+        resolved_ms=ms(r["resolved_at"]),
+        resolved_by=r["resolved_by"],
+        outcome=r["outcome"],
+        next_check_ms=ms(r["next_check_at"]),
     )
 
 
@@ -91,16 +107,29 @@ async def open_alert(conn: Conn, key: str) -> AlertRow | None:
 async def by_ref(conn: Conn, ref: int | str, *, lock: bool = True) -> AlertRow | None:
     """An alert by id or by its code (``A123``), as responders quote it."""
     text = str(ref).strip().upper()
-    alert_id = int(text[1:]) if text.startswith("A") and text[1:].isdigit() else (
-        int(text) if text.isdigit() else -1)
+    alert_id = int(text[1:]) if text.startswith("A") and text[1:].isdigit() else (int(text) if text.isdigit() else -1)
     rows = await fetch(conn, "alert_id = %s", (alert_id,), lock="FOR UPDATE" if lock else "")
     return rows[0] if rows else None
 
 
-async def insert_alert(conn: Conn, *, key: str, elder_id: str | None, device_id: str, kind: str,
-                       severity: str, state: str, policy: str, community: str | None, grid: str | None,
-                       now_ms: int, evidence: dict[str, Any], confirm_until_ms: int | None,
-                       next_check_ms: int | None, opened: dict[str, Any]) -> int:
+async def insert_alert(
+    conn: Conn,
+    *,
+    key: str,
+    elder_id: str | None,
+    device_id: str,
+    kind: str,
+    severity: str,
+    state: str,
+    policy: str,
+    community: str | None,
+    grid: str | None,
+    now_ms: int,
+    evidence: dict[str, Any],
+    confirm_until_ms: int | None,
+    next_check_ms: int | None,
+    opened: dict[str, Any],
+) -> int:
     """The new alert and its "opened" trail entry (``opened`` is its detail), in one round trip."""
     cur = await conn.execute(
         "WITH a AS (INSERT INTO alerts (alert_key, elder_id, device_id, kind, severity, state, policy, community, "
@@ -109,8 +138,24 @@ async def insert_alert(conn: Conn, *, key: str, elder_id: str | None, device_id:
         "e AS (INSERT INTO alert_events (alert_id, at, event, actor, channel, detail) "
         "SELECT alert_id, %s, 'opened', 'system', NULL, %s FROM a) "
         "SELECT alert_id FROM a",
-        (key, elder_id, device_id, kind, severity, state, policy, community, grid, ts(now_ms),
-         ts(now_ms), Jsonb(evidence), ts(confirm_until_ms), ts(next_check_ms), ts(now_ms), Jsonb(opened)),
+        (
+            key,
+            elder_id,
+            device_id,
+            kind,
+            severity,
+            state,
+            policy,
+            community,
+            grid,
+            ts(now_ms),
+            ts(now_ms),
+            Jsonb(evidence),
+            ts(confirm_until_ms),
+            ts(next_check_ms),
+            ts(now_ms),
+            Jsonb(opened),
+        ),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -119,30 +164,45 @@ async def insert_alert(conn: Conn, *, key: str, elder_id: str | None, device_id:
 
 async def update(conn: Conn, alert_id: int, **fields: Any) -> None:
     """Set columns; ``*_ms`` keys are converted to the matching timestamptz columns."""
-    names = {"opened_ms": "opened_at", "last_seen_ms": "last_seen_at", "confirm_until_ms": "confirm_until",
-             "acknowledged_ms": "acknowledged_at", "eta_ms": "eta", "on_scene_ms": "on_scene_at",
-             "resolved_ms": "resolved_at", "next_check_ms": "next_check_at"}
+    names = {
+        "opened_ms": "opened_at",
+        "last_seen_ms": "last_seen_at",
+        "confirm_until_ms": "confirm_until",
+        "acknowledged_ms": "acknowledged_at",
+        "eta_ms": "eta",
+        "on_scene_ms": "on_scene_at",
+        "resolved_ms": "resolved_at",
+        "next_check_ms": "next_check_at",
+    }
     sets, values = [], []
     for key, value in fields.items():
         column = names.get(key, key)
         sets.append(f"{column} = %s")
         values.append(ts(value) if key in names else Jsonb(value) if isinstance(value, dict) else value)
-    await conn.execute(f"UPDATE alerts SET {', '.join(sets)} WHERE alert_id = %s",
-                       (*values, alert_id))
+    await conn.execute(f"UPDATE alerts SET {', '.join(sets)} WHERE alert_id = %s", (*values, alert_id))
 
 
-async def event(conn: Conn, alert_id: int, now_ms: int, name: str, *, actor: str | None = None,
-                channel: str | None = None, **detail: Any) -> None:
+async def event(
+    conn: Conn,
+    alert_id: int,
+    now_ms: int,
+    name: str,
+    *,
+    actor: str | None = None,
+    channel: str | None = None,
+    **detail: Any,
+) -> None:
     """One audit row: who, when, through what channel, what happened or was said."""
     await conn.execute(
-        "INSERT INTO alert_events (alert_id, at, event, actor, channel, detail) "
-        "VALUES (%s, %s, %s, %s, %s, %s)",
+        "INSERT INTO alert_events (alert_id, at, event, actor, channel, detail) VALUES (%s, %s, %s, %s, %s, %s)",
         (alert_id, ts(now_ms), name, actor, channel, Jsonb(detail)),
     )
 
 
 async def events(conn: Conn, alert_id: int) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT at, event, actor, channel, detail FROM alert_events WHERE alert_id = %s "
-                          "ORDER BY at, id", (alert_id,))
+        await cur.execute(
+            "SELECT at, event, actor, channel, detail FROM alert_events WHERE alert_id = %s ORDER BY at, id",
+            (alert_id,),
+        )
         return list(await cur.fetchall())

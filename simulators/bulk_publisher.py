@@ -70,10 +70,17 @@ async def publish_all(
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(_PublisherProtocol, host, port)
     assert proto.transport is not None
-    proto.transport.write(encode_connect(
-        client_id, keepalive_s=60, clean_start=True, session_expiry_s=0,
-        receive_maximum=65_535, username=username, password=password,
-    ))
+    proto.transport.write(
+        encode_connect(
+            client_id,
+            keepalive_s=60,
+            clean_start=True,
+            session_expiry_s=0,
+            receive_maximum=65_535,
+            username=username,
+            password=password,
+        )
+    )
     _, code = connack_result(await asyncio.wait_for(proto.connack, 10))
     if code >= 0x80:
         raise ConnectionError(f"broker refused the publisher: 0x{code:02x}")

@@ -14,8 +14,28 @@ from typing import Any
 
 CENTRE = (31.2304, 121.4737)
 SURNAMES = "王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗"
-GIVEN = ["秀英", "桂英", "建国", "淑珍", "玉兰", "国强", "凤英", "志明", "丽华", "德福",
-         "秀兰", "春梅", "金凤", "振华", "美兰", "宝山", "桂兰", "永福", "素珍", "长林"]
+GIVEN = [
+    "秀英",
+    "桂英",
+    "建国",
+    "淑珍",
+    "玉兰",
+    "国强",
+    "凤英",
+    "志明",
+    "丽华",
+    "德福",
+    "秀兰",
+    "春梅",
+    "金凤",
+    "振华",
+    "美兰",
+    "宝山",
+    "桂兰",
+    "永福",
+    "素珍",
+    "长林",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +52,7 @@ class SimElder:
 
 
 def offset(lat: float, lon: float, east_m: float, north_m: float) -> tuple[float, float]:
-    return (lat + north_m / 110_574,
-            lon + east_m / (111_320 * math.cos(math.radians(lat))))
+    return (lat + north_m / 110_574, lon + east_m / (111_320 * math.cos(math.radians(lat))))
 
 
 def build(n: int = 50, seed: int = 5) -> tuple[list[SimElder], dict[str, Any]]:
@@ -47,7 +66,11 @@ def build(n: int = 50, seed: int = 5) -> tuple[list[SimElder], dict[str, Any]]:
         lat, lon = offset(*CENTRE, rnd.uniform(-600, 600), rnd.uniform(-600, 600))
         dementia = i % 7 == 3
         elder = SimElder(
-            id=eid, name=name, lat=lat, lon=lon, band=f"wb-{eid}",
+            id=eid,
+            name=name,
+            lat=lat,
+            lon=lon,
+            band=f"wb-{eid}",
             pager=f"pg-{eid}" if i % 2 == 0 else None,
             glucose=f"gl-{eid}" if i % 3 == 0 else None,
             bp=f"bp-{eid}" if i % 4 == 0 else None,
@@ -63,15 +86,27 @@ def build(n: int = 50, seed: int = 5) -> tuple[list[SimElder], dict[str, Any]]:
             conditions.append("diabetes")
         if elder.bp:
             conditions.append("hypertension")
-        docs.append({
-            "id": eid, "name": name, "community": "幸福社区", "grid": f"网格{i % 3 + 1}",
-            "address": f"幸福路{100 + i}号", "lives_alone": i % 2 == 1, "conditions": conditions,
-            "home": {"lat": lat, "lon": lon},
-            "contacts": _contacts(i, name),
-            "fences": [{"id": "home", "circle": {"lat": lat, "lon": lon, "radius_m": 150},
-                        **({"severity": "critical"} if dementia else {})}],
-            "devices": devices,
-        })
+        docs.append(
+            {
+                "id": eid,
+                "name": name,
+                "community": "幸福社区",
+                "grid": f"网格{i % 3 + 1}",
+                "address": f"幸福路{100 + i}号",
+                "lives_alone": i % 2 == 1,
+                "conditions": conditions,
+                "home": {"lat": lat, "lon": lon},
+                "contacts": _contacts(i, name),
+                "fences": [
+                    {
+                        "id": "home",
+                        "circle": {"lat": lat, "lon": lon, "radius_m": 150},
+                        **({"severity": "critical"} if dementia else {}),
+                    }
+                ],
+                "devices": devices,
+            }
+        )
     return elders, {"elders": docs, "responders": RESPONDERS}
 
 
@@ -80,18 +115,36 @@ RESPONDERS: list[dict[str, Any]] = [
     {"id": "grid-1", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "网格1"},
     {"id": "grid-2", "name": "赵刚", "role": "grid_worker", "phone": "+8613900000002", "grid": "网格2"},
     {"id": "grid-3", "name": "孙丽", "role": "grid_worker", "phone": "+8613900000003", "grid": "网格3"},
-    {"id": "station", "name": "幸福社区养老驿站", "role": "post_station", "phone": "+8621000000001",
-     "community": "幸福社区"},
+    {
+        "id": "station",
+        "name": "幸福社区养老驿站",
+        "role": "post_station",
+        "phone": "+8621000000001",
+        "community": "幸福社区",
+    },
     {"id": "hotline", "name": "24小时热线", "role": "hotline", "phone": "+8640000000001"},
 ]
 
 
 def _contacts(i: int, name: str) -> list[dict[str, Any]]:
     """A child nearby (Chinese); every fifth elder also has one abroad who reads English."""
-    contacts: list[dict[str, Any]] = [{
-        "name": name[0] + CHILD_NAMES[i % len(CHILD_NAMES)], "phone": f"+86138{i:08d}",
-        "relation": "child", "priority": 1}]
+    contacts: list[dict[str, Any]] = [
+        {
+            "name": name[0] + CHILD_NAMES[i % len(CHILD_NAMES)],
+            "phone": f"+86138{i:08d}",
+            "relation": "child",
+            "priority": 1,
+        }
+    ]
     if i % 5 == 0:
-        contacts.append({"name": f"Lily {name[0]}", "phone": f"+1415555{i:04d}", "relation": "grandchild",
-                         "language": "en", "priority": 2, "channels": ["sms"]})
+        contacts.append(
+            {
+                "name": f"Lily {name[0]}",
+                "phone": f"+1415555{i:04d}",
+                "relation": "grandchild",
+                "language": "en",
+                "priority": 2,
+                "channels": ["sms"],
+            }
+        )
     return contacts

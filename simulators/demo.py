@@ -50,13 +50,26 @@ def compressed(escalation: EscalationConfig, factor: float) -> dict[str, Any]:
     raw["quiet_hours"] = None
     return raw  # type: ignore[no-any-return]
 
+
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 KIND_ZH = {
-    "sos": "紧急呼叫 SOS", "call": "呼叫", "fall": "跌倒", "fall_no_recovery": "跌倒后未起身",
-    "geofence_exit": "离开安全区域", "hypoglycaemia": "低血糖", "hyperglycaemia": "高血糖",
-    "hypertensive_crisis": "高血压危象", "hypotension": "低血压", "hr_high": "心率过快",
-    "hr_low": "心率过慢", "spo2_low": "血氧过低", "low_battery": "电量低", "not_worn": "未佩戴",
-    "device_silent": "设备离线", "inactivity": "长时间无活动", "cancel_late": "取消（超时）",
+    "sos": "紧急呼叫 SOS",
+    "call": "呼叫",
+    "fall": "跌倒",
+    "fall_no_recovery": "跌倒后未起身",
+    "geofence_exit": "离开安全区域",
+    "hypoglycaemia": "低血糖",
+    "hyperglycaemia": "高血糖",
+    "hypertensive_crisis": "高血压危象",
+    "hypotension": "低血压",
+    "hr_high": "心率过快",
+    "hr_low": "心率过慢",
+    "spo2_low": "血氧过低",
+    "low_battery": "电量低",
+    "not_worn": "未佩戴",
+    "device_silent": "设备离线",
+    "inactivity": "长时间无活动",
+    "cancel_late": "取消（超时）",
 }
 
 
@@ -69,8 +82,7 @@ class Fleet:
 
     def __init__(self, port: int, elders: list[SimElder]) -> None:
         self.elders = {e.id: e for e in elders}
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-fleet",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-fleet", protocol=mqtt.MQTTv5)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self.silenced: set[str] = set()
@@ -79,8 +91,7 @@ class Fleet:
         self.sent = 0
 
     def publish(self, device_type: str, device: str, channel: str, payload: dict[str, Any]) -> None:
-        self.client.publish(f"eldercare/v1/{device_type}/{device}/{channel}",
-                            json.dumps(payload), qos=1)
+        self.client.publish(f"eldercare/v1/{device_type}/{device}/{channel}", json.dumps(payload), qos=1)
         self.sent += 1
 
     def telemetry(self, tick: int) -> None:
@@ -91,11 +102,22 @@ class Fleet:
                 continue
             lat, lon = self.position[elder.id]
             self.steps[elder.id] += (i * 3 + tick) % 7
-            self.publish("wristband", elder.band, "telemetry", {
-                "ts": t, "lat": round(lat, 6), "lon": round(lon, 6), "gps_acc_m": 8.0,
-                "hr": 68 + (i + tick) % 9, "spo2": 96 + i % 3, "steps": self.steps[elder.id],
-                "battery": 80 - tick * 0.01, "worn": True,
-            })
+            self.publish(
+                "wristband",
+                elder.band,
+                "telemetry",
+                {
+                    "ts": t,
+                    "lat": round(lat, 6),
+                    "lon": round(lon, 6),
+                    "gps_acc_m": 8.0,
+                    "hr": 68 + (i + tick) % 9,
+                    "spo2": 96 + i % 3,
+                    "steps": self.steps[elder.id],
+                    "battery": 80 - tick * 0.01,
+                    "worn": True,
+                },
+            )
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -119,42 +141,61 @@ class Expect:
 def script(elders: list[SimElder]) -> tuple[list[Step], list[Expect]]:
     by = {e.id: e for e in elders}
     sos, hypo, crisis, faller, mistaken, silent = (
-        by["e001"], by["e007"], by["e009"], by["e006"], by["e011"], by["e014"])
+        by["e001"],
+        by["e007"],
+        by["e009"],
+        by["e006"],
+        by["e011"],
+        by["e014"],
+    )
     wanderer = next(e for e in elders if e.dementia)
 
-    def event(elder: SimElder, device_type: str, device: str | None,
-              kind: str) -> Callable[[Fleet], None]:
-        return lambda f: f.publish(device_type, device or elder.band, "event",
-                                   {"ts": now_ms(), "event": kind})
+    def event(elder: SimElder, device_type: str, device: str | None, kind: str) -> Callable[[Fleet], None]:
+        return lambda f: f.publish(device_type, device or elder.band, "event", {"ts": now_ms(), "event": kind})
 
     def walk(elder: SimElder, east_m: float) -> Callable[[Fleet], None]:
         def act(f: Fleet) -> None:
             f.position[elder.id] = offset(elder.lat, elder.lon, east_m, 0)
+
         return act
 
     steps = [
         Step(2, f"{sos.name} presses the SOS button on the pager", event(sos, "pager", sos.pager, "sos")),
-        Step(4, f"{hypo.name}'s glucose meter reads 2.8 mmol/L",
-             lambda f: f.publish("glucose", hypo.glucose or "", "telemetry",
-                                 {"ts": now_ms(), "glucose": 2.8, "context": "before_meal"})),
-        Step(6, f"{crisis.name}'s cuff reads 186/124 mmHg",
-             lambda f: f.publish("bp", crisis.bp or "", "telemetry",
-                                 {"ts": now_ms(), "systolic": 186, "diastolic": 124, "pulse": 96})),
-        Step(8, f"{faller.name}'s band detects a fall; no movement afterwards",
-             event(faller, "wristband", faller.band, "fall")),
+        Step(
+            4,
+            f"{hypo.name}'s glucose meter reads 2.8 mmol/L",
+            lambda f: f.publish(
+                "glucose", hypo.glucose or "", "telemetry", {"ts": now_ms(), "glucose": 2.8, "context": "before_meal"}
+            ),
+        ),
+        Step(
+            6,
+            f"{crisis.name}'s cuff reads 186/124 mmHg",
+            lambda f: f.publish(
+                "bp", crisis.bp or "", "telemetry", {"ts": now_ms(), "systolic": 186, "diastolic": 124, "pulse": 96}
+            ),
+        ),
+        Step(
+            8,
+            f"{faller.name}'s band detects a fall; no movement afterwards",
+            event(faller, "wristband", faller.band, "fall"),
+        ),
         Step(10, f"{wanderer.name} (dementia) walks 400 m away from home", walk(wanderer, 400)),
-        Step(12, f"{mistaken.name} presses SOS by mistake ...",
-             event(mistaken, "pager", mistaken.pager, "sos")),
+        Step(12, f"{mistaken.name} presses SOS by mistake ...", event(mistaken, "pager", mistaken.pager, "sos")),
         Step(16, "... and cancels it 4 s later", event(mistaken, "pager", mistaken.pager, "cancel")),
-        Step(18, f"{silent.name}'s wristband goes silent (battery pulled)",
-             lambda f: f.silenced.add(silent.band)),
+        Step(18, f"{silent.name}'s wristband goes silent (battery pulled)", lambda f: f.silenced.add(silent.band)),
         Step(30, f"{wanderer.name} is brought back home", walk(wanderer, 0)),
     ]
     expects = [
-        Expect(sos.id, "sos"), Expect(hypo.id, "hypoglycaemia"), Expect(crisis.id, "hypertensive_crisis"),
-        Expect(faller.id, "fall"), Expect(faller.id, "fall_no_recovery"),
-        Expect(wanderer.id, "geofence_exit"), Expect(wanderer.id, "geofence_exit", cleared=True),
-        Expect(mistaken.id, "sos"), Expect(mistaken.id, "sos", cleared=True),
+        Expect(sos.id, "sos"),
+        Expect(hypo.id, "hypoglycaemia"),
+        Expect(crisis.id, "hypertensive_crisis"),
+        Expect(faller.id, "fall"),
+        Expect(faller.id, "fall_no_recovery"),
+        Expect(wanderer.id, "geofence_exit"),
+        Expect(wanderer.id, "geofence_exit", cleared=True),
+        Expect(mistaken.id, "sos"),
+        Expect(mistaken.id, "sos", cleared=True),
         Expect(silent.id, "device_silent"),
     ]
     return steps, expects
@@ -175,27 +216,48 @@ async def run_demo(duration_s: float = 0.0) -> int:
     async with demo_services() as (broker, database):
         work = Path(tempfile.mkdtemp(prefix="eldercare-demo-gw-"))
         (work / "registry.yaml").write_text(yaml.safe_dump(registry, allow_unicode=True), "utf-8")
-        (work / "config.yaml").write_text(yaml.safe_dump({
-            "mqtt": {"port": broker.port, "client_id": "demo-gateway"},
-            "database": {"dsn": database.dsn},
-            "storage": {"spool_dir": str(work / "spool")},
-            "notify": {"http_port": http_port, "public_base_url": f"http://127.0.0.1:{http_port}",
-                       "twilio": {"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN,
-                                  "sms_from": "+15005550006", "voice_from": "+15005550006",
-                                  "base_url": fake.base_url}},
-            "escalation": compressed(DEFAULT_ESCALATION, 8),
-            "registry": {"file": str(work / "registry.yaml")},
-            "detect": {"fall_confirm_s": 10, "fence_dwell_s": 4, "fence_dwell_readings": 1,
-                       "fence_reentry_readings": 1, "silent_factor": 2.0, "tick_s": 0.5},
-            "logging": {"level": "WARNING"},
-        }))
-        print(f"fake Twilio (SMS and voice are recorded, not sent) on {fake.base_url}; escalation waits "
-              "are 1/8 of the shipped ones so tiers move within the demo")
+        (work / "config.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "mqtt": {"port": broker.port, "client_id": "demo-gateway"},
+                    "database": {"dsn": database.dsn},
+                    "storage": {"spool_dir": str(work / "spool")},
+                    "notify": {
+                        "http_port": http_port,
+                        "public_base_url": f"http://127.0.0.1:{http_port}",
+                        "twilio": {
+                            "account_sid": TWILIO_SID,
+                            "auth_token": TWILIO_TOKEN,
+                            "sms_from": "+15005550006",
+                            "voice_from": "+15005550006",
+                            "base_url": fake.base_url,
+                        },
+                    },
+                    "escalation": compressed(DEFAULT_ESCALATION, 8),
+                    "registry": {"file": str(work / "registry.yaml")},
+                    "detect": {
+                        "fall_confirm_s": 10,
+                        "fence_dwell_s": 4,
+                        "fence_dwell_readings": 1,
+                        "fence_reentry_readings": 1,
+                        "silent_factor": 2.0,
+                        "tick_s": 0.5,
+                    },
+                    "logging": {"level": "WARNING"},
+                }
+            )
+        )
+        print(
+            f"fake Twilio (SMS and voice are recorded, not sent) on {fake.base_url}; escalation waits "
+            "are 1/8 of the shipped ones so tiers move within the demo"
+        )
         mqtt_name = "private Mosquitto" if hasattr(broker, "workdir") else "the embedded broker"
         pg_name = f"PostgreSQL on 127.0.0.1:{database.port}" if database.port else "the embedded PostgreSQL"
         print(f"eldercare demo: {mqtt_name} on 127.0.0.1:{broker.port} and {pg_name} (temporary, removed on exit)")
-        print(f"community 幸福社区: {len(elders)} elders, "
-              f"{sum(len(d['devices']) for d in registry['elders'])} devices, one home fence each\n")
+        print(
+            f"community 幸福社区: {len(elders)} elders, "
+            f"{sum(len(d['devices']) for d in registry['elders'])} devices, one home fence each\n"
+        )
         gateway = Gateway(load_config(work / "config.yaml", environ={}))
         stop = asyncio.Event()
         gateway_task = asyncio.create_task(gateway.run(stop), name="gateway")
@@ -232,13 +294,17 @@ async def run_demo(duration_s: float = 0.0) -> int:
                 shown = len(gateway.detections)
                 for m in fake.messages[seen_messages:]:
                     if m.accepted:
-                        print(f"[{_clock(m.received_at_ms)}]   SMS  → {people.get(m.to, '?')} "
-                              f"({redact_phone(m.to)}): {m.body}")
+                        print(
+                            f"[{_clock(m.received_at_ms)}]   SMS  → {people.get(m.to, '?')} "
+                            f"({redact_phone(m.to)}): {m.body}"
+                        )
                 seen_messages = len(fake.messages)
                 for c in fake.calls[seen_calls:]:
                     if c.accepted:
-                        print(f"[{_clock(c.received_at_ms)}]   CALL → {people.get(c.to, '?')} "
-                              f"({redact_phone(c.to)}): reads the alert, asks to press 1 or 2")
+                        print(
+                            f"[{_clock(c.received_at_ms)}]   CALL → {people.get(c.to, '?')} "
+                            f"({redact_phone(c.to)}): reads the alert, asks to press 1 or 2"
+                        )
                 seen_calls = len(fake.calls)
                 for act in list(actions):
                     if act.at_s <= elapsed:
@@ -275,9 +341,12 @@ async def _play_yaml_scenarios(broker: Any, database: Any) -> Any:
     from simulators.scenario.runner import ScenarioServices, run_scenarios
 
     print(f"\nscripted scenarios from {SCENARIO_DIR.name}/ (a fast clock: minutes pass in seconds)")
-    report = await run_scenarios([SCENARIO_DIR / name for name in DEMO_SCENARIOS], speed=240,
-                                 services=ScenarioServices.from_local(broker, database),
-                                 narrate=lambda line: print(f"  {line}"))
+    report = await run_scenarios(
+        [SCENARIO_DIR / name for name in DEMO_SCENARIOS],
+        speed=240,
+        services=ScenarioServices.from_local(broker, database),
+        narrate=lambda line: print(f"  {line}"),
+    )
     print("\n".join(report.table().splitlines()[:-1]))  # its count goes into the demo's own last line
     return report
 
@@ -304,7 +373,8 @@ def console_accounts(dsn: str) -> list[tuple[str, str, str]]:
             conn.execute(
                 "INSERT INTO users (username, password_hash, role, display_name, language, community, grid) "
                 "VALUES (%s, %s, %s, %s, 'zh', %s, %s)",
-                (username, hash_password(password), role, display, community, grid))
+                (username, hash_password(password), role, display, community, grid),
+            )
             out.append((username, password, who))
     return out
 
@@ -342,12 +412,15 @@ def responder_script(elders: list[SimElder]) -> list[Act]:
             row = await cur.fetchone()
         if row:
             assert gateway.responder is not None  # the engine lives on the responder thread's loop
-            alert = await gateway.responder.call(gateway.alerts.resolve(row[0], "王芳", "console", "handled_at_home",
-                                                                        note="已陪同休息，家属已到"))
+            alert = await gateway.responder.call(
+                gateway.alerts.resolve(row[0], "王芳", "console", "handled_at_home", note="已陪同休息，家属已到")
+            )
             print(f"             {alert.code} resolved: {alert.outcome}")
 
-    return [Act(9, f"王芳 (grid worker) answers the call about {first.name} and presses 1", grid_worker_presses_1),
-            Act(26, f"王芳 is with {first.name} and closes the alert: handled at home", resolve)]
+    return [
+        Act(9, f"王芳 (grid worker) answers the call about {first.name} and presses 1", grid_worker_presses_1),
+        Act(26, f"王芳 is with {first.name} and closes the alert: handled at home", resolve),
+    ]
 
 
 def _all_seen(gateway: Gateway, expects: list[Expect]) -> bool:
@@ -355,35 +428,43 @@ def _all_seen(gateway: Gateway, expects: list[Expect]) -> bool:
     return all((e.elder, e.kind, e.cleared) in seen for e in expects)
 
 
-def _summary(gateway: Gateway, fleet: Fleet, fake: FakeTwilio, expects: list[Expect], names: dict[str, str],
-             dsn: str) -> int:
+def _summary(
+    gateway: Gateway, fleet: Fleet, fake: FakeTwilio, expects: list[Expect], names: dict[str, str], dsn: str
+) -> int:
     import psycopg
 
     seen = {(d.elder_id, d.kind, d.cleared) for d in gateway.detections}
     with psycopg.connect(dsn) as conn:
         opened, acked, resolved = conn.execute(
-            "SELECT count(*), count(acknowledged_at), count(resolved_at) FROM alerts").fetchone() or (0, 0, 0)
-        sos_state = conn.execute("SELECT state, acknowledged_by, outcome FROM alerts WHERE elder_id = 'e001' "
-                                 "AND kind = 'sos'").fetchone()
+            "SELECT count(*), count(acknowledged_at), count(resolved_at) FROM alerts"
+        ).fetchone() or (0, 0, 0)
+        sos_state = conn.execute(
+            "SELECT state, acknowledged_by, outcome FROM alerts WHERE elder_id = 'e001' AND kind = 'sos'"
+        ).fetchone()
     sms = [m for m in fake.messages if m.accepted]
     calls = [c for c in fake.calls if c.accepted]
     print("\nsummary")
     print(f"  alerts opened: {opened}, acknowledged: {acked}, resolved: {resolved}")
-    print(f"  notifications: {len(sms)} SMS ({sum(1 for m in sms if m.to.startswith('+86'))} in Chinese, "
-          f"{sum(1 for m in sms if not m.to.startswith('+86'))} in English), {len(calls)} calls")
-    print(f"  messages published by the fleet: {fleet.sent:,}; rows stored: {gateway.stats.rows_stored:,}; "
-          f"dead letters: {gateway.stats.dead_letters}")
+    print(
+        f"  notifications: {len(sms)} SMS ({sum(1 for m in sms if m.to.startswith('+86'))} in Chinese, "
+        f"{sum(1 for m in sms if not m.to.startswith('+86'))} in English), {len(calls)} calls"
+    )
+    print(
+        f"  messages published by the fleet: {fleet.sent:,}; rows stored: {gateway.stats.rows_stored:,}; "
+        f"dead letters: {gateway.stats.dead_letters}"
+    )
     by_kind = ", ".join(f"{k} {v}" for k, v in sorted(gateway.stats.detections.items()))
     print(f"  detections: {by_kind}")
     failed = 0
     for e in expects:
         ok = (e.elder, e.kind, e.cleared) in seen
         failed += not ok
-        print(f"  {'PASS' if ok else 'FAIL'}  {names.get(e.elder, e.elder)}: {e.kind}"
-              f"{' cleared' if e.cleared else ''}")
+        print(f"  {'PASS' if ok else 'FAIL'}  {names.get(e.elder, e.elder)}: {e.kind}{' cleared' if e.cleared else ''}")
     checks = [
-        ("SOS paged by SMS and voice", any(m.to == "+86138" + "0" * 8 for m in sms)
-         and any(c.to == "+8613900000001" for c in calls)),
+        (
+            "SOS paged by SMS and voice",
+            any(m.to == "+86138" + "0" * 8 for m in sms) and any(c.to == "+8613900000001" for c in calls),
+        ),
         ("English SMS for the contact abroad", any(not m.to.startswith("+86") and "Reply 1" in m.body for m in sms)),
         ("SOS taken by key press, then resolved", sos_state == ("resolved", "王芳", "handled_at_home")),
     ]

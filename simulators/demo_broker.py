@@ -55,7 +55,7 @@ class _Reader:
         if self.i + n > len(self.data):
             raise _Malformed("short packet")
         self.i += n
-        return self.data[self.i - n:self.i]
+        return self.data[self.i - n : self.i]
 
     def text(self) -> str:
         return self.raw(self.u16()).decode("utf-8", errors="replace")
@@ -64,7 +64,7 @@ class _Reader:
         self.raw(self.varint())
 
     def rest(self) -> bytes:
-        return self.data[self.i:]
+        return self.data[self.i :]
 
 
 def matches(topic_filter: str, topic: str) -> bool:

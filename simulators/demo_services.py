@@ -56,7 +56,8 @@ def _database(root: Path, say: Any) -> Iterator[Any]:
     except ImportError:
         raise LocalServiceError(
             "PostgreSQL is not installed and cannot be (run `make demo` as root to install it), and the "
-            "embedded stand-in is missing too: .venv/bin/pip install pgserver") from None
+            "embedded stand-in is missing too: .venv/bin/pip install pgserver"
+        ) from None
     server = pgserver.get_server(str(root / "pgserver"), cleanup_mode="stop")
     say("PostgreSQL is not installed: using pgserver, an embedded PostgreSQL from pip (demo only)")
     yield EmbeddedPostgres(server.get_uri())
@@ -76,8 +77,10 @@ async def demo_services(say: Any = print) -> AsyncIterator[tuple[Any, Any]]:
                 finally:
                     broker.stop()
             else:
-                say("Mosquitto is not installed: using the demo's embedded MQTT 5 broker "
-                    "(no persistence, no redelivery: a demo stand-in, not for real use)")
+                say(
+                    "Mosquitto is not installed: using the demo's embedded MQTT 5 broker "
+                    "(no persistence, no redelivery: a demo stand-in, not for real use)"
+                )
                 embedded = await DemoBroker().start()
                 try:
                     yield embedded, database

@@ -156,7 +156,8 @@ def parse_broker(text: str) -> tuple[str, int]:
 
 
 _CREDENTIAL_LINE = re.compile(
-    r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\s*(?::\s*(?:new\s+)?password\s+|[:,\s]\s*)(\S+)\s*$")
+    r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\s*(?::\s*(?:new\s+)?password\s+|[:,\s]\s*)(\S+)\s*$"
+)
 
 
 def load_credentials(path: str | Path) -> dict[str, str]:
@@ -211,8 +212,20 @@ def fleet_devices(config: FleetConfig) -> list[tuple[str, str]]:
 
 def _result(shard: FleetShard, interrupted: bool) -> FleetResult:
     t = shard.table
-    return FleetResult(len(shard.ids), len(shard.links), 1, t.sent, t.acked, t.errors, shard.duration_s,
-                       shard.connect_s, shard.refused, interrupted, shard.acked_by_topic(), tuple(t.error_samples))
+    return FleetResult(
+        len(shard.ids),
+        len(shard.links),
+        1,
+        t.sent,
+        t.acked,
+        t.errors,
+        shard.duration_s,
+        shard.connect_s,
+        shard.refused,
+        interrupted,
+        shard.acked_by_topic(),
+        tuple(t.error_samples),
+    )
 
 
 class Stoppable(Protocol):
@@ -231,9 +244,13 @@ class _Stop:
         return any(e.is_set() for e in self.events)
 
 
-async def run_fleet_async(config: FleetConfig, *, stop: Stoppable | None = None,
-                          progress: Callable[[FleetProgress], None] | None = None,
-                          progress_interval_s: float = 1.0) -> FleetResult:
+async def run_fleet_async(
+    config: FleetConfig,
+    *,
+    stop: Stoppable | None = None,
+    progress: Callable[[FleetProgress], None] | None = None,
+    progress_interval_s: float = 1.0,
+) -> FleetResult:
     """The fleet in this process and event loop (``config.processes`` is ignored)."""
     shard = FleetShard(config, fleet_devices(config), 0)
     halt = _Stop(stop)
@@ -260,8 +277,13 @@ async def run_fleet_async(config: FleetConfig, *, stop: Stoppable | None = None,
     return _result(shard, halt.is_set())
 
 
-def run_fleet(config: FleetConfig, *, progress: Callable[[FleetProgress], None] | None = None,
-              progress_interval_s: float = 1.0, stop: threading.Event | None = None) -> FleetResult:
+def run_fleet(
+    config: FleetConfig,
+    *,
+    progress: Callable[[FleetProgress], None] | None = None,
+    progress_interval_s: float = 1.0,
+    stop: threading.Event | None = None,
+) -> FleetResult:
     """Run the fleet to the end (or to Ctrl-C / ``stop``) and return what happened."""
     if config.processes > 1:
         return _run_processes(config, progress, progress_interval_s, stop)
@@ -273,8 +295,9 @@ def run_fleet(config: FleetConfig, *, progress: Callable[[FleetProgress], None] 
         if in_main:
             loop.add_signal_handler(signal.SIGINT, interrupt.set)
         try:
-            return await run_fleet_async(config, stop=_Stop(interrupt, stop), progress=progress,
-                                         progress_interval_s=progress_interval_s)
+            return await run_fleet_async(
+                config, stop=_Stop(interrupt, stop), progress=progress, progress_interval_s=progress_interval_s
+            )
         finally:
             if in_main:
                 loop.remove_signal_handler(signal.SIGINT)
@@ -296,8 +319,16 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 _SLOTS = 5  # sent, acked, errors, connected, connections
 
 
-def _worker(config: FleetConfig, devices: list[tuple[str, str]], index: int, counters: Any, stop: Any, go: Any,
-            ready: Any, results: Any) -> None:
+def _worker(
+    config: FleetConfig,
+    devices: list[tuple[str, str]],
+    index: int,
+    counters: Any,
+    stop: Any,
+    go: Any,
+    ready: Any,
+    results: Any,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
 
     async def main() -> FleetResult:
@@ -307,7 +338,7 @@ def _worker(config: FleetConfig, devices: list[tuple[str, str]], index: int, cou
             base = index * _SLOTS
             while True:
                 t = shard.table
-                counters[base:base + _SLOTS] = [t.sent, t.acked, t.errors, int(t.up.sum()), len(shard.links)]
+                counters[base : base + _SLOTS] = [t.sent, t.acked, t.errors, int(t.up.sum()), len(shard.links)]
                 await asyncio.sleep(0.2)
 
         task = asyncio.create_task(publish_counters(), name="fleet-counters")
@@ -321,14 +352,18 @@ def _worker(config: FleetConfig, devices: list[tuple[str, str]], index: int, cou
         with contextlib.suppress(asyncio.CancelledError):
             await task
         t = shard.table
-        counters[index * _SLOTS:(index + 1) * _SLOTS] = [t.sent, t.acked, t.errors, 0, len(shard.links)]
+        counters[index * _SLOTS : (index + 1) * _SLOTS] = [t.sent, t.acked, t.errors, 0, len(shard.links)]
         return _result(shard, stop.is_set())
 
     results.put((index, _run_loop(main)))
 
 
-def _run_processes(config: FleetConfig, progress: Callable[[FleetProgress], None] | None,
-                   interval_s: float, stop: threading.Event | None) -> FleetResult:
+def _run_processes(
+    config: FleetConfig,
+    progress: Callable[[FleetProgress], None] | None,
+    interval_s: float,
+    stop: threading.Event | None,
+) -> FleetResult:
     devices = fleet_devices(config)
     n = config.processes
     ctx = mp.get_context("spawn")
@@ -337,8 +372,15 @@ def _run_processes(config: FleetConfig, progress: Callable[[FleetProgress], None
     ready = ctx.Value("i", 0)
     results = ctx.Queue()
     shard_config = replace(config, processes=n)
-    workers = [ctx.Process(target=_worker, args=(shard_config, devices[i::n], i, counters, halt, go, ready, results),
-                           name=f"fleet-{i}", daemon=True) for i in range(n)]
+    workers = [
+        ctx.Process(
+            target=_worker,
+            args=(shard_config, devices[i::n], i, counters, halt, go, ready, results),
+            name=f"fleet-{i}",
+            daemon=True,
+        )
+        for i in range(n)
+    ]
     interrupted = False
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -346,8 +388,9 @@ def _run_processes(config: FleetConfig, progress: Callable[[FleetProgress], None
         interrupted = True
         halt.set()
 
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() \
-        else None
+    previous = (
+        signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    )
     started = time.monotonic()
     out: dict[int, FleetResult] = {}
     try:
@@ -376,8 +419,11 @@ def _run_processes(config: FleetConfig, progress: Callable[[FleetProgress], None
                 phase = "sending" if go.is_set() else "connecting"
                 if go.is_set() and now - phase_start > config.duration_s:
                     phase = "draining"
-                progress(FleetProgress(phase, now - phase_start, c[0], c[1], c[2], (c[1] - prev_acked) / (now - at),
-                                       c[3], c[4]))
+                progress(
+                    FleetProgress(
+                        phase, now - phase_start, c[0], c[1], c[2], (c[1] - prev_acked) / (now - at), c[3], c[4]
+                    )
+                )
                 acked = c[1]
                 prev_acked, at = acked, now
     finally:
@@ -398,8 +444,16 @@ def _run_processes(config: FleetConfig, progress: Callable[[FleetProgress], None
     if missing:
         samples += (f"{missing} worker process(es) died without a result",)
     return FleetResult(
-        devices=len(devices), connections=sum(r.connections for r in parts), processes=n,
-        sent=sum(r.sent for r in parts), acked=sum(r.acked for r in parts),
-        errors=sum(r.errors for r in parts) + missing, duration_s=max((r.duration_s for r in parts), default=0.0),
-        connect_s=max((r.connect_s for r in parts), default=0.0), refused=sum(r.refused for r in parts),
-        interrupted=interrupted or any(r.interrupted for r in parts), by_topic=by_topic, error_samples=samples)
+        devices=len(devices),
+        connections=sum(r.connections for r in parts),
+        processes=n,
+        sent=sum(r.sent for r in parts),
+        acked=sum(r.acked for r in parts),
+        errors=sum(r.errors for r in parts) + missing,
+        duration_s=max((r.duration_s for r in parts), default=0.0),
+        connect_s=max((r.connect_s for r in parts), default=0.0),
+        refused=sum(r.refused for r in parts),
+        interrupted=interrupted or any(r.interrupted for r in parts),
+        by_topic=by_topic,
+        error_samples=samples,
+    )

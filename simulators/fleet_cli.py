@@ -53,9 +53,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print("simulate: give either --username/--password or --credentials, not both", file=sys.stderr)
         return 2
     config = FleetConfig(
-        devices=args.devices, rate=args.rate, duration_s=args.duration, host=host, port=port, mix=mix,
-        qos=args.qos, username=args.username, password=args.password, credentials=credentials,
-        processes=args.processes, connections=args.connections, window=args.window, id_prefix=args.id_prefix,
+        devices=args.devices,
+        rate=args.rate,
+        duration_s=args.duration,
+        host=host,
+        port=port,
+        mix=mix,
+        qos=args.qos,
+        username=args.username,
+        password=args.password,
+        credentials=credentials,
+        processes=args.processes,
+        connections=args.connections,
+        window=args.window,
+        id_prefix=args.id_prefix,
         seed=args.seed,
     )
     line = ProgressLine()
@@ -80,10 +91,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add the ``simulate`` command to the ``eldercare`` parser."""
     p = sub.add_parser(
-        "simulate", help="a large simulated fleet publishing to a broker (load generator)",
+        "simulate",
+        help="a large simulated fleet publishing to a broker (load generator)",
         description="Simulated wristbands, pagers, glucose meters and BP cuffs publishing realistic payloads "
-                    "at a fixed aggregate rate. Progress on stderr, summary on stdout; Ctrl-C stops with the "
-                    "summary. Exit status 0 when every message was acknowledged.")
+        "at a fixed aggregate rate. Progress on stderr, summary on stdout; Ctrl-C stops with the "
+        "summary. Exit status 0 when every message was acknowledged.",
+    )
     p.add_argument("--devices", type=int, default=1000, help="number of devices (default 1000)")
     p.add_argument("--rate", type=float, default=1000.0, help="messages per second, all devices together")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of sending (default 10)")
@@ -91,13 +104,20 @@ def register(sub: Any) -> None:
     p.add_argument("--mix", help="device types and shares, e.g. wristband=0.7,pager=0.1,glucose=0.1,bp=0.1")
     p.add_argument("--username", help="one account for all devices (many devices per connection)")
     p.add_argument("--password")
-    p.add_argument("--credentials", metavar="FILE",
-                   help="per-device passwords ('DEVICE: password SECRET' lines, as 'eldercare provision add' "
-                        "prints them): one connection per device")
+    p.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="per-device passwords ('DEVICE: password SECRET' lines, as 'eldercare provision add' "
+        "prints them): one connection per device",
+    )
     p.add_argument("--qos", type=int, choices=(0, 1), default=1)
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--connections", type=int, default=0,
-                   help="connections per process for a shared account (default: 1 per 2,500 devices, at most 4)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=0,
+        help="connections per process for a shared account (default: 1 per 2,500 devices, at most 4)",
+    )
     p.add_argument("--window", type=int, default=0, help="unacknowledged messages per connection (default auto)")
     p.add_argument("--id-prefix", default="sim-", help="prefix of generated device ids (default sim-)")
     p.add_argument("--seed", type=int, default=1)

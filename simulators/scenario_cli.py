@@ -21,12 +21,21 @@ def register(sub: Any) -> None:
     scenario_sub = scenario.add_subparsers(dest="scenario_command", required=True)
     run = scenario_sub.add_parser("run", help="play scenario files and print a pass/fail table")
     run.add_argument("files", nargs="+", metavar="FILE")
-    run.add_argument("--speed", type=float, default=None,
-                     help="scenario seconds per real second (default: each file's speed, else 60)")
-    run.add_argument("--mqtt-port", type=int, default=None,
-                     help="use this running broker (127.0.0.1) instead of a private one")
-    run.add_argument("--postgres", default=None, metavar="DSN",
-                     help="use this PostgreSQL server (scenarios create and drop their own databases there)")
+    run.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="scenario seconds per real second (default: each file's speed, else 60)",
+    )
+    run.add_argument(
+        "--mqtt-port", type=int, default=None, help="use this running broker (127.0.0.1) instead of a private one"
+    )
+    run.add_argument(
+        "--postgres",
+        default=None,
+        metavar="DSN",
+        help="use this PostgreSQL server (scenarios create and drop their own databases there)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="tell what happens as it happens")
     run.set_defaults(func=cmd_scenario_run)
     check = scenario_sub.add_parser("check", help="only check that scenario files are valid")
@@ -54,8 +63,9 @@ def cmd_scenario_check(args: argparse.Namespace) -> int:
     if scenarios is None:
         return 2
     for s in scenarios:
-        print(f"{s.path}: ok ({len(s.world.elders)} elders, {len(s.timeline)} steps, "
-              f"{len(s.expectations)} expectations)")
+        print(
+            f"{s.path}: ok ({len(s.world.elders)} elders, {len(s.timeline)} steps, {len(s.expectations)} expectations)"
+        )
     return 0
 
 
@@ -82,9 +92,16 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
         print(f"{result.name}: {result.status.upper()} in {result.real_s:.1f} s", flush=True)
 
     try:
-        report = asyncio.run(run_scenarios(
-            scenarios, speed=args.speed, services=services, config=config,
-            narrate=(lambda line: print(line, flush=True)) if args.verbose else None, progress=progress))
+        report = asyncio.run(
+            run_scenarios(
+                scenarios,
+                speed=args.speed,
+                services=services,
+                config=config,
+                narrate=(lambda line: print(line, flush=True)) if args.verbose else None,
+                progress=progress,
+            )
+        )
     except KeyboardInterrupt:
         print("\nstopped; the services this run started have been shut down", file=sys.stderr)
         return 130

@@ -77,8 +77,13 @@ def _expected(topic: bytes, payload: bytes, limits: DecodeLimits, now_ms: int) -
     return kept, len(ts) - kept
 
 
-def check_batch(topics: list[bytes], payloads: list[bytes], good: frozenset[int] = frozenset(),
-                limits: DecodeLimits | None = None, now_ms: int = NOW_MS) -> DecodedBatch:
+def check_batch(
+    topics: list[bytes],
+    payloads: list[bytes],
+    good: frozenset[int] = frozenset(),
+    limits: DecodeLimits | None = None,
+    now_ms: int = NOW_MS,
+) -> DecodedBatch:
     """The batch decoder: nothing raised, good messages kept, every refusal a dead letter with a
     reason, and rows plus dead letters add up to what each message alone decodes to."""
     limits = limits or DecodeLimits()
@@ -123,6 +128,7 @@ def check_columns_storable(name: str, columns: tuple[object, ...]) -> None:
 def check_stream(data: bytes, cuts: list[int]) -> InboundPublishes | None:
     """The MQTT codec: fed whole or in pieces, only ``MqttProtocolError`` escapes, and both
     ways give the same packets (or both fail)."""
+
     def parse(pieces: list[bytes]) -> tuple[InboundPublishes, list[ControlPacket], int]:
         got, controls, buf = InboundPublishes([], [], [], []), list[ControlPacket](), bytearray()
         for piece in pieces:
@@ -219,16 +225,38 @@ class Webhooks:
 
 async def _start_webhooks(dsn: str) -> Webhooks:
     registry = registry_from_dicts(
-        [{"id": "e1", "name": "王秀英", "community": "c1", "grid": "g1",
-          "contacts": [{"name": "王强", "phone": SON}], "devices": [{"id": "pg-1", "type": "pager"}]}],
-        [{"id": "grid", "name": "王芳", "role": "grid_worker", "phone": GRID, "grid": "g1"},
-         {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"}])
-    escalation = load_escalation({"policies": [
-        {"name": "sos", "kinds": ["sos"], "start_tiers": 2, "tiers": [
-            {"roles": {"family": ["sms", "voice"]}, "wait_s": 60},
-            {"roles": {"grid_worker": ["voice"]}, "wait_s": 60},
-            {"roles": {"hotline": ["voice"]}, "wait_s": 60}]},
-        {"name": "default", "kinds": ["*"], "tiers": [{"roles": {"hotline": ["sms"]}, "wait_s": 600}]}]})
+        [
+            {
+                "id": "e1",
+                "name": "王秀英",
+                "community": "c1",
+                "grid": "g1",
+                "contacts": [{"name": "王强", "phone": SON}],
+                "devices": [{"id": "pg-1", "type": "pager"}],
+            }
+        ],
+        [
+            {"id": "grid", "name": "王芳", "role": "grid_worker", "phone": GRID, "grid": "g1"},
+            {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"},
+        ],
+    )
+    escalation = load_escalation(
+        {
+            "policies": [
+                {
+                    "name": "sos",
+                    "kinds": ["sos"],
+                    "start_tiers": 2,
+                    "tiers": [
+                        {"roles": {"family": ["sms", "voice"]}, "wait_s": 60},
+                        {"roles": {"grid_worker": ["voice"]}, "wait_s": 60},
+                        {"roles": {"hotline": ["voice"]}, "wait_s": 60},
+                    ],
+                },
+                {"name": "default", "kinds": ["*"], "tiers": [{"roles": {"hotline": ["sms"]}, "wait_s": 600}]},
+            ]
+        }
+    )
     pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
     await pool.open()
     engine = AlertEngine(pool, escalation, registry, lambda: NOW_MS)
@@ -236,7 +264,8 @@ async def _start_webhooks(dsn: str) -> Webhooks:
         await conn.execute(
             "INSERT INTO detections (elder_id, device_id, kind, severity, ts, cleared, evidence) "
             "VALUES ('e1', 'pg-1', 'sos', 'critical', to_timestamp(%s / 1000.0), false, %s)",
-            (NOW_MS, Jsonb({})))
+            (NOW_MS, Jsonb({})),
+        )
     await engine.process_detections()
     await engine.run_due()
     async with pool.connection() as conn:

@@ -51,7 +51,8 @@ class Publisher:
 
     def __init__(self, port: int, client_id: str | None = None) -> None:
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}",
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
         self.client.max_inflight_messages_set(1000)
@@ -84,8 +85,7 @@ class GatewayRunner:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.settings: dict[str, Any] = {
-            "mqtt": {"port": broker_port, "client_id": f"gw-{uuid.uuid4().hex[:8]}",
-                     "keepalive_s": 10},
+            "mqtt": {"port": broker_port, "client_id": f"gw-{uuid.uuid4().hex[:8]}", "keepalive_s": 10},
             "database": {"dsn": dsn, "connect_timeout_s": 2},
             "storage": {"spool_dir": str(workdir / "spool"), "db_retry_s": 0.2},
             "notify": {"http_port": 0},
@@ -161,9 +161,11 @@ class GatewayRunner:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
         with (self.workdir / "gateway.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "-c", str(self.workdir / "config.yaml"),
-                 "run"],
-                stdout=log, stderr=log, cwd=REPO, env=env,
+                [sys.executable, "-m", "gateway.cli", "-c", str(self.workdir / "config.yaml"), "run"],
+                stdout=log,
+                stderr=log,
+                cwd=REPO,
+                env=env,
             )
         return self.process
 

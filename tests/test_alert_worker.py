@@ -27,9 +27,16 @@ from tests.support import GatewayRunner, Publisher, query, wait_until
 SID, TOKEN = "AC" + "7" * 32, "worker-test-token"
 SON = "+8613800000077"
 REGISTRY: dict[str, Any] = {
-    "elders": [{"id": "e1", "name": "李桂兰", "community": "幸福社区", "grid": "g1",
-                "contacts": [{"name": "李明", "phone": SON, "channels": ["sms"]}],
-                "devices": [{"id": "pg-1", "type": "pager"}]}],
+    "elders": [
+        {
+            "id": "e1",
+            "name": "李桂兰",
+            "community": "幸福社区",
+            "grid": "g1",
+            "contacts": [{"name": "李明", "phone": SON, "channels": ["sms"]}],
+            "devices": [{"id": "pg-1", "type": "pager"}],
+        }
+    ],
     "responders": [{"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000077"}],
 }
 
@@ -45,10 +52,20 @@ def overrides(fake: FakeTwilio, tmp_path: Path) -> dict[str, Any]:
     registry = tmp_path / "registry.yaml"
     registry.write_text(yaml.safe_dump(REGISTRY, allow_unicode=True))
     port = free_port()
-    return {"registry": {"file": str(registry)},
-            "notify": {"public_base_url": f"http://127.0.0.1:{port}", "http_port": port,
-                       "twilio": {"account_sid": SID, "auth_token": TOKEN, "sms_from": "+15005550006",
-                                  "voice_from": "+15005550006", "base_url": fake.base_url}}}
+    return {
+        "registry": {"file": str(registry)},
+        "notify": {
+            "public_base_url": f"http://127.0.0.1:{port}",
+            "http_port": port,
+            "twilio": {
+                "account_sid": SID,
+                "auth_token": TOKEN,
+                "sms_from": "+15005550006",
+                "voice_from": "+15005550006",
+                "base_url": fake.base_url,
+            },
+        },
+    }
 
 
 def sos(publisher: Publisher) -> None:
@@ -83,10 +100,13 @@ def test_a_stored_detection_wakes_the_worker_through_the_database(
         time.sleep(1.0)  # past the first look it takes on its own at start-up
         started = time.monotonic()
         with psycopg.connect(database) as conn:
-            conn.execute("INSERT INTO detections (elder_id, device_id, kind, severity, ts, evidence) "
-                         "VALUES ('e1', 'pg-1', 'sos', 'critical', now(), '{}')")
-        fake.wait_until_sync(lambda: [m for m in fake.messages if m.to == SON] or None, timeout_s=10,
-                             what="the family's SMS")
+            conn.execute(
+                "INSERT INTO detections (elder_id, device_id, kind, severity, ts, evidence) "
+                "VALUES ('e1', 'pg-1', 'sos', 'critical', now(), '{}')"
+            )
+        fake.wait_until_sync(
+            lambda: [m for m in fake.messages if m.to == SON] or None, timeout_s=10, what="the family's SMS"
+        )
         assert time.monotonic() - started < 10
         assert query(database, "SELECT count(*) FROM alerts WHERE kind = 'sos' AND elder_id = 'e1'") == [(1,)]
     finally:
@@ -107,8 +127,11 @@ def test_a_killed_worker_is_started_again_and_the_next_sos_pages(
     os.kill(first, signal.SIGKILL)
     wait_until(lambda: worker.restarts == 1 and worker.pid != first, what="a new worker")
     sos(publisher)
-    fake.wait_until_sync(lambda: [m for m in fake.messages if m.to == SON] or None, timeout_s=20,
-                         what="the family's SMS after the restart")
+    fake.wait_until_sync(
+        lambda: [m for m in fake.messages if m.to == SON] or None,
+        timeout_s=20,
+        what="the family's SMS after the restart",
+    )
     assert worker.restarts == 1 and worker.pid is not None and Path(f"/proc/{worker.pid}").exists()
 
 
@@ -120,11 +143,15 @@ def test_the_worker_does_not_outlive_a_killed_gateway(
     children = worker_children(proc.pid)
     assert len(children) == 1, children
     sos(publisher)  # the worker pages: it is the one doing the work
-    fake.wait_until_sync(lambda: [m for m in fake.messages if m.to == SON] or None, timeout_s=20,
-                         what="the family's SMS")
+    fake.wait_until_sync(
+        lambda: [m for m in fake.messages if m.to == SON] or None, timeout_s=20, what="the family's SMS"
+    )
     gateway.kill()
-    wait_until(lambda: not Path(f"/proc/{children[0]}").exists() or zombie(children[0]), timeout_s=10,
-               what="the worker gone after its gateway was killed")
+    wait_until(
+        lambda: not Path(f"/proc/{children[0]}").exists() or zombie(children[0]),
+        timeout_s=10,
+        what="the worker gone after its gateway was killed",
+    )
 
 
 def worker_children(pid: int) -> list[int]:

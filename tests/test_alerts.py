@@ -26,38 +26,75 @@ S = 1000
 MIN = 60 * S
 
 ELDER = {
-    "id": "e1", "name": "王秀英", "community": "c1", "grid": "g1",
+    "id": "e1",
+    "name": "王秀英",
+    "community": "c1",
+    "grid": "g1",
     "home": {"lat": 31.2304, "lon": 121.4737},
-    "contacts": [{"name": "李娜", "phone": "+8613800000002", "relation": "daughter", "priority": 2},
-                 {"name": "王强", "phone": "+8613800000001", "relation": "son", "priority": 1}],
+    "contacts": [
+        {"name": "李娜", "phone": "+8613800000002", "relation": "daughter", "priority": 2},
+        {"name": "王强", "phone": "+8613800000001", "relation": "son", "priority": 1},
+    ],
     "devices": [{"id": "wb-1", "type": "wristband"}, {"id": "pg-1", "type": "pager"}],
 }
 RESPONDERS = [
-    {"id": "grid-day", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "g1",
-     "shifts": ["daily 08:00-20:00"]},
-    {"id": "grid-night", "name": "赵刚", "role": "grid_worker", "phone": "+8613900000002", "grid": "g1",
-     "shifts": ["daily 20:00-08:00"]},
+    {
+        "id": "grid-day",
+        "name": "王芳",
+        "role": "grid_worker",
+        "phone": "+8613900000001",
+        "grid": "g1",
+        "shifts": ["daily 08:00-20:00"],
+    },
+    {
+        "id": "grid-night",
+        "name": "赵刚",
+        "role": "grid_worker",
+        "phone": "+8613900000002",
+        "grid": "g1",
+        "shifts": ["daily 20:00-08:00"],
+    },
     {"id": "grid-other", "name": "孙丽", "role": "grid_worker", "phone": "+8613900000003", "grid": "g2"},
-    {"id": "station", "name": "幸福社区养老驿站", "role": "post_station", "phone": "+8621000000001",
-     "community": "c1"},
+    {"id": "station", "name": "幸福社区养老驿站", "role": "post_station", "phone": "+8621000000001", "community": "c1"},
     {"id": "hotline", "name": "24小时热线", "role": "hotline", "phone": "+8640000000001"},
 ]
 POLICIES: dict[str, Any] = {
-    "timezone": "Asia/Shanghai", "quiet_hours": "22:00-07:00", "on_scene_margin_s": 300,
+    "timezone": "Asia/Shanghai",
+    "quiet_hours": "22:00-07:00",
+    "on_scene_margin_s": 300,
     "default_eta_s": 900,
     "policies": [
-        {"name": "sos", "kinds": ["sos"], "confirm_window_s": 0, "start_tiers": 2, "tiers": [
-            {"roles": {"family": ["sms", "voice"]}, "wait_s": 120},
-            {"roles": {"grid_worker": ["voice"]}, "wait_s": 180},
-            {"roles": {"post_station": ["voice"]}, "wait_s": 180},
-            {"roles": {"hotline": ["voice"]}, "wait_s": 120}]},
-        {"name": "fall", "kinds": ["fall"], "confirm_window_s": 60, "tiers": [
-            {"roles": {"family": ["voice"]}, "wait_s": 120},
-            {"roles": {"grid_worker": ["voice"]}, "wait_s": 180},
-            {"roles": {"hotline": ["voice"]}, "wait_s": 120}]},
-        {"name": "default", "kinds": ["*"], "confirm_window_s": 0, "tiers": [
-            {"roles": {"family": ["sms"]}, "wait_s": 600, "repeat": 2},
-            {"roles": {"post_station": ["sms"]}, "wait_s": 600}]},
+        {
+            "name": "sos",
+            "kinds": ["sos"],
+            "confirm_window_s": 0,
+            "start_tiers": 2,
+            "tiers": [
+                {"roles": {"family": ["sms", "voice"]}, "wait_s": 120},
+                {"roles": {"grid_worker": ["voice"]}, "wait_s": 180},
+                {"roles": {"post_station": ["voice"]}, "wait_s": 180},
+                {"roles": {"hotline": ["voice"]}, "wait_s": 120},
+            ],
+        },
+        {
+            "name": "fall",
+            "kinds": ["fall"],
+            "confirm_window_s": 60,
+            "tiers": [
+                {"roles": {"family": ["voice"]}, "wait_s": 120},
+                {"roles": {"grid_worker": ["voice"]}, "wait_s": 180},
+                {"roles": {"hotline": ["voice"]}, "wait_s": 120},
+            ],
+        },
+        {
+            "name": "default",
+            "kinds": ["*"],
+            "confirm_window_s": 0,
+            "tiers": [
+                {"roles": {"family": ["sms"]}, "wait_s": 600, "repeat": 2},
+                {"roles": {"post_station": ["sms"]}, "wait_s": 600},
+            ],
+        },
     ],
 }
 
@@ -90,25 +127,33 @@ class World:
     async def engine(self, pool: AsyncConnectionPool) -> AlertEngine:
         async def send(command: Downlink) -> None:
             self.downlinks.append(command)
+
         return AlertEngine(pool, self.escalation, self.registry, self.clock, send)
 
-    def detect(self, kind: str, severity: str = "critical", *, cleared: bool = False,
-               device: str = "wb-1", **evidence: Any) -> None:
+    def detect(
+        self, kind: str, severity: str = "critical", *, cleared: bool = False, device: str = "wb-1", **evidence: Any
+    ) -> None:
         with psycopg.connect(self.dsn) as conn:
             conn.execute(
                 "INSERT INTO detections (elder_id, device_id, kind, severity, ts, cleared, evidence) "
                 "VALUES ('e1', %s, %s, %s, to_timestamp(%s / 1000.0), %s, %s)",
-                (device, kind, severity, self.clock.ms, cleared, Jsonb(evidence)))
+                (device, kind, severity, self.clock.ms, cleared, Jsonb(evidence)),
+            )
 
     def pages(self) -> list[tuple[int, str, str]]:
         """(tier, recipient, channel) of every page, in order."""
-        return [(t, n, c) for t, n, c in query(
-            self.dsn, "SELECT tier, recipient_name, channel FROM notifications WHERE purpose = 'page' "
-            "ORDER BY id")]
+        return [
+            (t, n, c)
+            for t, n, c in query(
+                self.dsn, "SELECT tier, recipient_name, channel FROM notifications WHERE purpose = 'page' ORDER BY id"
+            )
+        ]
 
     def alert(self) -> tuple[Any, ...]:
-        rows = query(self.dsn, "SELECT code, state, severity, detection_count, outcome FROM alerts "
-                     "ORDER BY alert_id DESC LIMIT 1")
+        rows = query(
+            self.dsn,
+            "SELECT code, state, severity, detection_count, outcome FROM alerts ORDER BY alert_id DESC LIMIT 1",
+        )
         return rows[0] if rows else ()
 
 
@@ -122,6 +167,7 @@ def scenario(world: World, body: Callable[[AlertEngine], Awaitable[None]]) -> No
     async def main() -> None:
         async with AsyncConnectionPool(world.dsn, min_size=1, max_size=4) as pool:
             await body(await world.engine(pool))
+
     run(main())
 
 
@@ -135,8 +181,13 @@ def test_each_tier_fires_at_its_time_and_the_last_repeats_until_taken(world: Wor
         world.detect("sos")
         await step(engine)
         # SOS: no confirmation window, tiers 0 and 1 start together
-        assert world.pages() == [(0, "王强", "sms"), (0, "王强", "voice"), (0, "李娜", "sms"),
-                                 (0, "李娜", "voice"), (1, "王芳", "voice")]
+        assert world.pages() == [
+            (0, "王强", "sms"),
+            (0, "王强", "voice"),
+            (0, "李娜", "sms"),
+            (0, "李娜", "voice"),
+            (1, "王芳", "voice"),
+        ]
         world.clock.advance(180 * S - 1)
         await step(engine)
         assert len(world.pages()) == 5  # 1 ms before the grid worker's wait ends: nothing
@@ -152,6 +203,7 @@ def test_each_tier_fires_at_its_time_and_the_last_repeats_until_taken(world: Wor
         assert [p for p in world.pages() if p[0] == 3] == [(3, "24小时热线", "voice")] * 5
         rounds = query(world.dsn, "SELECT round FROM tier_firings WHERE tier = 3 ORDER BY round")
         assert [r for (r,) in rounds] == [1, 2, 3, 4, 5]
+
     scenario(world, body)
 
 
@@ -166,14 +218,17 @@ def test_an_ack_stops_escalation_and_tells_the_others(world: World) -> None:
             world.clock.advance(120 * S)
             await step(engine)
         assert len(world.pages()) == 5  # nothing more was paged while the ETA holds
-        informed = query(world.dsn, "SELECT recipient_name, purpose FROM notifications "
-                         "WHERE purpose = 'taken' ORDER BY recipient_name")
+        informed = query(
+            world.dsn,
+            "SELECT recipient_name, purpose FROM notifications WHERE purpose = 'taken' ORDER BY recipient_name",
+        )
         assert informed == [("李娜", "taken"), ("王强", "taken")]  # not the one who took it
         assert world.downlinks[-1].payload["cmd"] == "help_coming"
         assert world.downlinks[-1].device_id == "wb-1"
         # a repeated acknowledgement (Twilio retries a webhook) changes nothing
         again = await engine.acknowledge(code, "王芳", "voice", actor_key="responder:grid-day")
         assert again.acknowledged_ms == taken.acknowledged_ms
+
     scenario(world, body)
 
 
@@ -198,6 +253,7 @@ def test_next_tier_when_the_responder_who_took_it_is_not_on_scene_in_time(world:
         world.clock.advance(1)
         await step(engine)
         assert world.pages()[-1] == (3, "24小时热线", "voice")
+
     scenario(world, body)
 
 
@@ -221,6 +277,7 @@ def test_on_scene_by_position_and_resolution_with_outcome(world: World) -> None:
         assert ("resolved", "王芳", "console") in trail
         with pytest.raises(Exception, match="already resolved"):
             await engine.resolve(code, "someone", "console", "other")
+
     scenario(world, body)
 
 
@@ -234,6 +291,7 @@ def test_repeated_detections_update_one_alert(world: World) -> None:
         _, state, severity, count, _ = world.alert()
         assert (state, severity, count) == ("notifying", "critical", 3)
         assert query(world.dsn, "SELECT count(*) FROM detections WHERE handled") == [(3,)]
+
     scenario(world, body)
 
 
@@ -244,7 +302,8 @@ def test_clearable_kinds_resolve_themselves_sos_and_fall_never_do(world: World) 
         world.detect("geofence_exit", "warning", cleared=True, fence="home")
         await step(engine)
         assert query(world.dsn, "SELECT kind, state, outcome, resolved_by FROM alerts") == [
-            ("geofence_exit", "resolved", "condition_cleared", "system")]
+            ("geofence_exit", "resolved", "condition_cleared", "system")
+        ]
         world.detect("sos")
         await step(engine)
         world.detect("sos", "info", cleared=True)  # cleared but not withdrawn by the elder
@@ -257,11 +316,15 @@ def test_clearable_kinds_resolve_themselves_sos_and_fall_never_do(world: World) 
         await step(engine)
         world.detect("fall", "warning", cleared=True)  # moving again
         await step(engine)
-        assert query(world.dsn, "SELECT state, recovered FROM alerts WHERE kind = 'fall'") == [
-            ("notifying", True)]
+        assert query(world.dsn, "SELECT state, recovered FROM alerts WHERE kind = 'fall'") == [("notifying", True)]
+
         def fall_pages() -> list[tuple[Any, ...]]:
-            return query(world.dsn, "SELECT n.tier FROM notifications n JOIN alerts a USING (alert_id) "
-                         "WHERE a.kind = 'fall' AND n.purpose = 'page'")
+            return query(
+                world.dsn,
+                "SELECT n.tier FROM notifications n JOIN alerts a USING (alert_id) "
+                "WHERE a.kind = 'fall' AND n.purpose = 'page'",
+            )
+
         assert fall_pages() == [(0,), (0,)]
         world.clock.advance(30 * MIN)
         await step(engine)
@@ -269,8 +332,10 @@ def test_clearable_kinds_resolve_themselves_sos_and_fall_never_do(world: World) 
         stopped = "SELECT count(*) FROM alert_events WHERE event = 'escalation_stopped'"
         assert query(world.dsn, stopped) == [(1,)]
         # the SOS, never auto-resolved, kept escalating meanwhile
-        assert query(world.dsn, "SELECT max(n.tier) FROM notifications n JOIN alerts a USING (alert_id) "
-                     "WHERE a.kind = 'sos'") == [(3,)]
+        assert query(
+            world.dsn, "SELECT max(n.tier) FROM notifications n JOIN alerts a USING (alert_id) WHERE a.kind = 'sos'"
+        ) == [(3,)]
+
     scenario(world, body)
 
 
@@ -293,6 +358,7 @@ def test_elder_cancel_inside_the_confirmation_window_is_a_false_alarm(world: Wor
         world.clock.advance(60 * S)
         await step(engine)
         assert world.pages() == [(0, "王强", "voice"), (0, "李娜", "voice")]
+
     scenario(world, body)
 
 
@@ -304,9 +370,11 @@ def test_withdrawn_sos_resolves_and_sends_a_retraction(world: World) -> None:
         world.detect("sos", "info", cleared=True, withdrawn=True)
         await step(engine)
         assert world.alert()[1] == "resolved" and world.alert()[4] == "false_alarm"
-        retractions = query(world.dsn, "SELECT DISTINCT recipient_name FROM notifications "
-                            "WHERE purpose = 'retraction' ORDER BY 1")
+        retractions = query(
+            world.dsn, "SELECT DISTINCT recipient_name FROM notifications WHERE purpose = 'retraction' ORDER BY 1"
+        )
         assert retractions == [("李娜",), ("王强",), ("王芳",)]
+
     scenario(world, body)
 
 
@@ -317,14 +385,16 @@ def test_a_late_cancel_retracts_to_everyone_paged_and_stops_new_tiers(world: Wor
         world.clock.advance(60 * S)
         world.detect("cancel_late", "info", of="sos", cancelled_after_s=60)
         await step(engine)
-        told = query(world.dsn, "SELECT DISTINCT recipient_name FROM notifications WHERE purpose = 'retraction' "
-                     "ORDER BY 1")
+        told = query(
+            world.dsn, "SELECT DISTINCT recipient_name FROM notifications WHERE purpose = 'retraction' ORDER BY 1"
+        )
         assert told == [("李娜",), ("王强",), ("王芳",)]
         assert world.alert()[1] == "notifying"  # still open: a person closes it
         before = len(world.pages())
         world.clock.advance(30 * MIN)
         await step(engine)
         assert len(world.pages()) == before
+
     scenario(world, body)
 
 
@@ -336,13 +406,22 @@ def test_quiet_hours_delay_a_warning_but_never_a_critical(world: World) -> None:
         world.detect("sos", device="pg-1")
         await step(engine)
         assert {t for t, _, _ in world.pages()} == {0, 1}  # the SOS pages family and grid at once
-        assert not [p for p in query(world.dsn, "SELECT a.kind FROM notifications n JOIN alerts a "
-                                     "USING (alert_id) WHERE a.kind = 'low_battery'")]
+        assert not [
+            p
+            for p in query(
+                world.dsn,
+                "SELECT a.kind FROM notifications n JOIN alerts a USING (alert_id) WHERE a.kind = 'low_battery'",
+            )
+        ]
         world.clock.ms = int(datetime(2026, 11, 24, 7, 0, tzinfo=SH).timestamp() * 1000)
         await step(engine)
-        battery = query(world.dsn, "SELECT n.recipient_name FROM notifications n JOIN alerts a "
-                        "USING (alert_id) WHERE a.kind = 'low_battery' ORDER BY n.id")
+        battery = query(
+            world.dsn,
+            "SELECT n.recipient_name FROM notifications n JOIN alerts a "
+            "USING (alert_id) WHERE a.kind = 'low_battery' ORDER BY n.id",
+        )
         assert battery == [("王强",), ("李娜",)]
+
     scenario(world, body)
 
 
@@ -354,6 +433,7 @@ def test_roster_change_at_a_shift_boundary(world: World) -> None:
         await step(engine)
         assert (1, "赵刚", "voice") in world.pages()  # 07:59:59: the night grid worker
         assert not [p for p in world.pages() if p[1] in ("王芳", "孙丽")]
+
     scenario(world, body)
     world.clock.ms = int(datetime(2026, 11, 23, 8, 0, tzinfo=SH).timestamp() * 1000)
 
@@ -363,6 +443,7 @@ def test_roster_change_at_a_shift_boundary(world: World) -> None:
         await engine.resolve(code, "test", "console", "other")
         await step(engine)
         assert world.pages()[-1] == (1, "王芳", "voice")  # 08:00:00: the day grid worker
+
     scenario(world, later)
 
 
@@ -370,6 +451,7 @@ def test_restart_mid_escalation_continues_where_it_was(world: World) -> None:
     async def first(engine: AlertEngine) -> None:
         world.detect("sos")
         await step(engine)
+
     scenario(world, first)  # the engine (and its pool) is gone: a crash or a restart
     world.clock.advance(180 * S)
 
@@ -377,6 +459,7 @@ def test_restart_mid_escalation_continues_where_it_was(world: World) -> None:
         await step(engine)
         assert world.pages()[-1] == (2, "幸福社区养老驿站", "voice")
         assert len(world.pages()) == 6
+
     scenario(world, second)
 
 
@@ -389,13 +472,12 @@ def test_two_engines_on_one_database_never_page_a_tier_twice(world: World) -> No
             for _round in range(12):
                 await asyncio.gather(step(a), step(b), step(a), step(b))
                 world.clock.advance(60 * S)
-        firings = query(world.dsn, "SELECT tier, round, count(*) FROM tier_firings GROUP BY 1, 2 "
-                        "HAVING count(*) > 1")
+        firings = query(world.dsn, "SELECT tier, round, count(*) FROM tier_firings GROUP BY 1, 2 HAVING count(*) > 1")
         assert firings == []
-        keys = query(world.dsn, "SELECT idempotency_key, count(*) FROM notifications GROUP BY 1 "
-                     "HAVING count(*) > 1")
+        keys = query(world.dsn, "SELECT idempotency_key, count(*) FROM notifications GROUP BY 1 HAVING count(*) > 1")
         assert keys == []
         assert {t for t, _, _ in world.pages()} == {0, 1, 2, 3}
+
     scenario(world, body)
 
 

@@ -18,12 +18,17 @@ from gateway.local_services import LocalMosquitto
 from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
 
 REGISTRY: dict[str, Any] = {
-    "elders": [{
-        "id": "e1", "name": "王秀英", "community": "幸福社区", "grid": "g1",
-        "home": {"lat": 31.2304, "lon": 121.4737},
-        "contacts": [{"name": "王强", "phone": "+8613800000001", "relation": "son"}],
-        "devices": [{"id": "wb-1", "type": "wristband"}, {"id": "pg-1", "type": "pager"}],
-    }],
+    "elders": [
+        {
+            "id": "e1",
+            "name": "王秀英",
+            "community": "幸福社区",
+            "grid": "g1",
+            "home": {"lat": 31.2304, "lon": 121.4737},
+            "contacts": [{"name": "王强", "phone": "+8613800000001", "relation": "son"}],
+            "devices": [{"id": "wb-1", "type": "wristband"}, {"id": "pg-1", "type": "pager"}],
+        }
+    ],
     "responders": [
         {"id": "grid", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "g1"},
         {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"},
@@ -66,8 +71,12 @@ def test_sos_to_pages_fall_asks_the_elder_and_the_cli_takes_and_closes(
     try:
         t = time.time_ns() // 1_000_000
         publisher.publish("eldercare/v1/pager/pg-1/event", json.dumps({"ts": t, "event": "sos"}))
-        pages = wait_until(lambda: query(database, "SELECT recipient_name, channel, role FROM notifications "
-                                         "WHERE purpose = 'page' ORDER BY id"), what="SOS pages")
+        pages = wait_until(
+            lambda: query(
+                database, "SELECT recipient_name, channel, role FROM notifications WHERE purpose = 'page' ORDER BY id"
+            ),
+            what="SOS pages",
+        )
         # the shipped SOS policy pages family and the grid worker at once, no confirmation window
         assert {(n, r) for n, _, r in pages} == {("王强", "family"), ("王芳", "grid_worker")}
         publisher.publish("eldercare/v1/wristband/wb-1/event", json.dumps({"ts": t + 5, "event": "fall"}))
@@ -75,9 +84,13 @@ def test_sos_to_pages_fall_asks_the_elder_and_the_cli_takes_and_closes(
         code = query(database, "SELECT code FROM alerts WHERE kind = 'sos'")[0][0]
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "gateway.cli", "-c",
-                                   str(gateway.workdir / "config.yaml"), *args],
-                                  capture_output=True, text=True, cwd=REPO, timeout=60)
+            return subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "-c", str(gateway.workdir / "config.yaml"), *args],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                timeout=60,
+            )
 
         listed = cli("alerts", "list")
         assert code in listed.stdout and "sos" in listed.stdout and "王秀英" in listed.stdout

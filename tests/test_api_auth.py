@@ -27,8 +27,15 @@ def test_login_me_logout_and_unauthenticated_calls(database: str) -> None:
         response = client.post("/api/login", json={"username": "grid1", "password": PASSWORD})
         assert response.status_code == 200
         body = response.json()
-        assert body["user"] == {"username": "grid1", "role": "grid_worker", "display_name": "王芳",
-                                "language": "zh", "community": None, "grid": "g1", "elder_id": None}
+        assert body["user"] == {
+            "username": "grid1",
+            "role": "grid_worker",
+            "display_name": "王芳",
+            "language": "zh",
+            "community": None,
+            "grid": "g1",
+            "elder_id": None,
+        }
         cookie = response.headers["set-cookie"]
         assert "eldercare_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
         # the cookie alone authenticates (the TestClient keeps it)
@@ -36,8 +43,9 @@ def test_login_me_logout_and_unauthenticated_calls(database: str) -> None:
         bearer = {"Authorization": f"Bearer {body['token']}"}
         assert client.get("/api/me", headers=bearer).status_code == 200
         # only a hash of the token is stored
-        assert rows(database, "SELECT count(*) FROM sessions WHERE token_hash = %s",
-                    (body["token"].encode(),)) == [(0,)]
+        assert rows(database, "SELECT count(*) FROM sessions WHERE token_hash = %s", (body["token"].encode(),)) == [
+            (0,)
+        ]
         assert client.post("/api/logout", headers=bearer).status_code == 204
         client.cookies.clear()
         assert client.get("/api/me", headers=bearer).status_code == 401
@@ -89,7 +97,7 @@ def test_openapi_document_covers_every_endpoint(database: str) -> None:
     ops = {(path, method) for path, item in doc["paths"].items() for method in item}
     assert ("/api/alerts/{alert_id}/ack", "post") in ops and ("/api/elders/{elder_id}/fences/{fence_id}", "put") in ops
     assert len(ops) == 21
-    for (path, method) in ops:
+    for path, method in ops:
         op = doc["paths"][path][method]
         if path != "/api/login":
             assert "401" in op["responses"], (path, method)

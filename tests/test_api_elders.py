@@ -23,15 +23,26 @@ def harness(database: str) -> ApiHarness:
 def _telemetry(dsn: str, now: datetime) -> None:
     with psycopg.connect(dsn) as conn:
         for minute in range(0, 24 * 60, 2):  # a reading every 2 min for a day
-            conn.execute("INSERT INTO telemetry_wristband (time, device_id, hr, spo2, steps, battery, lat, lon) "
-                         "VALUES (%s, 'wb-1', %s, 97, %s, 80, 31.2305, 121.4738)",
-                         (now - timedelta(minutes=minute), 60 + minute % 30, 5000 - minute))
-        conn.execute("INSERT INTO telemetry_glucose (time, device_id, glucose_mmol, context) VALUES "
-                     "(%s, 'gl-x', 6.1, 'fasting')", (now,))
-        conn.execute("INSERT INTO device_status (time, device_id, device_type, battery, online) "
-                     "VALUES (%s, 'wb-2', 'wristband', 9, true)", (now - timedelta(minutes=1),))
-        conn.execute("INSERT INTO device_status (time, device_id, device_type, battery, online) "
-                     "VALUES (%s, 'wb-3', 'wristband', 70, false)", (now - timedelta(minutes=1),))
+            conn.execute(
+                "INSERT INTO telemetry_wristband (time, device_id, hr, spo2, steps, battery, lat, lon) "
+                "VALUES (%s, 'wb-1', %s, 97, %s, 80, 31.2305, 121.4738)",
+                (now - timedelta(minutes=minute), 60 + minute % 30, 5000 - minute),
+            )
+        conn.execute(
+            "INSERT INTO telemetry_glucose (time, device_id, glucose_mmol, context) VALUES "
+            "(%s, 'gl-x', 6.1, 'fasting')",
+            (now,),
+        )
+        conn.execute(
+            "INSERT INTO device_status (time, device_id, device_type, battery, online) "
+            "VALUES (%s, 'wb-2', 'wristband', 9, true)",
+            (now - timedelta(minutes=1),),
+        )
+        conn.execute(
+            "INSERT INTO device_status (time, device_id, device_type, battery, online) "
+            "VALUES (%s, 'wb-3', 'wristband', 70, false)",
+            (now - timedelta(minutes=1),),
+        )
 
 
 def test_elders_detail_readings_devices_and_map(harness: ApiHarness, database: str) -> None:
@@ -44,8 +55,15 @@ def test_elders_detail_readings_devices_and_map(harness: ApiHarness, database: s
         listed = client.get("/api/elders", headers=hotline).json()
         assert listed["total"] == 3
         e1 = listed["elders"][0]
-        assert e1 == {"elder_id": "e1", "name": "王秀英", "community": "幸福社区", "grid": "g1",
-                      "home": {"lat": 31.2304, "lon": 121.4737}, "open_alerts": 2, "worst_severity": "critical"}
+        assert e1 == {
+            "elder_id": "e1",
+            "name": "王秀英",
+            "community": "幸福社区",
+            "grid": "g1",
+            "home": {"lat": 31.2304, "lon": 121.4737},
+            "open_alerts": 2,
+            "worst_severity": "critical",
+        }
         assert listed["elders"][1]["open_alerts"] == 0 and listed["elders"][1]["worst_severity"] is None
         assert [e["elder_id"] for e in client.get("/api/elders?q=李", headers=hotline).json()["elders"]] == ["e2"]
         assert client.get("/api/elders?q=%25", headers=hotline).json()["total"] == 0  # % is literal
@@ -79,12 +97,16 @@ def test_elders_detail_readings_devices_and_map(harness: ApiHarness, database: s
         assert [d["device_id"] for d in low] == ["wb-2"]
         silent = client.get("/api/devices?status=silent", headers=hotline).json()["devices"]
         assert {d["device_id"] for d in silent} == {"pg-1", "wb-3"}
-        assert [d["device_id"] for d in client.get("/api/devices?elder_id=e1&type=pager",
-                                                   headers=hotline).json()["devices"]] == ["pg-1"]
+        assert [
+            d["device_id"] for d in client.get("/api/devices?elder_id=e1&type=pager", headers=hotline).json()["devices"]
+        ] == ["pg-1"]
 
         world = client.get("/api/map", headers=hotline).json()
-        assert {e["elder_id"]: e["worst_severity"] for e in world["elders"]} == {"e1": "critical", "e2": None,
-                                                                               "e3": None}
+        assert {e["elder_id"]: e["worst_severity"] for e in world["elders"]} == {
+            "e1": "critical",
+            "e2": None,
+            "e3": None,
+        }
         assert len(world["fences"]["features"]) == 1
         min_lon, min_lat, max_lon, max_lat = world["bounds"]
         assert min_lon == 121.40 and min_lat == 31.20 and max_lon == 121.48 and max_lat == 31.24
@@ -92,8 +114,11 @@ def test_elders_detail_readings_devices_and_map(harness: ApiHarness, database: s
         assert [e["elder_id"] for e in mine["elders"]] == ["e3"] and mine["fences"]["features"] == []
 
 
-POLYGON = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [SQUARE]},
-           "properties": {"name": "小区", "active_hours": "20:00-06:00", "severity": "critical"}}
+POLYGON = {
+    "type": "Feature",
+    "geometry": {"type": "Polygon", "coordinates": [SQUARE]},
+    "properties": {"name": "小区", "active_hours": "20:00-06:00", "severity": "critical"},
+}
 
 
 def _feature(coordinates: Any, kind: str = "Polygon", **props: Any) -> dict[str, Any]:
@@ -107,9 +132,15 @@ def test_fences_drawn_as_geojson_are_validated_stored_and_audited(harness: ApiHa
         assert stored.status_code == 200, stored.text
         feature = stored.json()
         assert feature["id"] == "estate" and feature["geometry"]["coordinates"] == [SQUARE]
-        assert feature["properties"] == {"name": "小区", "kind": "polygon", "elder_id": "e1",
-                                         "active_hours": "20:00-06:00", "margin_m": None, "severity": "critical",
-                                         "radius_m": None}
+        assert feature["properties"] == {
+            "name": "小区",
+            "kind": "polygon",
+            "elder_id": "e1",
+            "active_hours": "20:00-06:00",
+            "margin_m": None,
+            "severity": "critical",
+            "radius_m": None,
+        }
         circle = _feature([121.4737, 31.2304], "Point", radius_m=300, margin_m=30)
         assert client.put("/api/elders/e1/fences/home", headers=grid1, json=circle).status_code == 200
         listed = client.get("/api/elders/e1/fences", headers=grid1).json()["features"]
@@ -121,12 +152,22 @@ def test_fences_drawn_as_geojson_are_validated_stored_and_audited(harness: ApiHa
             return str(response.json()["detail"])
 
         assert "not closed" in refused(_feature([[*SQUARE[:-1], [121.4731, 31.23]]]))
-        bowtie = [[121.4730, 31.2300], [121.4745, 31.2310], [121.4745, 31.2300], [121.4730, 31.2310],
-                  [121.4730, 31.2300]]
+        bowtie = [
+            [121.4730, 31.2300],
+            [121.4745, 31.2310],
+            [121.4745, 31.2300],
+            [121.4730, 31.2310],
+            [121.4730, 31.2300],
+        ]
         assert "Self-intersection" in refused(_feature([bowtie]))
         assert "at least 4 positions" in refused(_feature([SQUARE[:3]]))
-        tiny = [[121.4730, 31.2300], [121.47305, 31.2300], [121.47305, 31.23005], [121.4730, 31.23005],
-                [121.4730, 31.2300]]
+        tiny = [
+            [121.4730, 31.2300],
+            [121.47305, 31.2300],
+            [121.47305, 31.23005],
+            [121.4730, 31.23005],
+            [121.4730, 31.2300],
+        ]
         assert "across" in refused(_feature([tiny]))
         huge = [[121.0, 31.0], [121.5, 31.0], [121.5, 31.5], [121.0, 31.5], [121.0, 31.0]]
         assert "km across" in refused(_feature([huge]))
@@ -149,7 +190,12 @@ def test_fences_drawn_as_geojson_are_validated_stored_and_audited(harness: ApiHa
     e1 = next(e for e in registry.elders if e.id == "e1")
     assert [(f.id, f.circle.radius_m if f.circle else None, f.margin_m) for f in e1.fences] == [("home", 300, 30)]
     DetectorSet(registry)
-    audit = rows(database, "SELECT actor, action, target, detail->'after'->>'id' FROM audit_log "
-                 "WHERE action LIKE 'fence.%%' ORDER BY id")
-    assert audit == [("grid1", "fence.create", "e1/estate", "estate"), ("grid1", "fence.update", "e1/home", "home"),
-                     ("grid1", "fence.delete", "e1/estate", None)]
+    audit = rows(
+        database,
+        "SELECT actor, action, target, detail->'after'->>'id' FROM audit_log WHERE action LIKE 'fence.%%' ORDER BY id",
+    )
+    assert audit == [
+        ("grid1", "fence.create", "e1/estate", "estate"),
+        ("grid1", "fence.update", "e1/home", "home"),
+        ("grid1", "fence.delete", "e1/estate", None),
+    ]

@@ -37,8 +37,10 @@ class EventStream:
 
     def _run(self, base: str, headers: dict[str, str]) -> None:
         try:
-            with httpx.Client(base_url=base, timeout=httpx.Timeout(5, read=60)) as client, \
-                    client.stream("GET", "/api/events", headers=headers) as response:
+            with (
+                httpx.Client(base_url=base, timeout=httpx.Timeout(5, read=60)) as client,
+                client.stream("GET", "/api/events", headers=headers) as response,
+            ):
                 self.status = response.status_code
                 event, event_id, data = "message", None, ""
                 for line in response.iter_lines():
@@ -67,8 +69,14 @@ class EventStream:
 
 
 def _cli(gateway: GatewayRunner, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", "-c", str(gateway.workdir / "config.yaml"), *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=60, input=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "-c", str(gateway.workdir / "config.yaml"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        input=stdin,
+    )
 
 
 def test_sos_reaches_the_console_live_and_the_console_ack_reaches_the_band(
@@ -78,10 +86,24 @@ def test_sos_reaches_the_console_live_and_the_console_ack_reaches_the_band(
     registry.write_text(yaml.safe_dump({"elders": ELDERS, "responders": RESPONDERS}, allow_unicode=True))
     gw = gateway.start(registry={"file": str(registry)}, api={"events_ping_s": 1.0, "events_poll_s": 0.2})
     base = f"http://127.0.0.1:{gw.http_port}"
-    for username, role, scope in (("grid1", "grid_worker", ["--grid", "g1"]),
-                                  ("grid2", "grid_worker", ["--grid", "g2"]), ("hotline", "hotline", [])):
-        added = _cli(gateway, "users", "add", username, "--role", role, *scope, "--display-name",
-                     {"grid1": "王芳"}.get(username, username), "--password-stdin", stdin=PASSWORD + "\n")
+    for username, role, scope in (
+        ("grid1", "grid_worker", ["--grid", "g1"]),
+        ("grid2", "grid_worker", ["--grid", "g2"]),
+        ("hotline", "hotline", []),
+    ):
+        added = _cli(
+            gateway,
+            "users",
+            "add",
+            username,
+            "--role",
+            role,
+            *scope,
+            "--display-name",
+            {"grid1": "王芳"}.get(username, username),
+            "--password-stdin",
+            stdin=PASSWORD + "\n",
+        )
         assert added.returncode == 0, added.stderr
     assert _cli(gateway, "users", "add", "weak", "--role", "hotline", stdin="short\n").returncode == 1
     assert _cli(gateway, "users", "add", "nogrid", "--role", "grid_worker", stdin=PASSWORD + "\n").returncode == 1
@@ -101,8 +123,9 @@ def test_sos_reaches_the_console_live_and_the_console_ack_reaches_the_band(
         band = CommandListener(broker.port)
         try:
             wait_until(lambda: mine.count("ping") and theirs.count("ping"), 10, "both streams open")
-            publisher.publish("eldercare/v1/pager/pg-1/event", json.dumps({"ts": time.time_ns() // 1_000_000,
-                                                                          "event": "sos"}))
+            publisher.publish(
+                "eldercare/v1/pager/pg-1/event", json.dumps({"ts": time.time_ns() // 1_000_000, "event": "sos"})
+            )
             first = wait_until(lambda: mine.alerts(), 20, "the SOS on the console")[0]
             first_id, summary = first
             assert summary["kind"] == "sos" and summary["elder_id"] == "e1" and summary["grid"] == "g1"
@@ -128,19 +151,30 @@ def test_sos_reaches_the_console_live_and_the_console_ack_reaches_the_band(
             wait_until(lambda: late.count("ping"), 10, "grid 2's resumed stream")
             assert late.alerts() == []
             # a password change ends the user's sessions, open streams included
-            assert _cli(gateway, "users", "passwd", "grid2", "--password-stdin",
-                        stdin="another long one\n").returncode == 0
+            assert (
+                _cli(gateway, "users", "passwd", "grid2", "--password-stdin", stdin="another long one\n").returncode
+                == 0
+            )
             wait_until(lambda: theirs.ended.is_set() and theirs.count("logout"), 10, "grid 2's stream ended")
             assert client.get("/api/me", headers={"Authorization": f"Bearer {tokens['grid2']}"}).status_code == 401
         finally:
             band.close()
-        trail = query(database, "SELECT event, actor, channel FROM alert_events WHERE alert_id = %s AND "
-                      "event IN ('acknowledged', 'resolved') ORDER BY id", (alert_id,))
+        trail = query(
+            database,
+            "SELECT event, actor, channel FROM alert_events WHERE alert_id = %s AND "
+            "event IN ('acknowledged', 'resolved') ORDER BY id",
+            (alert_id,),
+        )
         assert trail == [("acknowledged", "王芳", "console"), ("resolved", "热线", "cli")]
         assert _cli(gateway, "users", "remove", "grid2").returncode == 0
         assert _cli(gateway, "users", "remove", "grid2").returncode == 1
     assert [a for (a,) in query(database, "SELECT action FROM audit_log WHERE action LIKE 'user.%%' ORDER BY id")] == [
-        "user.add", "user.add", "user.add", "user.passwd", "user.remove"]
+        "user.add",
+        "user.add",
+        "user.add",
+        "user.passwd",
+        "user.remove",
+    ]
     # the gateway stops although a console is still listening
     gateway.stop()
     assert mine.ended.wait(10) and resumed.ended.wait(10)

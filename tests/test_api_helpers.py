@@ -34,19 +34,37 @@ from rules.policy import EscalationConfig
 
 PASSWORD = "correct horse battery"
 HOME1 = {"lat": 31.2304, "lon": 121.4737}
-SQUARE = [[121.4730, 31.2300], [121.4745, 31.2300], [121.4745, 31.2310], [121.4730, 31.2310],
-          [121.4730, 31.2300]]
+SQUARE = [[121.4730, 31.2300], [121.4745, 31.2300], [121.4745, 31.2310], [121.4730, 31.2310], [121.4730, 31.2300]]
 
 ELDERS: list[dict[str, Any]] = [
-    {"id": "e1", "name": "王秀英", "community": "幸福社区", "grid": "g1", "home": HOME1,
-     "conditions": ["dementia"], "thresholds": {"hr_warning_high": 120},
-     "contacts": [{"name": "王强", "phone": "+8613800000001", "relation": "son"}],
-     "devices": [{"id": "wb-1", "type": "wristband"}, {"id": "pg-1", "type": "pager"}],
-     "fences": [{"id": "home", "circle": {**HOME1, "radius_m": 150}}]},
-    {"id": "e2", "name": "李建国", "community": "幸福社区", "grid": "g2", "home": {"lat": 31.24, "lon": 121.48},
-     "devices": [{"id": "wb-2", "type": "wristband"}]},
-    {"id": "e3", "name": "张桂兰", "community": "和平社区", "grid": "g3", "home": {"lat": 31.20, "lon": 121.40},
-     "devices": [{"id": "wb-3", "type": "wristband"}]},
+    {
+        "id": "e1",
+        "name": "王秀英",
+        "community": "幸福社区",
+        "grid": "g1",
+        "home": HOME1,
+        "conditions": ["dementia"],
+        "thresholds": {"hr_warning_high": 120},
+        "contacts": [{"name": "王强", "phone": "+8613800000001", "relation": "son"}],
+        "devices": [{"id": "wb-1", "type": "wristband"}, {"id": "pg-1", "type": "pager"}],
+        "fences": [{"id": "home", "circle": {**HOME1, "radius_m": 150}}],
+    },
+    {
+        "id": "e2",
+        "name": "李建国",
+        "community": "幸福社区",
+        "grid": "g2",
+        "home": {"lat": 31.24, "lon": 121.48},
+        "devices": [{"id": "wb-2", "type": "wristband"}],
+    },
+    {
+        "id": "e3",
+        "name": "张桂兰",
+        "community": "和平社区",
+        "grid": "g3",
+        "home": {"lat": 31.20, "lon": 121.40},
+        "devices": [{"id": "wb-3", "type": "wristband"}],
+    },
 ]
 RESPONDERS: list[dict[str, Any]] = [
     {"id": "grid1", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "g1"},
@@ -55,8 +73,7 @@ RESPONDERS: list[dict[str, Any]] = [
     {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"},
 ]
 OVERRIDES: list[dict[str, Any]] = [
-    {"responder": "grid1", "start": "2026-01-01T08:00:00+08:00", "end": "2026-01-02T08:00:00+08:00",
-     "on_duty": False},
+    {"responder": "grid1", "start": "2026-01-01T08:00:00+08:00", "end": "2026-01-02T08:00:00+08:00", "on_duty": False},
     {"responder": "grid3", "start": "2026-01-01T08:00:00+08:00", "end": "2026-01-02T08:00:00+08:00"},
 ]
 # username -> (role, display name, community, grid, elder)
@@ -83,9 +100,11 @@ def add_users(dsn: str, users: dict[str, tuple[str, str, str | None, str | None,
         _HASH[PASSWORD] = hash_password(PASSWORD)  # scrypt is slow on purpose: hash once per run
     with psycopg.connect(dsn) as conn:
         for username, (role, display, community, grid, elder) in users.items():
-            conn.execute("INSERT INTO users (username, password_hash, role, display_name, community, grid, "
-                         "elder_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                         (username, _HASH[PASSWORD], role, display, community, grid, elder))
+            conn.execute(
+                "INSERT INTO users (username, password_hash, role, display_name, community, grid, "
+                "elder_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (username, _HASH[PASSWORD], role, display, community, grid, elder),
+            )
 
 
 class ApiHarness:
@@ -116,8 +135,14 @@ class ApiHarness:
         async def main() -> None:
             async with AsyncConnectionPool(self.dsn, min_size=1, max_size=4) as pool:
                 self.engine = AlertEngine(pool, EscalationConfig(), self.registry, self.clock_ms)
-                ctx = api_context(pool, self.engine, self.settings, self.clock_ms, self.dsn,
-                                  stopping=lambda: self.server is not None and self.server.should_exit)
+                ctx = api_context(
+                    pool,
+                    self.engine,
+                    self.settings,
+                    self.clock_ms,
+                    self.dsn,
+                    stopping=lambda: self.server is not None and self.server.should_exit,
+                )
                 app = Starlette(routes=build_routes(ctx))
                 self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
                 self.loop = asyncio.get_running_loop()
@@ -150,19 +175,28 @@ class ApiHarness:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
-    def open_alert(self, elder_id: str | None, device_id: str, kind: str = "sos", severity: str = "critical",
-                   evidence: dict[str, Any] | None = None) -> int:
+    def open_alert(
+        self,
+        elder_id: str | None,
+        device_id: str,
+        kind: str = "sos",
+        severity: str = "critical",
+        evidence: dict[str, Any] | None = None,
+    ) -> int:
         """A detection row, applied by the engine: the alert it opened (or updated)."""
         ts = self.now_ms / 1000
         with psycopg.connect(self.dsn) as conn:
-            conn.execute("INSERT INTO detections (elder_id, device_id, kind, severity, ts, evidence) "
-                         "VALUES (%s, %s, %s, %s, to_timestamp(%s), %s)",
-                         (elder_id, device_id, kind, severity, ts, Jsonb(evidence or {})))
+            conn.execute(
+                "INSERT INTO detections (elder_id, device_id, kind, severity, ts, evidence) "
+                "VALUES (%s, %s, %s, %s, to_timestamp(%s), %s)",
+                (elder_id, device_id, kind, severity, ts, Jsonb(evidence or {})),
+            )
         assert self.engine is not None
         self.run(self.engine.process_detections())
         with psycopg.connect(self.dsn) as conn:
-            row = conn.execute("SELECT alert_id FROM detections WHERE device_id = %s ORDER BY id DESC LIMIT 1",
-                               (device_id,)).fetchone()
+            row = conn.execute(
+                "SELECT alert_id FROM detections WHERE device_id = %s ORDER BY id DESC LIMIT 1", (device_id,)
+            ).fetchone()
         assert row is not None and row[0] is not None
         return int(row[0])
 

@@ -21,30 +21,44 @@ def _seed(dsn: str) -> None:
             "'e' || lpad(i::text, 5, '0'), '老人' || i, 'c' || (i %% %s), 'g' || (i %% %s), "
             "jsonb_build_object('home', jsonb_build_object('lat', 31.0 + (i %% 100) * 0.003, "
             "'lon', 121.0 + (i / 100) * 0.003), 'conditions', '[]'::jsonb) FROM generate_series(1, 10000) i",
-            (COMMUNITIES, GRIDS))
-        conn.execute("INSERT INTO devices (device_id, device_type, elder_id) SELECT 'wb-' || i, 'wristband', "
-                     "'e' || lpad(i::text, 5, '0') FROM generate_series(1, 10000) i")
+            (COMMUNITIES, GRIDS),
+        )
+        conn.execute(
+            "INSERT INTO devices (device_id, device_type, elder_id) SELECT 'wb-' || i, 'wristband', "
+            "'e' || lpad(i::text, 5, '0') FROM generate_series(1, 10000) i"
+        )
         conn.execute(
             "INSERT INTO geofences (elder_id, fence_id, spec) SELECT 'e' || lpad(i::text, 5, '0'), 'home', "
             "jsonb_build_object('id', 'home', 'circle', jsonb_build_object('lat', 31.0 + (i %% 100) * 0.003, "
-            "'lon', 121.0 + (i / 100) * 0.003, 'radius_m', 200)) FROM generate_series(1, 10000, 3) i", ())
+            "'lon', 121.0 + (i / 100) * 0.003, 'radius_m', 200)) FROM generate_series(1, 10000, 3) i",
+            (),
+        )
         conn.execute(
             "INSERT INTO alerts (alert_key, elder_id, device_id, kind, severity, state, policy, community, grid, "
             "opened_at, last_seen_at) SELECT 'e' || lpad((i * 7)::text, 5, '0') || ':sos', "
             "'e' || lpad((i * 7)::text, 5, '0'), 'wb-' || (i * 7), 'sos', "
             "(ARRAY['critical', 'warning', 'info'])[1 + i %% 3], 'notifying', 'default', "
             "'c' || ((i * 7) %% %s), 'g' || ((i * 7) %% %s), now() - make_interval(secs => i), now() "
-            "FROM generate_series(1, 1000) i", (COMMUNITIES, GRIDS))
-        conn.execute("INSERT INTO alert_events (alert_id, at, event, actor) SELECT alert_id, opened_at, 'opened', "
-                     "'system' FROM alerts")
+            "FROM generate_series(1, 1000) i",
+            (COMMUNITIES, GRIDS),
+        )
+        conn.execute(
+            "INSERT INTO alert_events (alert_id, at, event, actor) SELECT alert_id, opened_at, 'opened', "
+            "'system' FROM alerts"
+        )
         conn.execute("ANALYZE")
 
 
 def test_lists_and_map_answer_quickly_with_10000_elders_and_1000_open_alerts(database: str) -> None:
     _seed(database)
-    add_users(database, {"hotline": ("hotline", "热线", None, None, None),
-                         "grid": ("grid_worker", "网格员", None, "g7", None),
-                         "station": ("post_station", "驿站", "c7", None, None)})
+    add_users(
+        database,
+        {
+            "hotline": ("hotline", "热线", None, None, None),
+            "grid": ("grid_worker", "网格员", None, "g7", None),
+            "station": ("post_station", "驿站", "c7", None, None),
+        },
+    )
     harness = ApiHarness(database)
     with harness.client() as client:
         hotline, grid, station = login(client, "hotline"), login(client, "grid"), login(client, "station")

@@ -19,21 +19,27 @@ def test_round_trip_with_mixed_nulls_text_lengths_and_binary_ending_in_nul(datab
     f4_valid = rng.random(n) > 0.5
     i4 = rng.integers(-1000, 1000, n).astype(np.int32)
     flags = rng.random(n) > 0.5
-    blobs = np.array([bytes([1, 2, 0, 0][: int(k)]) + b"\x00" * int(k) for k in rng.integers(0, 4, n)],
-                     dtype=object)
+    blobs = np.array([bytes([1, 2, 0, 0][: int(k)]) + b"\x00" * int(k) for k in rng.integers(0, 4, n)], dtype=object)
     text_valid = rng.random(n) > 0.2
-    data = copy_payload([
-        Column("timestamptz_ms", ts), Column("text", names), Column("float8", f8, f8_valid),
-        Column("float4", f4, f4_valid), Column("int4", i4), Column("bool", flags),
-        Column("bytea", blobs), Column("text", names, text_valid),
-    ])
+    data = copy_payload(
+        [
+            Column("timestamptz_ms", ts),
+            Column("text", names),
+            Column("float8", f8, f8_valid),
+            Column("float4", f4, f4_valid),
+            Column("int4", i4),
+            Column("bool", flags),
+            Column("bytea", blobs),
+            Column("text", names, text_valid),
+        ]
+    )
     with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute("CREATE TABLE t (time timestamptz, name text, a float8, b real, c int, "
-                     "d bool, e bytea, f text)")
+        conn.execute("CREATE TABLE t (time timestamptz, name text, a float8, b real, c int, d bool, e bytea, f text)")
         with conn.cursor().copy("COPY t FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(data)
-        rows = conn.execute("SELECT (extract(epoch FROM time) * 1000)::bigint, name, a, b, c, d, "
-                            "e, f FROM t ORDER BY time").fetchall()
+        rows = conn.execute(
+            "SELECT (extract(epoch FROM time) * 1000)::bigint, name, a, b, c, d, e, f FROM t ORDER BY time"
+        ).fetchall()
     assert len(rows) == n
     for i, row in enumerate(rows):
         assert row[0] == ts[i]

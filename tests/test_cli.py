@@ -15,8 +15,9 @@ from tests.support import REPO, Publisher, query
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
+    )
 
 
 def test_device_check_accepts_good_and_explains_bad_payloads(tmp_path: Path) -> None:
@@ -24,13 +25,11 @@ def test_device_check_accepts_good_and_explains_bad_payloads(tmp_path: Path) -> 
     good.write_text(json.dumps({"ts": "2026-11-22T08:00:00+08:00", "hr": 70}))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"ts": 1, "spo2": 140}))
-    result = run("device", "check", "--topic", "eldercare/v1/wristband/wb-1/telemetry",
-                 str(good), str(bad))
+    result = run("device", "check", "--topic", "eldercare/v1/wristband/wb-1/telemetry", str(good), str(bad))
     assert result.returncode == 1
     assert "good.json: ok (1 reading)" in result.stdout
     assert "bad.json: REJECTED: invalid payload: Expected `float` <= 100.0 - at `$.spo2`" in result.stdout
-    assert run("device", "check", "--topic", "eldercare/v1/wristband/wb-1/telemetry",
-               str(good)).returncode == 0
+    assert run("device", "check", "--topic", "eldercare/v1/wristband/wb-1/telemetry", str(good)).returncode == 0
 
 
 def test_device_schema_prints_every_contract() -> None:
@@ -43,10 +42,21 @@ def test_registry_import_and_a_bad_registry(tmp_path: Path, database: str) -> No
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"database": {"dsn": database}}))
     registry = tmp_path / "registry.yaml"
-    registry.write_text(yaml.safe_dump({"elders": [{
-        "id": "e1", "name": "李建国", "devices": [{"id": "wb-1", "type": "wristband"}],
-        "fences": [{"id": "home", "circle": {"lat": 31.2, "lon": 121.4, "radius_m": 150}}]}]},
-        allow_unicode=True))
+    registry.write_text(
+        yaml.safe_dump(
+            {
+                "elders": [
+                    {
+                        "id": "e1",
+                        "name": "李建国",
+                        "devices": [{"id": "wb-1", "type": "wristband"}],
+                        "fences": [{"id": "home", "circle": {"lat": 31.2, "lon": 121.4, "radius_m": 150}}],
+                    }
+                ]
+            },
+            allow_unicode=True,
+        )
+    )
     result = run("-c", str(config), "registry", "import", str(registry))
     assert result.returncode == 0, result.stderr
     assert "imported 1 elders, 1 devices, 1 fences" in result.stdout
@@ -74,9 +84,25 @@ def test_device_check_live_watches_a_device_and_rejects_what_breaks_the_contract
     from gateway.cli import main
 
     codes: list[int] = []
-    watcher = threading.Thread(target=lambda: codes.append(main(
-        ["device", "check", "--live", "--device", "wb-77", "--broker", f"127.0.0.1:{broker.port}",
-         "--seconds", "10", "--count", "2"])))
+    watcher = threading.Thread(
+        target=lambda: codes.append(
+            main(
+                [
+                    "device",
+                    "check",
+                    "--live",
+                    "--device",
+                    "wb-77",
+                    "--broker",
+                    f"127.0.0.1:{broker.port}",
+                    "--seconds",
+                    "10",
+                    "--count",
+                    "2",
+                ]
+            )
+        )
+    )
     watcher.start()
     time.sleep(1.5)  # subscribed
     now = time.time_ns() // 1_000_000

@@ -22,13 +22,16 @@ def test_rfc3339_and_epoch_ms_are_the_same_instant() -> None:
     b = decode_payload(b'{"ts": "2025-11-22T16:26:40+08:00", "hr": 70}', r, NOW)
     assert isinstance(a, list) and isinstance(b, list)
     from devices.contracts import ts_to_ms
+
     assert ts_to_ms(a[0].ts) == ts_to_ms(b[0].ts) == 1_763_800_000_000
 
 
 def test_senml_pack_with_two_times_gives_two_readings_and_relative_time() -> None:
     r = route("eldercare/v1/wristband/wb-1/telemetry")
-    pack = [{"bn": "urn:dev:wb-1:", "bt": NOW / 1000, "n": "hr", "u": "beat/min", "v": 70},
-            {"n": "hr", "t": 60, "v": 75}]
+    pack = [
+        {"bn": "urn:dev:wb-1:", "bt": NOW / 1000, "n": "hr", "u": "beat/min", "v": 70},
+        {"n": "hr", "t": 60, "v": 75},
+    ]
     got = decode_payload(json.dumps(pack).encode(), r, NOW)
     assert isinstance(got, list) and [x.hr for x in got] == [70, 75]
     assert [x.ts for x in got] == [NOW, NOW + 60_000]
@@ -41,6 +44,7 @@ def test_glucose_in_mg_dl_is_converted_and_checked() -> None:
     got = decode_payload(b'{"ts": 1, "glucose": 54, "unit": "mg/dL"}', r, NOW)
     assert isinstance(got, list) and isinstance(got[0], GlucoseReading)
     from devices.codec import glucose_mmol
+
     assert glucose_mmol(got[0]) == 3.0
     bad = decode_payload(b'{"ts": 1, "glucose": 2000, "unit": "mg/dL"}', r, NOW)
     assert isinstance(bad, Rejected)

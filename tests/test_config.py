@@ -40,30 +40,46 @@ def test_errors_name_the_key_and_the_problem(tmp_path: Path, text: str, message:
 def test_environment_overrides_file(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("mqtt:\n  port: 1883\n")
-    config = load_config(path, environ={
-        "ELDERCARE_MQTT__PORT": "2883", "ELDERCARE_DATABASE__DSN": "postgresql://x/y",
-        "ELDERCARE_MQTT__PASSWORD": "s3cret", "UNRELATED": "1",
-    })
+    config = load_config(
+        path,
+        environ={
+            "ELDERCARE_MQTT__PORT": "2883",
+            "ELDERCARE_DATABASE__DSN": "postgresql://x/y",
+            "ELDERCARE_MQTT__PASSWORD": "s3cret",
+            "UNRELATED": "1",
+        },
+    )
     assert config.mqtt.port == 2883
     assert config.database.dsn == "postgresql://x/y"
     assert mqtt_password(config) == "s3cret"
 
 
 def test_a_phone_number_from_the_environment_stays_a_string() -> None:
-    config = load_config(None, environ={
-        "ELDERCARE_NOTIFY__TWILIO__ACCOUNT_SID": "AC123", "ELDERCARE_NOTIFY__TWILIO__AUTH_TOKEN": "t",
-        "ELDERCARE_NOTIFY__TWILIO__SMS_FROM": "+15005550006",
-        "ELDERCARE_NOTIFY__TWILIO__VOICE_FROM": "+8613800138000", "ELDERCARE_NOTIFY__CONSOLE": "true",
-        "ELDERCARE_ESCALATION__QUIET_HOURS": "23:00-06:00"})
+    config = load_config(
+        None,
+        environ={
+            "ELDERCARE_NOTIFY__TWILIO__ACCOUNT_SID": "AC123",
+            "ELDERCARE_NOTIFY__TWILIO__AUTH_TOKEN": "t",
+            "ELDERCARE_NOTIFY__TWILIO__SMS_FROM": "+15005550006",
+            "ELDERCARE_NOTIFY__TWILIO__VOICE_FROM": "+8613800138000",
+            "ELDERCARE_NOTIFY__CONSOLE": "true",
+            "ELDERCARE_ESCALATION__QUIET_HOURS": "23:00-06:00",
+        },
+    )
     assert config.notify.twilio is not None and config.notify.twilio.sms_from == "+15005550006"
     assert config.notify.console is True and config.escalation.quiet_hours == "23:00-06:00"
 
 
 def test_missing_twilio_token_is_named_with_its_variable() -> None:
     with pytest.raises(ConfigError, match="ELDERCARE_NOTIFY__TWILIO__AUTH_TOKEN"):
-        load_config(None, environ={"ELDERCARE_NOTIFY__TWILIO__ACCOUNT_SID": "AC1",
-                                   "ELDERCARE_NOTIFY__TWILIO__SMS_FROM": "+15005550006",
-                                   "ELDERCARE_NOTIFY__TWILIO__VOICE_FROM": "+15005550006"})
+        load_config(
+            None,
+            environ={
+                "ELDERCARE_NOTIFY__TWILIO__ACCOUNT_SID": "AC1",
+                "ELDERCARE_NOTIFY__TWILIO__SMS_FROM": "+15005550006",
+                "ELDERCARE_NOTIFY__TWILIO__VOICE_FROM": "+15005550006",
+            },
+        )
 
 
 def test_secret_file_must_be_private(tmp_path: Path) -> None:

@@ -40,9 +40,20 @@ CENTRE = (31.2304, 121.4737)  # lat, lon
 def asgi_get(app: Starlette, target: str) -> tuple[int, dict[str, str], bytes]:
     """One GET straight through the ASGI app: status, headers, body."""
     path, _, query_string = target.partition("?")
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": query_string.encode(), "root_path": "",
-             "headers": [(b"host", b"gateway")], "client": ("127.0.0.1", 1), "server": ("gateway", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query_string.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"gateway")],
+        "client": ("127.0.0.1", 1),
+        "server": ("gateway", 80),
+    }
     sent: list[dict[str, Any]] = []
 
     async def main() -> None:
@@ -89,8 +100,10 @@ def test_the_page_is_served_offline_with_a_strict_policy_and_tiles_only_when_con
     tiles = "https://{s}.tiles.example.org/{z}/{x}/{y}.png"
     online = Starlette(routes=console_routes(tile_url=tiles))
     assert json.loads(asgi_get(online, "/console/settings.json")[2]) == {"tile_url": tiles}
-    assert "img-src 'self' data: blob: https://*.tiles.example.org;" in asgi_get(online, "/console/")[1][
-        "content-security-policy"]
+    assert (
+        "img-src 'self' data: blob: https://*.tiles.example.org;"
+        in asgi_get(online, "/console/")[1]["content-security-policy"]
+    )
 
 
 def offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float, float]:
@@ -123,12 +136,19 @@ def registry() -> dict[str, Any]:
         lat, lon = offset(*CENTRE, north, east)
         n = elder_id[1:]
         elder: dict[str, Any] = {
-            "id": elder_id, "name": name, "community": COMMUNITY, "grid": grid,
+            "id": elder_id,
+            "name": name,
+            "community": COMMUNITY,
+            "grid": grid,
             "address": f"幸福路 {100 + int(n) * 7} 弄 {int(n)} 号",
             "home": {"lat": round(lat, 6), "lon": round(lon, 6)},
             "contacts": [{"name": f"{name[0]}家属", "phone": f"+86138000000{int(n):02d}", "relation": "son"}],
-            "devices": [{"id": f"wb-{n}", "type": "wristband"}, {"id": f"pg-{n}", "type": "pager"},
-                        {"id": f"gl-{n}", "type": "glucose"}, {"id": f"bp-{n}", "type": "bp"}],
+            "devices": [
+                {"id": f"wb-{n}", "type": "wristband"},
+                {"id": f"pg-{n}", "type": "pager"},
+                {"id": f"gl-{n}", "type": "glucose"},
+                {"id": f"bp-{n}", "type": "bp"},
+            ],
             "conditions": ["dementia", "hypertension"] if elder_id == "e1" else ["diabetes"],
             "lives_alone": elder_id in ("e1", "e3"),
         }
@@ -140,19 +160,34 @@ def registry() -> dict[str, Any]:
     responders = [
         {"id": "grid1", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "g1"},
         {"id": "grid2", "name": "赵磊", "role": "grid_worker", "phone": "+8613900000002", "grid": "g2"},
-        {"id": "station", "name": "幸福驿站", "role": "post_station", "phone": "+8613900000003",
-         "community": COMMUNITY},
+        {
+            "id": "station",
+            "name": "幸福驿站",
+            "role": "post_station",
+            "phone": "+8613900000003",
+            "community": COMMUNITY,
+        },
         {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"},
     ]
     return {"elders": elders, "responders": responders}
 
 
-def add_user(dsn: str, username: str, role: str, display_name: str, *, community: str | None = None,
-             grid: str | None = None, elder_id: str | None = None) -> None:
+def add_user(
+    dsn: str,
+    username: str,
+    role: str,
+    display_name: str,
+    *,
+    community: str | None = None,
+    grid: str | None = None,
+    elder_id: str | None = None,
+) -> None:
     with psycopg.connect(dsn) as conn:
-        conn.execute("INSERT INTO users (username, password_hash, role, display_name, language, community, grid, "
-                     "elder_id) VALUES (%s, %s, %s, %s, 'zh', %s, %s, %s)",
-                     (username, hash_password(PASSWORD), role, display_name, community, grid, elder_id))
+        conn.execute(
+            "INSERT INTO users (username, password_hash, role, display_name, language, community, grid, "
+            "elder_id) VALUES (%s, %s, %s, %s, 'zh', %s, %s, %s)",
+            (username, hash_password(PASSWORD), role, display_name, community, grid, elder_id),
+        )
 
 
 def seed_readings(dsn: str, elder_n: str, now_s: float) -> None:
@@ -169,30 +204,68 @@ def seed_readings(dsn: str, elder_n: str, now_s: float) -> None:
         for hour, value in ((7, 6.1), (12, 9.4), (18, 8.2)):
             glucose.append((midnight - day * 86400 + hour * 3600, f"gl-{elder_n}", value + math.sin(day + hour) * 0.8))
         for hour, systolic, diastolic in ((8, 142, 88), (20, 134, 82)):
-            cuff.append((midnight - day * 86400 + hour * 3600, f"bp-{elder_n}", systolic + 6 * math.sin(day),
-                         diastolic + 3 * math.cos(day)))
+            cuff.append(
+                (
+                    midnight - day * 86400 + hour * 3600,
+                    f"bp-{elder_n}",
+                    systolic + 6 * math.sin(day),
+                    diastolic + 3 * math.cos(day),
+                )
+            )
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO telemetry_wristband (time, device_id, hr, spo2, battery, worn) "
-                        "VALUES (to_timestamp(%s), %s, %s, %s, %s, true) ON CONFLICT DO NOTHING", band)
-        cur.executemany("INSERT INTO telemetry_glucose (time, device_id, glucose_mmol, context) "
-                        "VALUES (to_timestamp(%s), %s, %s, 'random') ON CONFLICT DO NOTHING",
-                        [g for g in glucose if g[0] < now_s])
-        cur.executemany("INSERT INTO telemetry_bp (time, device_id, systolic, diastolic, irregular) "
-                        "VALUES (to_timestamp(%s), %s, %s, %s, false) ON CONFLICT DO NOTHING",
-                        [c for c in cuff if c[0] < now_s])
+        cur.executemany(
+            "INSERT INTO telemetry_wristband (time, device_id, hr, spo2, battery, worn) "
+            "VALUES (to_timestamp(%s), %s, %s, %s, %s, true) ON CONFLICT DO NOTHING",
+            band,
+        )
+        cur.executemany(
+            "INSERT INTO telemetry_glucose (time, device_id, glucose_mmol, context) "
+            "VALUES (to_timestamp(%s), %s, %s, 'random') ON CONFLICT DO NOTHING",
+            [g for g in glucose if g[0] < now_s],
+        )
+        cur.executemany(
+            "INSERT INTO telemetry_bp (time, device_id, systolic, diastolic, irregular) "
+            "VALUES (to_timestamp(%s), %s, %s, %s, false) ON CONFLICT DO NOTHING",
+            [c for c in cuff if c[0] < now_s],
+        )
 
 
 def walk_out_of_the_fence(publisher: Publisher, now_ms: int) -> None:
     """e1's band over the last 20 minutes: out of the front gate and down the street."""
     lat, lon = CENTRE
-    path = [(0, 0), (40, 30), (90, 60), (130, 70), (170, 110), (200, 180), (230, 240), (280, 280), (340, 300),
-            (390, 330), (430, 390), (470, 440)]
+    path = [
+        (0, 0),
+        (40, 30),
+        (90, 60),
+        (130, 70),
+        (170, 110),
+        (200, 180),
+        (230, 240),
+        (280, 280),
+        (340, 300),
+        (390, 330),
+        (430, 390),
+        (470, 440),
+    ]
     for i, (north, east) in enumerate(path):
         la, lo = offset(lat, lon, north, east)
         ts = now_ms - (len(path) - i) * 100_000
-        publisher.publish("eldercare/v1/wristband/wb-1/telemetry", json.dumps({
-            "ts": ts, "lat": round(la, 6), "lon": round(lo, 6), "gps_acc_m": 12 if i < len(path) - 1 else 25,
-            "hr": 88 + i, "spo2": 96, "steps": 2000 + i * 120, "battery": 76, "worn": True}))
+        publisher.publish(
+            "eldercare/v1/wristband/wb-1/telemetry",
+            json.dumps(
+                {
+                    "ts": ts,
+                    "lat": round(la, 6),
+                    "lon": round(lo, 6),
+                    "gps_acc_m": 12 if i < len(path) - 1 else 25,
+                    "hr": 88 + i,
+                    "spo2": 96,
+                    "steps": 2000 + i * 120,
+                    "battery": 76,
+                    "worn": True,
+                }
+            ),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -206,13 +279,18 @@ def browser() -> Iterator[Browser]:
 
 
 def open_console(browser: Browser, base: str, username: str, *, width: int = 1440, height: int = 900) -> Page:
-    context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN",
-                                  timezone_id="Asia/Shanghai")
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, locale="zh-CN", timezone_id="Asia/Shanghai"
+    )
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda msg: errors.append(msg.text)
-            if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text) if msg.type == "error" and "Failed to load resource" not in msg.text else None
+        ),
+    )
     page.errors = errors  # type: ignore[attr-defined]
     page.goto(f"{base}/console/")
     page.fill("#login-username", username)
@@ -227,7 +305,11 @@ def row(page: Page, alert_id: int) -> Any:
 
 
 def test_post_station_takes_and_resolves_a_live_sos_and_another_grid_cannot_see_it(
-    gateway: GatewayRunner, publisher: Publisher, database: str, tmp_path: Path, browser: Browser,
+    gateway: GatewayRunner,
+    publisher: Publisher,
+    database: str,
+    tmp_path: Path,
+    browser: Browser,
 ) -> None:
     path = tmp_path / "registry.yaml"
     path.write_text(yaml.safe_dump(registry(), allow_unicode=True))
@@ -238,11 +320,15 @@ def test_post_station_takes_and_resolves_a_live_sos_and_another_grid_cannot_see_
     now_ms = time.time_ns() // 1_000_000
     seed_readings(database, "1", now_ms / 1000)
     walk_out_of_the_fence(publisher, now_ms)
-    publisher.publish("eldercare/v1/glucose/gl-3/telemetry",
-                      json.dumps({"ts": now_ms - 240_000, "glucose": 2.6, "unit": "mmol/L", "context": "fasting"}))
+    publisher.publish(
+        "eldercare/v1/glucose/gl-3/telemetry",
+        json.dumps({"ts": now_ms - 240_000, "glucose": 2.6, "unit": "mmol/L", "context": "fasting"}),
+    )
     publisher.publish("eldercare/v1/pager/pg-2/event", json.dumps({"ts": now_ms - 150_000, "event": "call"}))
-    publisher.publish("eldercare/v1/bp/bp-8/telemetry", json.dumps(
-        {"ts": now_ms - 90_000, "systolic": 186, "diastolic": 112, "pulse": 92, "irregular": False}))
+    publisher.publish(
+        "eldercare/v1/bp/bp-8/telemetry",
+        json.dumps({"ts": now_ms - 90_000, "systolic": 186, "diastolic": 112, "pulse": 92, "irregular": False}),
+    )
     publisher.publish("eldercare/v1/wristband/wb-5/status", json.dumps({"ts": now_ms - 60_000, "battery": 4}))
     wait_until(lambda: len(query(database, "SELECT 1 FROM alerts")) >= 4, what="the other alerts opened")
 
@@ -252,7 +338,7 @@ def test_post_station_takes_and_resolves_a_live_sos_and_another_grid_cannot_see_
     expect(page.locator(".arow:not([hidden])").first).to_be_visible()
 
     publisher.publish("eldercare/v1/pager/pg-1/event", json.dumps({"ts": time.time_ns() // 1_000_000, "event": "sos"}))
-    sos = page.locator('.arow:not([hidden])[data-state]', has_text="紧急呼叫")
+    sos = page.locator(".arow:not([hidden])[data-state]", has_text="紧急呼叫")
     expect(sos).to_be_visible(timeout=15_000)
     assert page.evaluate("window.__sameDocument") is True, "the SOS must arrive without a reload"
     alert_id = int(sos.get_attribute("data-alert-id") or 0)
@@ -282,8 +368,13 @@ def test_post_station_takes_and_resolves_a_live_sos_and_another_grid_cannot_see_
 
     # one click takes it
     row(page, alert_id).locator(".act-take").click()
-    wait_until(lambda: query(database, "SELECT state, acknowledged_by FROM alerts WHERE alert_id = %s",
-                             (alert_id,))[0] == ("acknowledged", "驿站小李"), what="the alert taken by the worker")
+    wait_until(
+        lambda: (
+            query(database, "SELECT state, acknowledged_by FROM alerts WHERE alert_id = %s", (alert_id,))[0]
+            == ("acknowledged", "驿站小李")
+        ),
+        what="the alert taken by the worker",
+    )
     expect(row(page, alert_id).locator(".state")).to_contain_text("驿站小李")
 
     # the detail: timeline, notifications, the trail
@@ -304,8 +395,11 @@ def test_post_station_takes_and_resolves_a_live_sos_and_another_grid_cannot_see_
     detail.get_by_text("在地图上查看").click()
     expect(page.locator("#view-map")).to_be_visible()
     expect(page.locator(".trail-card")).to_contain_text("王秀英")
-    wait_until(lambda: (page.evaluate("window.eldercareConsole.stats.map()") or {}).get("elders") == len(ELDERS),
-               10, "the map loaded")
+    wait_until(
+        lambda: (page.evaluate("window.eldercareConsole.stats.map()") or {}).get("elders") == len(ELDERS),
+        10,
+        "the map loaded",
+    )
     page.locator(".map-btn").nth(1).click()
     page.wait_for_timeout(500)
     page.evaluate("document.getElementById('toasts').replaceChildren()")
@@ -314,12 +408,20 @@ def test_post_station_takes_and_resolves_a_live_sos_and_another_grid_cannot_see_
     # one click resolves it with an outcome
     page.goto(f"{base}/console/#/board/{alert_id}")
     page.locator('#alert-detail button[data-outcome="handled_at_home"]').click()
-    wait_until(lambda: query(database, "SELECT state, resolved_by, outcome FROM alerts WHERE alert_id = %s",
-                             (alert_id,))[0] == ("resolved", "驿站小李", "handled_at_home"),
-               what="the alert resolved by the worker")
+    wait_until(
+        lambda: (
+            query(database, "SELECT state, resolved_by, outcome FROM alerts WHERE alert_id = %s", (alert_id,))[0]
+            == ("resolved", "驿站小李", "handled_at_home")
+        ),
+        what="the alert resolved by the worker",
+    )
     expect(row(page, alert_id)).to_have_count(0)
-    actors = query(database, "SELECT event, actor FROM alert_events WHERE alert_id = %s AND event IN "
-                             "('acknowledged', 'resolved') ORDER BY id", (alert_id,))
+    actors = query(
+        database,
+        "SELECT event, actor FROM alert_events WHERE alert_id = %s AND event IN "
+        "('acknowledged', 'resolved') ORDER BY id",
+        (alert_id,),
+    )
     assert actors == [("acknowledged", "驿站小李"), ("resolved", "驿站小李")]
 
     # English, and the elder page with its charts
@@ -346,16 +448,25 @@ def bulk_community(dsn: str, elders: int, alerts: int) -> list[str]:
                 community = "幸福社区" if i % 2 else "和平社区"
                 grid = f"{community[:2]}{i % 10 + 1:02d}"
                 lat, lon = offset(*CENTRE, (i // 100) * 22 - 1100 + (i % 7) * 3, (i % 100) * 22 - 1100)
-                name = surnames[i % 20] + given[(i * 2) % 16: (i * 2) % 16 + 2]
-                copy.write_row((elder_id, name, community, grid,
-                                Jsonb({"home": {"lat": lat, "lon": lon}, "address": f"{i} 号"})))
+                name = surnames[i % 20] + given[(i * 2) % 16 : (i * 2) % 16 + 2]
+                copy.write_row(
+                    (elder_id, name, community, grid, Jsonb({"home": {"lat": lat, "lon": lon}, "address": f"{i} 号"}))
+                )
         with cur.copy("COPY geofences (elder_id, fence_id, spec) FROM STDIN") as copy:
             for i, elder_id in enumerate(ids[:elders]):
                 lat, lon = offset(*CENTRE, (i // 100) * 22 - 1100, (i % 100) * 22 - 1100)
                 circle = {"lat": lat, "lon": lon, "radius_m": 60}
                 copy.write_row((elder_id, "home", Jsonb({"id": "home", "circle": circle})))
-        kinds = [("sos", "critical"), ("fall", "warning"), ("hypoglycaemia", "critical"), ("not_worn", "warning"),
-                 ("low_battery", "warning"), ("hr_high", "warning"), ("geofence_exit", "critical"), ("call", "info")]
+        kinds = [
+            ("sos", "critical"),
+            ("fall", "warning"),
+            ("hypoglycaemia", "critical"),
+            ("not_worn", "warning"),
+            ("low_battery", "warning"),
+            ("hr_high", "warning"),
+            ("geofence_exit", "critical"),
+            ("call", "info"),
+        ]
         rows = []
         for i in range(alerts):
             elder_id = ids[(i * 9973) % elders]
@@ -364,18 +475,37 @@ def bulk_community(dsn: str, elders: int, alerts: int) -> list[str]:
             state = "notifying" if i % 3 else "acknowledged"
             community = "幸福社区" if int(elder_id[1:]) % 2 else "和平社区"
             grid = f"{community[:2]}{int(elder_id[1:]) % 10 + 1:02d}"
-            rows.append((f"{elder_id}:{kind}", elder_id, f"dev-{elder_id}", kind, severity, state, community, grid,
-                         opened, opened, opened + 60 if state == "acknowledged" else None,
-                         "值班员" if state == "acknowledged" else None))
+            rows.append(
+                (
+                    f"{elder_id}:{kind}",
+                    elder_id,
+                    f"dev-{elder_id}",
+                    kind,
+                    severity,
+                    state,
+                    community,
+                    grid,
+                    opened,
+                    opened,
+                    opened + 60 if state == "acknowledged" else None,
+                    "值班员" if state == "acknowledged" else None,
+                )
+            )
         cur.executemany(
             "INSERT INTO alerts (alert_key, elder_id, device_id, kind, severity, state, policy, community, grid, "
             "opened_at, last_seen_at, acknowledged_at, acknowledged_by) VALUES (%s, %s, %s, %s, %s, %s, 'bulk', %s, "
-            "%s, to_timestamp(%s), to_timestamp(%s), to_timestamp(%s), %s)", rows)
+            "%s, to_timestamp(%s), to_timestamp(%s), to_timestamp(%s), %s)",
+            rows,
+        )
     return ids
 
 
 def test_board_and_map_stay_responsive_with_1000_open_alerts_and_10000_elders(
-    gateway: GatewayRunner, publisher: Publisher, database: str, tmp_path: Path, browser: Browser,
+    gateway: GatewayRunner,
+    publisher: Publisher,
+    database: str,
+    tmp_path: Path,
+    browser: Browser,
 ) -> None:
     path = tmp_path / "registry.yaml"
     path.write_text(yaml.safe_dump(registry(), allow_unicode=True))
@@ -413,8 +543,11 @@ def test_board_and_map_stay_responsive_with_1000_open_alerts_and_10000_elders(
 
     map_started = page.evaluate("performance.now()")
     page.click("#nav-map")
-    wait_until(lambda: (page.evaluate("window.eldercareConsole.stats.map()") or {}).get("readyAt") is not None, 10,
-               "the map drew its elders")
+    wait_until(
+        lambda: (page.evaluate("window.eldercareConsole.stats.map()") or {}).get("readyAt") is not None,
+        10,
+        "the map drew its elders",
+    )
     map_stats = page.evaluate("window.eldercareConsole.stats.map()")
     map_ready = map_stats["readyAt"] - map_started
     assert map_stats["elders"] == 10_000 + len(ELDERS)
@@ -451,7 +584,9 @@ def test_board_and_map_stay_responsive_with_1000_open_alerts_and_10000_elders(
         requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t))); })""")
     assert lag < 200, f"two frames took {lag:.0f} ms"
     long_tasks = page.evaluate("window.__longTasks")
-    print(f"board first render {first_render:.0f} ms, map first draw {map_ready:.0f} ms, map frame {draw_ms:.0f} ms, "
-          f"SSE event applied in {apply_ms:.1f} ms, MQTT to board {end_to_end:.2f} s")
+    print(
+        f"board first render {first_render:.0f} ms, map first draw {map_ready:.0f} ms, map frame {draw_ms:.0f} ms, "
+        f"SSE event applied in {apply_ms:.1f} ms, MQTT to board {end_to_end:.2f} s"
+    )
     assert not [d for d in long_tasks if d > 200], f"long tasks after the SOS: {long_tasks}"
     context.close()

@@ -53,8 +53,12 @@ def test_the_gateway_ingests_and_detects_through_the_demo_broker(
         pub = Publisher(demo_broker.port)
         try:
             t = time.time_ns() // 1_000_000
-            pub.publish_many([(f"eldercare/v1/wristband/wb-{i}/telemetry",
-                               json.dumps({"ts": t, "hr": 70, "spo2": 97}).encode()) for i in range(200)])
+            pub.publish_many(
+                [
+                    (f"eldercare/v1/wristband/wb-{i}/telemetry", json.dumps({"ts": t, "hr": 70, "spo2": 97}).encode())
+                    for i in range(200)
+                ]
+            )
             pub.publish("eldercare/v1/pager/pg-1/event", json.dumps({"ts": t, "event": "sos"}))
             wait_until(lambda: count(database, "telemetry_wristband") == 200, what="200 readings stored")
             wait_until(lambda: query(database, "SELECT kind FROM detections") == [("sos",)], what="the SOS detected")
@@ -103,6 +107,5 @@ def test_without_postgresql_or_its_stand_in_the_demo_says_what_to_do(
 
     monkeypatch.setattr(demo_services, "postgres_bindir", missing)
     monkeypatch.setattr(builtins, "__import__", no_pgserver)
-    with pytest.raises(LocalServiceError, match="pip install pgserver"), \
-            demo_services._database(tmp_path, print):
+    with pytest.raises(LocalServiceError, match="pip install pgserver"), demo_services._database(tmp_path, print):
         pass

@@ -27,9 +27,16 @@ Msg = tuple[str, str, str, dict[str, Any]]
 
 def elder(eid: str = "e1", **extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "id": eid, "name": "王秀英", "community": "c1", "grid": "g1",
-        "devices": [{"id": f"wb-{eid}", "type": "wristband"}, {"id": f"pg-{eid}", "type": "pager"},
-                    {"id": f"gl-{eid}", "type": "glucose"}, {"id": f"bp-{eid}", "type": "bp"}],
+        "id": eid,
+        "name": "王秀英",
+        "community": "c1",
+        "grid": "g1",
+        "devices": [
+            {"id": f"wb-{eid}", "type": "wristband"},
+            {"id": f"pg-{eid}", "type": "pager"},
+            {"id": f"gl-{eid}", "type": "glucose"},
+            {"id": f"bp-{eid}", "type": "bp"},
+        ],
     }
     base.update(extra)
     return base
@@ -48,8 +55,7 @@ class NoFallModel:
 
 class Harness:
     def __init__(self, elders: list[dict[str, Any]], **settings: Any) -> None:
-        self.detectors = DetectorSet(registry_from_dicts(elders), DetectSettings(**settings),
-                                     fall_model=NoFallModel())
+        self.detectors = DetectorSet(registry_from_dicts(elders), DetectSettings(**settings), fall_model=NoFallModel())
         self.decoder = BatchDecoder()
 
     def feed(self, messages: list[Msg], received_ms: int | None = None) -> list[Detection]:
@@ -79,6 +85,7 @@ def at(dx_m: float, dy_m: float = 0.0) -> dict[str, float]:
 
 # --- SOS / call -------------------------------------------------------------------------
 
+
 def test_sos_is_reported_at_once_and_a_cancel_inside_the_grace_withdraws_it() -> None:
     h = Harness([elder()], sos_cancel_grace_s=30)
     assert kinds(h.event(DAY, "sos")) == [("sos", "critical", False)]
@@ -104,6 +111,7 @@ def test_call_button_is_a_warning_from_pager_and_band() -> None:
 
 # --- geofence ---------------------------------------------------------------------------
 
+
 def walk(h: Harness, start: int, points: list[dict[str, float]], step_ms: int = 30_000) -> list[Detection]:
     out: list[Detection] = []
     for i, p in enumerate(points):
@@ -112,8 +120,7 @@ def walk(h: Harness, start: int, points: list[dict[str, float]], step_ms: int = 
 
 
 def test_gps_jitter_across_the_edge_gives_one_exit_not_a_stream() -> None:
-    h = Harness([elder(fences=[circle_fence(200)])], fence_margin_m=25, fence_dwell_s=60,
-                fence_dwell_readings=2)
+    h = Harness([elder(fences=[circle_fence(200)])], fence_margin_m=25, fence_dwell_s=60, fence_dwell_readings=2)
     # jitter +-20 m around the 200 m boundary: inside the margin band, never an exit
     jitter = [at(200 + (20 if i % 2 else -20)) for i in range(20)]
     assert walk(h, DAY, jitter) == []
@@ -124,8 +131,7 @@ def test_gps_jitter_across_the_edge_gives_one_exit_not_a_stream() -> None:
 
 
 def test_dwell_a_single_outside_fix_is_not_an_exit_and_reentry_clears() -> None:
-    h = Harness([elder(fences=[circle_fence(200)])], fence_dwell_s=60, fence_dwell_readings=2,
-                fence_reentry_readings=2)
+    h = Harness([elder(fences=[circle_fence(200)])], fence_dwell_s=60, fence_dwell_readings=2, fence_reentry_readings=2)
     assert walk(h, DAY, [at(0), at(400), at(0), at(0)]) == []
     out = walk(h, DAY + 600_000, [at(400), at(400), at(400)])
     assert kinds(out) == [("geofence_exit", "warning", False)]
@@ -146,20 +152,27 @@ def test_circle_radius_is_metres_at_the_fence_latitude() -> None:
 
 def square(lon0: float, lat0: float, half_m: float) -> list[list[float]]:
     dx, dy = half_m * M_LON, half_m * M_LAT
-    return [[lon0 - dx, lat0 - dy], [lon0 + dx, lat0 - dy], [lon0 + dx, lat0 + dy],
-            [lon0 - dx, lat0 + dy], [lon0 - dx, lat0 - dy]]
+    return [
+        [lon0 - dx, lat0 - dy],
+        [lon0 + dx, lat0 - dy],
+        [lon0 + dx, lat0 + dy],
+        [lon0 - dx, lat0 + dy],
+        [lon0 - dx, lat0 - dy],
+    ]
 
 
 def test_a_fence_with_a_hole_counts_the_hole_as_outside() -> None:
     # a courtyard: the outer square is allowed, the inner square (a pond, a road) is not
-    geojson = {"type": "Polygon", "coordinates": [square(HOME[1], HOME[0], 300),
-                                                  list(reversed(square(HOME[1], HOME[0], 100)))]}
-    h = Harness([elder(fences=[{"id": "yard", "geojson": geojson}])], fence_margin_m=10,
-                fence_dwell_s=0, fence_dwell_readings=1)
+    geojson = {
+        "type": "Polygon",
+        "coordinates": [square(HOME[1], HOME[0], 300), list(reversed(square(HOME[1], HOME[0], 100)))],
+    }
+    h = Harness(
+        [elder(fences=[{"id": "yard", "geojson": geojson}])], fence_margin_m=10, fence_dwell_s=0, fence_dwell_readings=1
+    )
     assert h.band(DAY, **at(200)) == []  # in the ring
     assert kinds(h.band(DAY + 1000, **at(0))) == [("geofence_exit", "warning", False)]  # in the hole
-    assert kinds(h.band(DAY + 2000, **at(200)) + h.band(DAY + 3000, **at(210))) == [
-        ("geofence_exit", "warning", True)]
+    assert kinds(h.band(DAY + 2000, **at(200)) + h.band(DAY + 3000, **at(210))) == [("geofence_exit", "warning", True)]
 
 
 def test_poor_gps_accuracy_is_not_taken_as_an_exit() -> None:
@@ -167,25 +180,25 @@ def test_poor_gps_accuracy_is_not_taken_as_an_exit() -> None:
     vague = {**at(260), "gps_acc_m": 120.0}  # 60 m beyond the edge, +-120 m
     assert h.band(DAY, **vague) == []
     assert h.band(DAY + 1000, **{**at(260), "gps_acc_m": 800.0}) == []  # unusable fix
-    assert kinds(h.band(DAY + 2000, **{**at(260), "gps_acc_m": 10.0})) == [
-        ("geofence_exit", "warning", False)]
+    assert kinds(h.band(DAY + 2000, **{**at(260), "gps_acc_m": 10.0})) == [("geofence_exit", "warning", False)]
 
 
 def test_night_window_fence_and_dementia_at_night_is_critical() -> None:
     fence = circle_fence(200, active="20:00-06:00")
-    h = Harness([elder(conditions=["dementia"], fences=[fence])], fence_dwell_s=0,
-                fence_dwell_readings=1)
+    h = Harness([elder(conditions=["dementia"], fences=[fence])], fence_dwell_s=0, fence_dwell_readings=1)
     assert h.band(DAY, **at(500)) == []  # 10:00, fence inactive
     h.band(DAY + 1000, **at(0))
     out = h.band(NIGHT, **at(500))
     assert kinds(out) == [("geofence_exit", "critical", False)]
     assert out[0].evidence["at_night"] is True
-    day_elder = Harness([elder(conditions=["dementia"], fences=[circle_fence(200)])],
-                        fence_dwell_s=0, fence_dwell_readings=1)
+    day_elder = Harness(
+        [elder(conditions=["dementia"], fences=[circle_fence(200)])], fence_dwell_s=0, fence_dwell_readings=1
+    )
     assert kinds(day_elder.band(DAY, **at(500))) == [("geofence_exit", "warning", False)]
 
 
 # --- vitals -----------------------------------------------------------------------------
+
 
 def test_heart_rate_persistence_and_a_reading_exactly_on_a_threshold() -> None:
     h = Harness([elder()], persistence_readings=3, persistence_span_s=600)
@@ -196,7 +209,8 @@ def test_heart_rate_persistence_and_a_reading_exactly_on_a_threshold() -> None:
     assert out[0].evidence["threshold_rule"] == "hr_critical_high"
     h2 = Harness([elder()], persistence_readings=3, persistence_span_s=600)
     assert kinds(h2.band(DAY, hr=130) + h2.band(DAY + 1, hr=130) + h2.band(DAY + 2, hr=130)) == [
-        ("hr_high", "warning", False)]
+        ("hr_high", "warning", False)
+    ]
 
 
 def test_one_bad_sample_pages_nobody_and_normal_readings_clear() -> None:
@@ -225,11 +239,9 @@ def test_single_glucose_or_cuff_reading_is_enough_and_bounds_are_exact() -> None
     assert kinds(on_bound) == [("hypoglycaemia", "warning", False)]  # < 3.0 is level 2
     bp = h.feed([("bp", "bp-e1", "telemetry", {"ts": DAY, "systolic": 180, "diastolic": 100})])
     assert kinds(bp) == [("hypertensive_crisis", "critical", False)]
-    bp2 = Harness([elder()]).feed([("bp", "bp-e1", "telemetry",
-                                    {"ts": DAY, "systolic": 150, "diastolic": 120})])
+    bp2 = Harness([elder()]).feed([("bp", "bp-e1", "telemetry", {"ts": DAY, "systolic": 150, "diastolic": 120})])
     assert kinds(bp2) == [("hypertensive_crisis", "critical", False)]
-    assert Harness([elder()]).feed([("bp", "bp-e1", "telemetry",
-                                     {"ts": DAY, "systolic": 179, "diastolic": 119})]) == []
+    assert Harness([elder()]).feed([("bp", "bp-e1", "telemetry", {"ts": DAY, "systolic": 179, "diastolic": 119})]) == []
 
 
 def test_personal_thresholds_override_the_defaults() -> None:
@@ -241,12 +253,14 @@ def test_personal_thresholds_override_the_defaults() -> None:
 
 def test_out_of_order_timestamps_and_two_readings_of_one_device_in_a_batch() -> None:
     h = Harness([elder()], persistence_readings=3, persistence_span_s=3600)
-    batch: list[Msg] = [("wristband", "wb-e1", "telemetry", {"ts": DAY + t, "hr": 45 if t else 38})
-                        for t in (2000, 0, 1000)]
+    batch: list[Msg] = [
+        ("wristband", "wb-e1", "telemetry", {"ts": DAY + t, "hr": 45 if t else 38}) for t in (2000, 0, 1000)
+    ]
     # sorted by time: 38 (critical low), then two normal-ish 45s: no streak of 3 -> nothing
     assert h.feed(batch) == []
-    batch2: list[Msg] = [("wristband", "wb-e1", "telemetry", {"ts": DAY + 10_000 + t, "hr": 38})
-                         for t in (2000, 0, 1000)]
+    batch2: list[Msg] = [
+        ("wristband", "wb-e1", "telemetry", {"ts": DAY + 10_000 + t, "hr": 38}) for t in (2000, 0, 1000)
+    ]
     out = h.feed(batch2)
     assert kinds(out) == [("hr_low", "critical", False)]
     assert out[0].ts_ms == DAY + 12_000  # fired on the third reading in time order
@@ -255,6 +269,7 @@ def test_out_of_order_timestamps_and_two_readings_of_one_device_in_a_batch() -> 
 
 
 # --- falls ------------------------------------------------------------------------------
+
 
 def test_fall_without_recovery_is_raised_to_critical_on_the_timer() -> None:
     h = Harness([elder()], fall_confirm_s=60)
@@ -278,10 +293,13 @@ def test_cancel_after_a_band_fall_means_recovered() -> None:
     h = Harness([elder()])
     h.event(DAY, "fall", device="wb-e1", kind="wristband")
     assert kinds(h.event(DAY + 5000, "cancel", device="wb-e1", kind="wristband")) == [
-        ("fall", "warning", True), ("cancel", "info", False)]
+        ("fall", "warning", True),
+        ("cancel", "info", False),
+    ]
 
 
 # --- device health and inactivity ---------------------------------------------------------
+
 
 def test_silent_exactly_at_the_limit_is_not_yet_silent() -> None:
     h = Harness([elder()], silent_factor=3.0)  # 60 s interval -> 180 s limit
@@ -314,8 +332,7 @@ def test_not_worn_from_flag_and_from_removed_event() -> None:
     assert h.band(DAY, worn=False) == []
     assert kinds(h.band(DAY + 60_000, worn=False)) == [("not_worn", "warning", False)]
     assert kinds(h.band(DAY + 120_000, worn=True)) == [("not_worn", "warning", True)]
-    assert kinds(h.event(DAY, "removed", device="wb-e1", kind="wristband")) == [
-        ("not_worn", "warning", False)]
+    assert kinds(h.event(DAY, "removed", device="wb-e1", kind="wristband")) == [("not_worn", "warning", False)]
 
 
 def test_inactivity_only_for_elders_living_alone_in_daytime() -> None:
@@ -336,17 +353,24 @@ def test_inactivity_only_for_elders_living_alone_in_daytime() -> None:
 
 
 def test_a_batch_mixing_all_four_device_types() -> None:
-    h = Harness([elder(fences=[circle_fence(200)])], fence_dwell_s=0, fence_dwell_readings=1,
-                persistence_readings=1)
-    out = h.feed([
-        ("wristband", "wb-e1", "telemetry", {"ts": DAY, **at(600), "hr": 150}),
-        ("pager", "pg-e1", "event", {"ts": DAY, "event": "sos"}),
-        ("glucose", "gl-e1", "telemetry", {"ts": DAY, "glucose": 2.5}),
-        ("bp", "bp-e1", "telemetry", {"ts": DAY, "systolic": 190, "diastolic": 125}),
-    ])
-    assert sorted((d.kind, d.elder_id) for d in out) == sorted([
-        ("hr_high", "e1"), ("geofence_exit", "e1"), ("sos", "e1"), ("hypoglycaemia", "e1"),
-        ("hypertensive_crisis", "e1")])
+    h = Harness([elder(fences=[circle_fence(200)])], fence_dwell_s=0, fence_dwell_readings=1, persistence_readings=1)
+    out = h.feed(
+        [
+            ("wristband", "wb-e1", "telemetry", {"ts": DAY, **at(600), "hr": 150}),
+            ("pager", "pg-e1", "event", {"ts": DAY, "event": "sos"}),
+            ("glucose", "gl-e1", "telemetry", {"ts": DAY, "glucose": 2.5}),
+            ("bp", "bp-e1", "telemetry", {"ts": DAY, "systolic": 190, "diastolic": 125}),
+        ]
+    )
+    assert sorted((d.kind, d.elder_id) for d in out) == sorted(
+        [
+            ("hr_high", "e1"),
+            ("geofence_exit", "e1"),
+            ("sos", "e1"),
+            ("hypoglycaemia", "e1"),
+            ("hypertensive_crisis", "e1"),
+        ]
+    )
     for d in out:
         assert d.evidence, d
 
@@ -354,8 +378,7 @@ def test_a_batch_mixing_all_four_device_types() -> None:
 def test_an_unregistered_device_is_still_watched_with_default_thresholds() -> None:
     h = Harness([elder()])
     out = h.feed([("glucose", "gl-unknown", "telemetry", {"ts": DAY, "glucose": 2.5})])
-    assert [(d.kind, d.elder_id, d.device_id) for d in out] == [
-        ("hypoglycaemia", None, "gl-unknown")]
+    assert [(d.kind, d.elder_id, d.device_id) for d in out] == [("hypoglycaemia", None, "gl-unknown")]
 
 
 def test_a_timer_tick_before_any_device_is_known_finds_nothing() -> None:

@@ -29,12 +29,13 @@ S = 1000  # ms per second
 CONFIG = validate(EscalationConfig(quiet_hours="22:00-07:00", on_scene_margin_s=600, default_eta_s=1200))
 
 
-def policy(*waits: int, start_tiers: int = 1, repeats: tuple[int, ...] = (),
-           quiet: bool = True) -> PolicySpec:
+def policy(*waits: int, start_tiers: int = 1, repeats: tuple[int, ...] = (), quiet: bool = True) -> PolicySpec:
     """Tiers family, grid_worker, post_station, hotline (as many as ``waits``; the last is the hotline)."""
-    roles = [*["family", "grid_worker", "post_station"][:len(waits) - 1], "hotline"]
-    tiers = [TierSpec(roles={role: ["voice"]}, wait_s=wait, repeat=(repeats[i] if i < len(repeats) else 1))
-             for i, (role, wait) in enumerate(zip(roles, waits, strict=True))]
+    roles = [*["family", "grid_worker", "post_station"][: len(waits) - 1], "hotline"]
+    tiers = [
+        TierSpec(roles={role: ["voice"]}, wait_s=wait, repeat=(repeats[i] if i < len(repeats) else 1))
+        for i, (role, wait) in enumerate(zip(roles, waits, strict=True))
+    ]
     return PolicySpec(name="p", kinds=["*"], start_tiers=start_tiers, respect_quiet_hours=quiet, tiers=tiers)
 
 
@@ -55,8 +56,14 @@ def step(view: AlertView, spec: PolicySpec, log: list[TierFiring], now_s: float,
     return next_step(view, spec, log, int(now_s * S), escalation=CONFIG, **kw)
 
 
-def walk(view: AlertView, spec: PolicySpec, pages: int, reached: Callable[[int], int] = lambda tier: 1,
-         log: list[TierFiring] | None = None, now_ms: int = 0) -> list[tuple[float, tuple[int, ...], int]]:
+def walk(
+    view: AlertView,
+    spec: PolicySpec,
+    pages: int,
+    reached: Callable[[int], int] = lambda tier: 1,
+    log: list[TierFiring] | None = None,
+    now_ms: int = 0,
+) -> list[tuple[float, tuple[int, ...], int]]:
     """Run the engine loop on a fake clock: (seconds, tiers, round) of each page, checking 1 ms before."""
     log = list(log or [])
     pages_seen: list[tuple[float, tuple[int, ...], int]] = []
@@ -79,7 +86,13 @@ def walk(view: AlertView, spec: PolicySpec, pages: int, reached: Callable[[int],
 
 def test_each_tier_fires_at_its_time_and_not_a_millisecond_before() -> None:
     assert walk(alert(), FOUR, 6) == [
-        (0, (0,), 1), (120, (1,), 1), (300, (2,), 1), (480, (3,), 1), (600, (3,), 2), (720, (3,), 3)]
+        (0, (0,), 1),
+        (120, (1,), 1),
+        (300, (2,), 1),
+        (480, (3,), 1),
+        (600, (3,), 2),
+        (720, (3,), 3),
+    ]
 
 
 def test_parallel_start_fires_the_first_tiers_together_and_waits_on_the_highest() -> None:
@@ -88,8 +101,14 @@ def test_parallel_start_fires_the_first_tiers_together_and_waits_on_the_highest(
 
 def test_a_tier_repeats_before_moving_on() -> None:
     assert walk(alert(), policy(120, 180, 60, repeats=(2, 3)), 7) == [
-        (0, (0,), 1), (120, (0,), 2), (240, (1,), 1), (420, (1,), 2), (600, (1,), 3), (780, (2,), 1),
-        (840, (2,), 2)]
+        (0, (0,), 1),
+        (120, (0,), 2),
+        (240, (1,), 1),
+        (420, (1,), 2),
+        (600, (1,), 3),
+        (780, (2,), 1),
+        (840, (2,), 2),
+    ]
 
 
 def test_the_last_tier_repeats_forever() -> None:
@@ -130,14 +149,24 @@ ACK_ETA = alert("acknowledged", acknowledged_ms=130 * S, eta_ms=400 * S)
         (ACK_ETA, fired((0, 1, 0, 1)), 999, Wait(1000 * S, ""), "taken; waiting"),
         (ACK_ETA, fired((0, 1, 0, 1)), 1000, Fire((1,), 1, ""), LATE),
         # taken from the hotline, not there in time: the hotline again
-        (alert("acknowledged", acknowledged_ms=500 * S, eta_ms=600 * S), fired((0, 1, 0, 1), (3, 2, 480, 1)),
-         1200, Fire((3,), 3, ""), LATE),
+        (
+            alert("acknowledged", acknowledged_ms=500 * S, eta_ms=600 * S),
+            fired((0, 1, 0, 1), (3, 2, 480, 1)),
+            1200,
+            Fire((3,), 3, ""),
+            LATE,
+        ),
         # once escalation resumed, it follows the new pages
         (ACK_ETA, fired((0, 1, 0, 1), (1, 1, 1000, 1)), 1000, Wait(1180 * S, ""), "waiting 180 s"),
         (ACK_ETA, fired((0, 1, 0, 1), (1, 1, 1000, 1)), 1180, Fire((2,), 1, ""), "tier 2 (grid_worker)"),
         # a new ETA moves the deadline past pages made after the old one
-        (alert("acknowledged", acknowledged_ms=1100 * S, eta_ms=2000 * S),
-         fired((0, 1, 0, 1), (1, 1, 1000, 1)), 1180, Wait(2600 * S, ""), "taken; waiting"),
+        (
+            alert("acknowledged", acknowledged_ms=1100 * S, eta_ms=2000 * S),
+            fired((0, 1, 0, 1), (1, 1, 1000, 1)),
+            1180,
+            Wait(2600 * S, ""),
+            "taken; waiting",
+        ),
         # taken before anything was paged (e.g. from the dashboard)
         (alert("acknowledged", acknowledged_ms=0, eta_ms=0), [], 600, Fire((0,), 1, ""), LATE),
         # on scene and resolved: nothing more to do, whatever the log says
@@ -145,8 +174,7 @@ ACK_ETA = alert("acknowledged", acknowledged_ms=130 * S, eta_ms=400 * S)
         (alert("resolved"), fired((3, 9, 0, 1)), 10_000, Done(""), "alert resolved"),
     ],
 )
-def test_after_acknowledgement(view: AlertView, log: list[TierFiring], now_s: float, expected: Step,
-                               why: str) -> None:
+def test_after_acknowledgement(view: AlertView, log: list[TierFiring], now_s: float, expected: Step, why: str) -> None:
     result = step(view, FOUR, log, now_s)
     assert dataclasses.replace(result, reason="") == expected
     assert result.reason.startswith(why), result.reason
@@ -200,9 +228,9 @@ QUIET_END = 7 * 3600 * S
         ("warning", FOUR, [], 0, {}, Fire((0,), 1, "")),
     ],
 )
-def test_quiet_hours_hold_warnings_but_never_criticals(severity: Severity, spec: PolicySpec,
-                                                        log: list[TierFiring], now_s: float,
-                                                        kw: dict[str, Any], expected: Step) -> None:
+def test_quiet_hours_hold_warnings_but_never_criticals(
+    severity: Severity, spec: PolicySpec, log: list[TierFiring], now_s: float, kw: dict[str, Any], expected: Step
+) -> None:
     result = step(alert(severity=severity), spec, log, now_s, **kw)
     assert dataclasses.replace(result, reason="") == dataclasses.replace(expected, reason="")
     if isinstance(result, Wait) and result.until_ms == QUIET_END:
@@ -255,8 +283,9 @@ def test_deadline() -> None:
         (alert("confirming", confirm_until_ms=10**9), FOUR, fired((0, 1, 0, 1)), 120, Fire((1,), 1, "")),
     ],
 )
-def test_inconsistent_inputs_still_escalate(view: AlertView, spec: PolicySpec, log: list[TierFiring],
-                                            now_s: float, expected: Step) -> None:
+def test_inconsistent_inputs_still_escalate(
+    view: AlertView, spec: PolicySpec, log: list[TierFiring], now_s: float, expected: Step
+) -> None:
     assert dataclasses.replace(step(view, spec, log, now_s), reason="") == expected
 
 

@@ -124,11 +124,13 @@ async def place_call(client: Client, to: str, gather_url: str, **kwargs: Any) ->
 
 # --- the REST API ---------------------------------------------------------------------------------
 
+
 def test_sms_and_call_through_the_real_client() -> None:
     async def main() -> None:
         async with FakeTwilio(ACCOUNT, TOKEN) as fake, twilio_client(fake) as client:
-            message = await client.messages.create_async(to=FAMILY, from_=OURS, body="王秀英 紧急呼叫 (A17)",
-                                                         status_callback="http://127.0.0.1:9/status/1")
+            message = await client.messages.create_async(
+                to=FAMILY, from_=OURS, body="王秀英 紧急呼叫 (A17)", status_callback="http://127.0.0.1:9/status/1"
+            )
             assert re.fullmatch(r"SM[0-9a-f]{32}", message.sid or "")
             assert message.status == "queued"
             assert (message.to, message.from_, message.body) == (FAMILY, OURS, "王秀英 紧急呼叫 (A17)")
@@ -136,9 +138,13 @@ def test_sms_and_call_through_the_real_client() -> None:
             assert message.num_segments == "1"
 
             twiml = twiml_for("http://127.0.0.1:9/gather/5")
-            call = await client.calls.create_async(to=GRID, from_=OURS, twiml=twiml,
-                                                   status_callback="http://127.0.0.1:9/status/5",
-                                                   status_callback_event=EVENTS)
+            call = await client.calls.create_async(
+                to=GRID,
+                from_=OURS,
+                twiml=twiml,
+                status_callback="http://127.0.0.1:9/status/5",
+                status_callback_event=EVENTS,
+            )
             assert re.fullmatch(r"CA[0-9a-f]{32}", call.sid or "")
             assert call.status == "queued" and call.to == GRID
 
@@ -170,16 +176,19 @@ def test_wrong_credentials_are_refused_with_20003() -> None:
     run(main())
 
 
-@pytest.mark.parametrize(("kwargs", "code"), [
-    ({"to": "+86123", "body": "x"}, 21211),
-    ({"to": "13800138000", "body": "x"}, 21211),
-    ({"to": "+8612345678901", "body": "x"}, 21211),  # +86 mobile numbers start 13-19
-    ({"to": "+1055501234", "body": "x"}, 21211),
-    ({"to": FAMILY, "body": ""}, 21602),
-    ({"to": FAMILY, "body": "x" * 1601}, 21617),
-    ({"to": OURS, "body": "x"}, 21266),
-    ({"to": FAMILY, "body": "x", "status_callback": "not a url"}, 21609),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"to": "+86123", "body": "x"}, 21211),
+        ({"to": "13800138000", "body": "x"}, 21211),
+        ({"to": "+8612345678901", "body": "x"}, 21211),  # +86 mobile numbers start 13-19
+        ({"to": "+1055501234", "body": "x"}, 21211),
+        ({"to": FAMILY, "body": ""}, 21602),
+        ({"to": FAMILY, "body": "x" * 1601}, 21617),
+        ({"to": OURS, "body": "x"}, 21266),
+        ({"to": FAMILY, "body": "x", "status_callback": "not a url"}, 21609),
+    ],
+)
 def test_bad_messages_get_twilios_error_codes(kwargs: dict[str, str], code: int) -> None:
     async def main() -> None:
         async with FakeTwilio(ACCOUNT, TOKEN) as fake, twilio_client(fake) as client:
@@ -193,12 +202,15 @@ def test_bad_messages_get_twilios_error_codes(kwargs: dict[str, str], code: int)
     run(main())
 
 
-@pytest.mark.parametrize(("kwargs", "code"), [
-    ({"to": "+86123", "twiml": "<Response/>"}, 21211),
-    ({"to": FAMILY}, 21205),
-    ({"to": FAMILY, "url": "ftp://example.com/x"}, 21205),
-    ({"to": FAMILY, "twiml": "<Response><Say>unclosed</Response>"}, 12100),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"to": "+86123", "twiml": "<Response/>"}, 21211),
+        ({"to": FAMILY}, 21205),
+        ({"to": FAMILY, "url": "ftp://example.com/x"}, 21205),
+        ({"to": FAMILY, "twiml": "<Response><Say>unclosed</Response>"}, 12100),
+    ],
+)
 def test_bad_calls_get_twilios_error_codes(kwargs: dict[str, str], code: int) -> None:
     async def main() -> None:
         async with FakeTwilio(ACCOUNT, TOKEN) as fake, twilio_client(fake) as client:
@@ -229,16 +241,29 @@ def test_unknown_resources_are_404() -> None:
     run(main())
 
 
-@pytest.mark.parametrize(("number", "plausible"), [
-    ("+8613800138000", True), ("+862161234567", True), ("+8675512345678", True), ("+15005550006", True),
-    ("+447700900123", True), ("+86123", False), ("+8613800", False), ("8613800138000", False),
-    ("+86 138 0013 8000", False), ("+0123456789", False), ("+12125551234567", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("number", "plausible"),
+    [
+        ("+8613800138000", True),
+        ("+862161234567", True),
+        ("+8675512345678", True),
+        ("+15005550006", True),
+        ("+447700900123", True),
+        ("+86123", False),
+        ("+8613800", False),
+        ("8613800138000", False),
+        ("+86 138 0013 8000", False),
+        ("+0123456789", False),
+        ("+12125551234567", False),
+        ("", False),
+    ],
+)
 def test_plausible_numbers(number: str, plausible: bool) -> None:
     assert is_plausible_number(number) is plausible
 
 
 # --- failure injection ----------------------------------------------------------------------------
+
 
 def test_fail_next_http500_then_success() -> None:
     async def main() -> None:
@@ -330,18 +355,21 @@ def test_timeout_mode_holds_the_request_until_the_client_gives_up_and_stop_relea
 
 # --- callbacks and the people ----------------------------------------------------------------------
 
+
 def test_message_status_callbacks_are_signed_and_in_order() -> None:
     async def main() -> None:
-        async with receiver() as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, \
-                twilio_client(fake) as client:
+        async with receiver() as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, twilio_client(fake) as client:
             fake.deliver_as(GRID, "undelivered")
             fake.deliver_as("+8613700137000", "failed", error_code=30006)
-            ok = await client.messages.create_async(to=FAMILY, from_=OURS, body="a",
-                                                    status_callback=f"{gw.base}/status/1")
-            lost = await client.messages.create_async(to=GRID, from_=OURS, body="b",
-                                                      status_callback=f"{gw.base}/status/2")
-            failed = await client.messages.create_async(to="+8613700137000", from_=OURS, body="c",
-                                                        status_callback=f"{gw.base}/status/3")
+            ok = await client.messages.create_async(
+                to=FAMILY, from_=OURS, body="a", status_callback=f"{gw.base}/status/1"
+            )
+            lost = await client.messages.create_async(
+                to=GRID, from_=OURS, body="b", status_callback=f"{gw.base}/status/2"
+            )
+            failed = await client.messages.create_async(
+                to="+8613700137000", from_=OURS, body="c", status_callback=f"{gw.base}/status/3"
+            )
             await fake.wait_for_webhooks(5, "message_status")
             assert all(h.valid for h in gw.hits)
             assert [h.params["MessageStatus"] for h in gw.on("/status/1")] == ["sent", "delivered"]
@@ -363,17 +391,24 @@ def test_message_status_callbacks_are_signed_and_in_order() -> None:
 
 def test_call_progress_and_a_key_press_on_the_gather_action() -> None:
     async def main() -> None:
-        async with receiver(gather=gather_reply()) as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, \
-                twilio_client(fake) as client:
-            sid = await place_call(client, GRID, f"{gw.base}/gather/7", status_callback=f"{gw.base}/status/7",
-                                   status_callback_event=EVENTS)
+        async with (
+            receiver(gather=gather_reply()) as gw,
+            FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake,
+            twilio_client(fake) as client,
+        ):
+            sid = await place_call(
+                client, GRID, f"{gw.base}/gather/7", status_callback=f"{gw.base}/status/7", status_callback_event=EVENTS
+            )
             pressed = await fake.press_key(sid, "1")
             assert pressed.status == 200 and "您已确认处理" in pressed.body
             [gather] = gw.on("/gather/7")
             assert gather.valid and gather.url == f"{gw.base}/gather/7"
             assert gather.params["Digits"] == "1" and gather.params["CallSid"] == sid
-            assert (gather.params["From"], gather.params["To"], gather.params["CallStatus"]) == \
-                (OURS, GRID, "in-progress")
+            assert (gather.params["From"], gather.params["To"], gather.params["CallStatus"]) == (
+                OURS,
+                GRID,
+                "in-progress",
+            )
             await fake.wait_until(lambda: fake.status_of(sid) == "completed", what="the call to end")
             await fake.wait_for_webhooks(4, "call_status")
             statuses = [h.params["CallStatus"] for h in gw.on("/status/7")]
@@ -391,11 +426,9 @@ def test_call_progress_and_a_key_press_on_the_gather_action() -> None:
 @pytest.mark.parametrize("outcome", ["no-answer", "busy", "failed"])
 def test_unanswered_calls_end_as_twilio_says(outcome: Any) -> None:
     async def main() -> None:
-        async with receiver() as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, \
-                twilio_client(fake) as client:
+        async with receiver() as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, twilio_client(fake) as client:
             fake.answer_as(FAMILY, outcome)
-            sid = await place_call(client, FAMILY, f"{gw.base}/gather/1",
-                                   status_callback=f"{gw.base}/status/1")
+            sid = await place_call(client, FAMILY, f"{gw.base}/gather/1", status_callback=f"{gw.base}/status/1")
             [final] = await fake.wait_for_webhooks(1, "call_status")
             assert final.params["CallStatus"] == outcome  # no events asked: "completed" only
             assert final.params["CallDuration"] == "0"
@@ -407,11 +440,18 @@ def test_unanswered_calls_end_as_twilio_says(outcome: Any) -> None:
 
 def test_answered_call_without_a_key_press_completes_after_answered_call_s() -> None:
     async def main() -> None:
-        async with receiver() as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01, answered_call_s=0.2) as fake, \
-                twilio_client(fake) as client:
-            sid = await place_call(client, FAMILY, f"{gw.base}/gather/1",
-                                   status_callback=f"{gw.base}/status/1",
-                                   status_callback_event=["answered", "completed"])
+        async with (
+            receiver() as gw,
+            FakeTwilio(ACCOUNT, TOKEN, step_s=0.01, answered_call_s=0.2) as fake,
+            twilio_client(fake) as client,
+        ):
+            sid = await place_call(
+                client,
+                FAMILY,
+                f"{gw.base}/gather/1",
+                status_callback=f"{gw.base}/status/1",
+                status_callback_event=["answered", "completed"],
+            )
             hooks = await fake.wait_for_webhooks(2, "call_status", timeout_s=3.0)
             assert [h.params["CallStatus"] for h in hooks] == ["in-progress", "completed"]
             assert not gw.on("/gather")
@@ -422,10 +462,8 @@ def test_answered_call_without_a_key_press_completes_after_answered_call_s() -> 
 
 def test_hang_up_ends_an_answered_call() -> None:
     async def main() -> None:
-        async with receiver() as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, \
-                twilio_client(fake) as client:
-            sid = await place_call(client, FAMILY, f"{gw.base}/gather/1",
-                                   status_callback=f"{gw.base}/status/1")
+        async with receiver() as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, twilio_client(fake) as client:
+            sid = await place_call(client, FAMILY, f"{gw.base}/gather/1", status_callback=f"{gw.base}/status/1")
             await fake.wait_until(lambda: fake.status_of(sid) == "in-progress", what="the answer")
             await fake.hang_up(sid)
             [final] = await fake.wait_for_webhooks(1, "call_status")
@@ -436,8 +474,11 @@ def test_hang_up_ends_an_answered_call() -> None:
 
 def test_answer_as_with_press_presses_by_itself() -> None:
     async def main() -> None:
-        async with receiver(gather=gather_reply()) as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, \
-                twilio_client(fake) as client:
+        async with (
+            receiver(gather=gather_reply()) as gw,
+            FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake,
+            twilio_client(fake) as client,
+        ):
             fake.answer_as(GRID, "answered", press="2")
             await client.calls.create_async(to=GRID, from_=OURS, twiml=twiml_for(f"{gw.base}/gather/3"))
             [gather] = await fake.wait_for_webhooks(1, "gather")
@@ -451,8 +492,11 @@ def test_a_reply_with_another_gather_keeps_the_call_open() -> None:
     again = twiml_for("/gather/9/again")  # relative: resolved against the action that answered
 
     async def main() -> None:
-        async with receiver(**{"gather/9/again": gather_reply(), "gather/9": again}) as gw, \
-                FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, twilio_client(fake) as client:
+        async with (
+            receiver(**{"gather/9/again": gather_reply(), "gather/9": again}) as gw,
+            FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake,
+            twilio_client(fake) as client,
+        ):
             sid = await place_call(client, GRID, f"{gw.base}/gather/9")
             first = await fake.press_key(sid, "7")
             assert first.body == again
@@ -464,14 +508,21 @@ def test_a_reply_with_another_gather_keeps_the_call_open() -> None:
 
 def test_redelivery_repeats_the_webhook_exactly() -> None:
     async def main() -> None:
-        async with receiver(gather=gather_reply()) as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, \
-                twilio_client(fake) as client:
+        async with (
+            receiver(gather=gather_reply()) as gw,
+            FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake,
+            twilio_client(fake) as client,
+        ):
             sid = await place_call(client, GRID, f"{gw.base}/gather/4")
             first = await fake.press_key(sid, "1")
             again = await fake.redeliver(first)
             assert again.redelivery and not first.redelivery
-            assert (again.url, dict(again.params), again.signature, again.idempotency_token) == \
-                (first.url, dict(first.params), first.signature, first.idempotency_token)
+            assert (again.url, dict(again.params), again.signature, again.idempotency_token) == (
+                first.url,
+                dict(first.params),
+                first.signature,
+                first.idempotency_token,
+            )
             one, two = gw.on("/gather/4")
             assert one.valid and two.valid
             assert one.headers["X-Twilio-Signature"] == two.headers["X-Twilio-Signature"]
@@ -485,8 +536,11 @@ def test_redelivery_repeats_the_webhook_exactly() -> None:
 
 def test_forged_key_presses_do_not_validate_and_change_nothing() -> None:
     async def main() -> None:
-        async with receiver(gather=gather_reply()) as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake, \
-                twilio_client(fake) as client:
+        async with (
+            receiver(gather=gather_reply()) as gw,
+            FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake,
+            twilio_client(fake) as client,
+        ):
             sid = await place_call(client, GRID, f"{gw.base}/gather/2")
             wrong = await fake.press_key(sid, "1", bad_signature=True)
             missing = await fake.press_key(sid, "1", unsigned=True)
@@ -504,8 +558,7 @@ def test_forged_key_presses_do_not_validate_and_change_nothing() -> None:
 
 def test_incoming_sms_reply_is_signed() -> None:
     async def main() -> None:
-        async with receiver(sms="<Response><Message>ok</Message></Response>") as gw, \
-                FakeTwilio(ACCOUNT, TOKEN) as fake:
+        async with receiver(sms="<Response><Message>ok</Message></Response>") as gw, FakeTwilio(ACCOUNT, TOKEN) as fake:
             reply = await fake.reply_sms("+447700900123", OURS, "1 A17", f"{gw.base}/sms?x=1")
             assert reply.status == 200 and "<Message>ok</Message>" in reply.body
             [hit] = gw.on("/sms")
@@ -538,8 +591,7 @@ def test_stop_cancels_pending_callbacks() -> None:
             fake = FakeTwilio(ACCOUNT, TOKEN, step_s=5.0)
             await fake.start()
             async with twilio_client(fake) as client:
-                await client.messages.create_async(to=FAMILY, from_=OURS, body="a",
-                                                   status_callback=f"{gw.base}/s")
+                await client.messages.create_async(to=FAMILY, from_=OURS, body="a", status_callback=f"{gw.base}/s")
             started = time.monotonic()
             await fake.stop()
             assert time.monotonic() - started < 1.0 and not gw.hits
@@ -553,8 +605,7 @@ def test_logs_have_no_token_and_numbers_only_at_debug(caplog: pytest.LogCaptureF
     async def main() -> None:
         async with receiver(gather=gather_reply()) as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake:
             async with twilio_client(fake) as client:
-                await client.messages.create_async(to=FAMILY, from_=OURS, body="a",
-                                                   status_callback=f"{gw.base}/s")
+                await client.messages.create_async(to=FAMILY, from_=OURS, body="a", status_callback=f"{gw.base}/s")
                 sid = await place_call(client, GRID, f"{gw.base}/gather")
                 await fake.press_key(sid, "1")
             async with twilio_client(fake, token="wrong") as client:
@@ -572,6 +623,7 @@ def test_logs_have_no_token_and_numbers_only_at_debug(caplog: pytest.LogCaptureF
 
 
 # --- in a thread, for sync code ------------------------------------------------------------------
+
 
 def test_running_in_thread_serves_a_client_on_another_loop() -> None:
     fake = FakeTwilio(ACCOUNT, TOKEN, step_s=0.01)

@@ -17,11 +17,7 @@ from gateway.detect.fall_model import FallDetector, FallFindings, FallModelParam
 FS = 50
 DT_MS = 20
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(
-    os.environ.get(
-        "ELDERCARE_FALL_DATA", REPO / ".." / "shared" / "data" / "fallalld_wrist_50hz.npz"
-    )
-)
+DATA = Path(os.environ.get("ELDERCARE_FALL_DATA", REPO / ".." / "shared" / "data" / "fallalld_wrist_50hz.npz"))
 
 ARM_DOWN = np.array([0.9, -0.3, -0.3]) / np.linalg.norm([0.9, -0.3, -0.3])
 LYING = np.array([-0.2, -0.4, -0.9]) / np.linalg.norm([-0.2, -0.4, -0.9])
@@ -37,9 +33,7 @@ def still(n: int, g: NDArray[np.float64], rng: np.random.Generator) -> NDArray[n
     return g[None, :] + rng.normal(0.0, 0.01, (n, 3))
 
 
-def synthetic_fall(
-    rng: np.random.Generator, before_s: float = 10.0
-) -> tuple[NDArray[np.float64], int]:
+def synthetic_fall(rng: np.random.Generator, before_s: float = 10.0) -> tuple[NDArray[np.float64], int]:
     """Standing with the arm moving, 0.3 s free fall while the arm turns, a jolting 4 g impact,
     a short bounce, then lying still with the wrist in a new orientation.
 
@@ -141,9 +135,7 @@ def test_impact_without_fall_context_does_not_fire(params: FallModelParams) -> N
 def test_walking_does_not_fire(params: FallModelParams) -> None:
     sig = walking(60.0, np.random.default_rng(3))
     det = FallDetector(1, params, collect_candidates=True)
-    parts = [
-        det.update([0], [k * DT_MS], sig[None, k : k + FS]) for k in range(0, sig.shape[0], FS)
-    ]
+    parts = [det.update([0], [k * DT_MS], sig[None, k : k + FS]) for k in range(0, sig.shape[0], FS)]
     evaluated = sum(len(p.evaluated) for p in parts if p.evaluated is not None)
     assert evaluated >= 10, "walking should pass the impact gate (the model has to reject it)"
     assert sum(len(p) for p in parts) == 0
@@ -185,9 +177,7 @@ def test_two_windows_of_one_slot_in_one_batch(params: FallModelParams) -> None:
     # Arriving in reverse order within the batch: applied in time order all the same.
     det = FallDetector(2, params)
     parts = [
-        det.update(
-            [1, 1], [(k + FS) * DT_MS, k * DT_MS], [sig[k + FS : k + 2 * FS], sig[k : k + FS]]
-        )
+        det.update([1, 1], [(k + FS) * DT_MS, k * DT_MS], [sig[k + FS : k + 2 * FS], sig[k : k + FS]])
         for k in range(0, 1000, 2 * FS)
     ]
     assert [(f.slot, f.t_ms) for f in _merge(parts).candidates()] == [(1, hit * DT_MS)]

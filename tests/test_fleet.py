@@ -25,21 +25,24 @@ from simulators.fleet import (
 )
 from tests.support import REPO, GatewayRunner, count, wait_until
 
-TABLES = {"wristband/telemetry": "telemetry_wristband", "glucose/telemetry": "telemetry_glucose",
-          "bp/telemetry": "telemetry_bp"}
+TABLES = {
+    "wristband/telemetry": "telemetry_wristband",
+    "glucose/telemetry": "telemetry_glucose",
+    "bp/telemetry": "telemetry_bp",
+}
 
 
 def test_options() -> None:
     assert parse_mix("wristband=7,pager=1,glucose=1,bp=1") == pytest.approx(
-        {"wristband": 0.7, "pager": 0.1, "glucose": 0.1, "bp": 0.1})
+        {"wristband": 0.7, "pager": 0.1, "glucose": 0.1, "bp": 0.1}
+    )
     with pytest.raises(FleetError, match="unknown device type 'watch'"):
         parse_mix("watch=1")
     with pytest.raises(FleetError, match="above zero"):
         parse_mix("pager=0")
     assert parse_broker("mq.example:8883") == ("mq.example", 8883)
     assert parse_broker("localhost") == ("localhost", 1883)
-    devices = fleet_devices(FleetConfig(devices=1000, mix={"wristband": 0.7, "pager": 0.1, "glucose": 0.1,
-                                                           "bp": 0.1}))
+    devices = fleet_devices(FleetConfig(devices=1000, mix={"wristband": 0.7, "pager": 0.1, "glucose": 0.1, "bp": 0.1}))
     kinds = [t for _, t in devices]
     assert len(devices) == 1000 and kinds.count("wristband") == 700 and kinds.count("bp") == 100
     assert devices == fleet_devices(FleetConfig(devices=1000))  # same config, same fleet
@@ -62,8 +65,11 @@ def test_short_run_every_acknowledged_message_is_stored(
 ) -> None:
     gateway.start()
     seen: list[FleetProgress] = []
-    result = run_fleet(FleetConfig(devices=200, rate=1000, duration_s=2.0, port=broker.port, connections=2),
-                       progress=seen.append, progress_interval_s=0.5)
+    result = run_fleet(
+        FleetConfig(devices=200, rate=1000, duration_s=2.0, port=broker.port, connections=2),
+        progress=seen.append,
+        progress_interval_s=0.5,
+    )
     assert result.errors == 0 and result.refused == 0 and not result.interrupted
     assert result.sent == result.acked and 1800 <= result.acked <= 2100
     assert result.connections == 2 and result.devices == 200
@@ -81,15 +87,27 @@ def test_short_run_every_acknowledged_message_is_stored(
 
 def test_per_device_credentials_one_connection_each(tmp_path: Path) -> None:
     creds = BrokerCredentials(tmp_path / "passwd", tmp_path / "acl")
-    lines = [f"sim-{kind}-{i:06d}: password {creds.add_device(f'sim-{kind}-{i:06d}')}"
-             for i, kind in enumerate(["wb"] * 8 + ["pg", "gl", "bp"])]
+    lines = [
+        f"sim-{kind}-{i:06d}: password {creds.add_device(f'sim-{kind}-{i:06d}')}"
+        for i, kind in enumerate(["wb"] * 8 + ["pg", "gl", "bp"])
+    ]
     lines.append("sim-wb-000099: password wrong")  # provisioned nowhere
     (tmp_path / "creds.txt").write_text("\n".join(lines) + "\n")
-    broker = LocalMosquitto(tmp_path / "mosquitto", anonymous=False,
-                            extra_config=[f"password_file {creds.passwd_file}", f"acl_file {creds.acl_file}"]).start()
+    broker = LocalMosquitto(
+        tmp_path / "mosquitto",
+        anonymous=False,
+        extra_config=[f"password_file {creds.passwd_file}", f"acl_file {creds.acl_file}"],
+    ).start()
     try:
-        result = run_fleet(FleetConfig(devices=0, rate=300, duration_s=1.5, port=broker.port,
-                                       credentials=load_credentials(tmp_path / "creds.txt")))
+        result = run_fleet(
+            FleetConfig(
+                devices=0,
+                rate=300,
+                duration_s=1.5,
+                port=broker.port,
+                credentials=load_credentials(tmp_path / "creds.txt"),
+            )
+        )
     finally:
         broker.stop()
     assert result.devices == 12 and result.connections == 12
@@ -106,13 +124,28 @@ def test_two_processes(broker: LocalMosquitto) -> None:
 
 
 def simulate(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "simulate", *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_cli_progress_summary_and_ctrl_c(broker: LocalMosquitto) -> None:
-    done = simulate("--devices", "100", "--rate", "400", "--duration", "1.5", "--broker", f"127.0.0.1:{broker.port}",
-                    "--mix", "wristband=0.5,pager=0.5")
+    done = simulate(
+        "--devices",
+        "100",
+        "--rate",
+        "400",
+        "--duration",
+        "1.5",
+        "--broker",
+        f"127.0.0.1:{broker.port}",
+        "--mix",
+        "wristband=0.5,pager=0.5",
+    )
     out, err = done.communicate(timeout=60)
     assert done.returncode == 0, err
     assert "fleet summary: 100 devices" in out and "errors 0" in out
@@ -121,8 +154,7 @@ def test_cli_progress_summary_and_ctrl_c(broker: LocalMosquitto) -> None:
     assert progress and all("\r" not in line for line in progress)  # not a terminal: plain lines
     assert "sending" in err
 
-    running = simulate("--devices", "100", "--rate", "400", "--duration", "60", "--broker",
-                       f"127.0.0.1:{broker.port}")
+    running = simulate("--devices", "100", "--rate", "400", "--duration", "60", "--broker", f"127.0.0.1:{broker.port}")
     time.sleep(2.5)
     running.send_signal(signal.SIGINT)
     out, err = running.communicate(timeout=30)

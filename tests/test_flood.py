@@ -55,8 +55,9 @@ def fake() -> Iterator[FakeTwilio]:
 
 
 def test_the_limiter_lets_a_burst_through_then_the_rate() -> None:
-    limiter = DeviceRateLimiter(RateLimits(rate_per_s=10, burst=100, event_rate_per_s=1, event_burst=3,
-                                           report_every_ms=1000))
+    limiter = DeviceRateLimiter(
+        RateLimits(rate_per_s=10, burst=100, event_rate_per_s=1, event_burst=3, report_every_ms=1000)
+    )
     allowed = sum(limiter.allow("wb-1", False, 0) for _ in range(1000))
     assert allowed == 100
     assert sum(limiter.allow("wb-1", False, 1000) for _ in range(100)) == 10  # 1 s later: 10 more
@@ -75,9 +76,17 @@ def test_a_flooding_device_is_limited_and_reported_while_other_devices_sos_still
     gateway: GatewayRunner, broker: LocalMosquitto, database: str, fake: FakeTwilio, tmp_path: Path
 ) -> None:
     registry: dict[str, Any] = {
-        "elders": [{"id": f"e{i}", "name": f"老人{i}", "community": "c", "grid": "g",
-                    "contacts": [{"name": f"家属{i}", "phone": phone(i), "channels": ["sms"]}],
-                    "devices": [{"id": f"pg-{i}", "type": "pager"}]} for i in range(PAGERS)]
+        "elders": [
+            {
+                "id": f"e{i}",
+                "name": f"老人{i}",
+                "community": "c",
+                "grid": "g",
+                "contacts": [{"name": f"家属{i}", "phone": phone(i), "channels": ["sms"]}],
+                "devices": [{"id": f"pg-{i}", "type": "pager"}],
+            }
+            for i in range(PAGERS)
+        ]
         + [{"id": "e-flood", "name": "坏设备", "devices": [{"id": "wb-flood", "type": "wristband"}]}],
         "responders": [{"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"}],
     }
@@ -86,12 +95,23 @@ def test_a_flooding_device_is_limited_and_reported_while_other_devices_sos_still
     gw = gateway.start(
         registry={"file": str(tmp_path / "registry.yaml")},
         ingest={"device_rate_per_s": 50, "device_burst": 1000},
-        notify={"http_port": port, "public_base_url": f"http://127.0.0.1:{port}",
-                "twilio": {"account_sid": SID, "auth_token": TOKEN, "sms_from": "+15005550006",
-                           "voice_from": "+15005550006", "base_url": fake.base_url}},
+        notify={
+            "http_port": port,
+            "public_base_url": f"http://127.0.0.1:{port}",
+            "twilio": {
+                "account_sid": SID,
+                "auth_token": TOKEN,
+                "sms_from": "+15005550006",
+                "voice_from": "+15005550006",
+                "base_url": fake.base_url,
+            },
+        },
     )
-    flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(broker.port), str(RATE), str(REPO),
-                                str(SECONDS)], stdout=subprocess.PIPE, text=True)
+    flooder = subprocess.Popen(
+        [sys.executable, "-c", FLOODER, str(broker.port), str(RATE), str(REPO), str(SECONDS)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert flooder.stdout is not None
     assert flooder.stdout.readline().strip() == "ready"
     pub = Publisher(broker.port)
@@ -100,11 +120,14 @@ def test_a_flooding_device_is_limited_and_reported_while_other_devices_sos_still
         time.sleep(1.0)  # the flood is well under way
         for i in range(PAGERS):
             pressed = time.time()
-            pub.publish(f"eldercare/v1/pager/pg-{i}/event",
-                        json.dumps({"ts": time.time_ns() // 1_000_000, "event": "sos"}))
+            pub.publish(
+                f"eldercare/v1/pager/pg-{i}/event", json.dumps({"ts": time.time_ns() // 1_000_000, "event": "sos"})
+            )
             paged = fake.wait_until_sync(
                 lambda i=i: next((m.received_at_ms for m in fake.messages if m.to == phone(i)), None),
-                timeout_s=10, what=f"the page for SOS {i} during the flood")
+                timeout_s=10,
+                what=f"the page for SOS {i} during the flood",
+            )
             latencies.append(paged - pressed * 1000)
             time.sleep(0.15)
         out, _ = flooder.communicate(timeout=60)
@@ -120,19 +143,34 @@ def test_a_flooding_device_is_limited_and_reported_while_other_devices_sos_still
     assert stored <= 1000 + 50 * (SECONDS + 3), stored
     assert stored >= 1000
     # reported: counted, one dead letter per report interval, with the count
-    wait_until(lambda: gw.decoder.rate_limiter is not None and gw.decoder.rate_limiter.dropped_total
-               == acked - stored, what="every dropped message counted")
-    wait_until(lambda: query(database, "SELECT count(*) FROM dead_letters WHERE reason LIKE 'rate limited%%'")[0][0]
-               >= 1, timeout_s=20, what="the flood reported as a dead letter")
+    wait_until(
+        lambda: gw.decoder.rate_limiter is not None and gw.decoder.rate_limiter.dropped_total == acked - stored,
+        what="every dropped message counted",
+    )
+    wait_until(
+        lambda: query(database, "SELECT count(*) FROM dead_letters WHERE reason LIKE 'rate limited%%'")[0][0] >= 1,
+        timeout_s=20,
+        what="the flood reported as a dead letter",
+    )
     reasons = [r for (r,) in query(database, "SELECT reason FROM dead_letters WHERE reason LIKE 'rate limited%%'")]
     reported = sum(int(r.split(":")[1].split()[0]) for r in reasons)
     assert all("wb-flood" in r for r in reasons)
-    wait_until(lambda: sum(int(r.split(":")[1].split()[0]) for (r,) in query(
-        database, "SELECT reason FROM dead_letters WHERE reason LIKE 'rate limited%%'")) == acked - stored,
-        timeout_s=20, what=f"all drops reported (so far {reported})")
+    wait_until(
+        lambda: (
+            sum(
+                int(r.split(":")[1].split()[0])
+                for (r,) in query(database, "SELECT reason FROM dead_letters WHERE reason LIKE 'rate limited%%'")
+            )
+            == acked - stored
+        ),
+        timeout_s=20,
+        what=f"all drops reported (so far {reported})",
+    )
     # the others kept their latency
     latencies.sort()
-    print(f"flood {achieved:.0f} msg/s from one device: stored {stored}, dropped {acked - stored:.0f}; "
-          f"SOS of other devices paged in median {latencies[len(latencies) // 2]:.0f} ms, "
-          f"max {latencies[-1]:.0f} ms")
+    print(
+        f"flood {achieved:.0f} msg/s from one device: stored {stored}, dropped {acked - stored:.0f}; "
+        f"SOS of other devices paged in median {latencies[len(latencies) // 2]:.0f} ms, "
+        f"max {latencies[-1]:.0f} ms"
+    )
     assert latencies[-1] < 1500, latencies

@@ -27,8 +27,7 @@ from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
 from tests.test_api_helpers import ELDERS, PASSWORD, RESPONDERS
 
 EXCLUDED = ("/api/events", "/api/logout")
-PER_OPERATION = settings(max_examples=15, deadline=None, derandomize=True,
-                         suppress_health_check=list(HealthCheck))
+PER_OPERATION = settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 def test_every_api_operation_answers_without_5xx_and_as_documented(
@@ -39,12 +38,28 @@ def test_every_api_operation_answers_without_5xx_and_as_documented(
     gw = gateway.start(registry={"file": str(registry)})
     base = f"http://127.0.0.1:{gw.http_port}"
     added = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "-c", str(gateway.workdir / "config.yaml"), "users", "add", "fuzz",
-         "--role", "admin", "--password-stdin"],
-        capture_output=True, text=True, cwd=REPO, timeout=60, input=PASSWORD + "\n", check=False)
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "-c",
+            str(gateway.workdir / "config.yaml"),
+            "users",
+            "add",
+            "fuzz",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        input=PASSWORD + "\n",
+        check=False,
+    )
     assert added.returncode == 0, added.stderr
-    publisher.publish("eldercare/v1/pager/pg-1/event", json.dumps({"ts": time.time_ns() // 1_000_000,
-                                                                  "event": "sos"}))
+    publisher.publish("eldercare/v1/pager/pg-1/event", json.dumps({"ts": time.time_ns() // 1_000_000, "event": "sos"}))
     wait_until(lambda: query(database, "SELECT count(*) FROM alerts")[0][0] >= 1, what="an alert to look at")
     login = httpx.post(f"{base}/api/login", json={"username": "fuzz", "password": PASSWORD}, timeout=10)
     assert login.status_code == 200, login.text
@@ -64,9 +79,12 @@ def test_every_api_operation_answers_without_5xx_and_as_documented(
         @PER_OPERATION
         @given(case=operation.as_strategy())
         def call(case: schemathesis.Case) -> None:
-            response = case.call_and_validate(base_url=base, headers=auth, timeout=10,
-                                              checks=[not_a_server_error, response_schema_conformance,
-                                                      content_type_conformance])
+            response = case.call_and_validate(
+                base_url=base,
+                headers=auth,
+                timeout=10,
+                checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
+            )
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
         try:

@@ -25,38 +25,104 @@ FAST = settings(max_examples=150, deadline=None, derandomize=True)
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
 REGISTRY: dict[str, Any] = {
-    "elders": [{
-        "id": "e1", "name": "王秀英", "community": "幸福社区", "grid": "g1", "address": "幸福路12号",
-        "lives_alone": True, "conditions": ["dementia", "diabetes"], "home": {"lat": 31.2304, "lon": 121.4737},
-        "thresholds": {"hr_critical_high": 130.0, "glucose_critical_low": 3.0},
-        "fences": [
-            {"id": "home", "circle": {"lat": 31.2304, "lon": 121.4737, "radius_m": 300}, "active": "20:00-06:00",
-             "severity": "critical"},
-            {"id": "park", "geojson": {"type": "Polygon", "coordinates": [[
-                [121.47, 31.23], [121.48, 31.23], [121.48, 31.24], [121.47, 31.24], [121.47, 31.23]]]}},
-        ],
-        "devices": [{"id": "wb-1", "type": "wristband", "reporting_interval_s": 5}, {"id": "pg-1", "type": "pager"}],
-        "contacts": [{"name": "王强", "phone": "+8613800000001", "priority": 1},
-                     {"name": "Mei", "phone": "+14155550100", "language": "en", "channels": ["sms"]}],
-    }],
+    "elders": [
+        {
+            "id": "e1",
+            "name": "王秀英",
+            "community": "幸福社区",
+            "grid": "g1",
+            "address": "幸福路12号",
+            "lives_alone": True,
+            "conditions": ["dementia", "diabetes"],
+            "home": {"lat": 31.2304, "lon": 121.4737},
+            "thresholds": {"hr_critical_high": 130.0, "glucose_critical_low": 3.0},
+            "fences": [
+                {
+                    "id": "home",
+                    "circle": {"lat": 31.2304, "lon": 121.4737, "radius_m": 300},
+                    "active": "20:00-06:00",
+                    "severity": "critical",
+                },
+                {
+                    "id": "park",
+                    "geojson": {
+                        "type": "Polygon",
+                        "coordinates": [
+                            [[121.47, 31.23], [121.48, 31.23], [121.48, 31.24], [121.47, 31.24], [121.47, 31.23]]
+                        ],
+                    },
+                },
+            ],
+            "devices": [
+                {"id": "wb-1", "type": "wristband", "reporting_interval_s": 5},
+                {"id": "pg-1", "type": "pager"},
+            ],
+            "contacts": [
+                {"name": "王强", "phone": "+8613800000001", "priority": 1},
+                {"name": "Mei", "phone": "+14155550100", "language": "en", "channels": ["sms"]},
+            ],
+        }
+    ],
     "responders": [
-        {"id": "grid", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "g1",
-         "shifts": ["daily 08:00-20:00"]},
+        {
+            "id": "grid",
+            "name": "王芳",
+            "role": "grid_worker",
+            "phone": "+8613900000001",
+            "grid": "g1",
+            "shifts": ["daily 08:00-20:00"],
+        },
         {"id": "station", "name": "驿站", "role": "post_station", "phone": "+8621000000001", "community": "幸福社区"},
         {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"},
     ],
-    "roster_overrides": [{"responder": "grid", "start": "2026-11-18T08:00:00+08:00",
-                          "end": "2026-11-18T20:00:00+08:00", "on_duty": False}],
+    "roster_overrides": [
+        {
+            "responder": "grid",
+            "start": "2026-11-18T08:00:00+08:00",
+            "end": "2026-11-18T20:00:00+08:00",
+            "on_duty": False,
+        }
+    ],
 }
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=30),
-    st.binary(max_size=8), st.dates(), st.datetimes(),
-    st.sampled_from(["", "~", "yes", "0x1F", "1_000", ".inf", "-.nan", "+8613800000000", "00:00-24:00",
-                     "20:00-06:00", "Asia/Shanghai", "../etc", "\x00", "*", "[", "{{", "2026-11-18T08:00:00"]))
-_values = st.recursive(_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.one_of(st.text(max_size=12), st.integers()), inner, max_size=3)),
-    max_leaves=10)
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=30),
+    st.binary(max_size=8),
+    st.dates(),
+    st.datetimes(),
+    st.sampled_from(
+        [
+            "",
+            "~",
+            "yes",
+            "0x1F",
+            "1_000",
+            ".inf",
+            "-.nan",
+            "+8613800000000",
+            "00:00-24:00",
+            "20:00-06:00",
+            "Asia/Shanghai",
+            "../etc",
+            "\x00",
+            "*",
+            "[",
+            "{{",
+            "2026-11-18T08:00:00",
+        ]
+    ),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.one_of(st.text(max_size=12), st.integers()), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
 
 
 def _dump(value: Any) -> bytes:
@@ -97,10 +163,25 @@ def _mutated(draw: st.DrawFn, document: Any) -> bytes:
 
 
 _yaml_text = st.one_of(
-    st.binary(max_size=200), st.text(max_size=200).map(str.encode),
-    st.sampled_from([b"!!python/object:os.system [ls]", b"a: &a [*a]", b"? [a]\n: 1", b"- - - -", b"---\n---\n",
-                     b"\xef\xbb\xbfmqtt: {}", b"mqtt: !!binary aGk=", b"%YAML 1.1\n---\n{}", b"{a: 1, a: 2}",
-                     b"\t", b"\x00", b"mqtt:\n\tport: 1"]))
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.sampled_from(
+        [
+            b"!!python/object:os.system [ls]",
+            b"a: &a [*a]",
+            b"? [a]\n: 1",
+            b"- - - -",
+            b"---\n---\n",
+            b"\xef\xbb\xbfmqtt: {}",
+            b"mqtt: !!binary aGk=",
+            b"%YAML 1.1\n---\n{}",
+            b"{a: 1, a: 2}",
+            b"\t",
+            b"\x00",
+            b"mqtt:\n\tport: 1",
+        ]
+    ),
+)
 
 
 @FAST
@@ -122,15 +203,25 @@ def test_a_full_registry_with_any_value_changed(data: bytes) -> None:
     check_registry(data)
 
 
-_env_names = st.builds(lambda a, b: f"ELDERCARE_{a}__{b}",
-                       st.sampled_from(["MQTT", "DATABASE", "NOTIFY", "DETECT", "ESCALATION", "X", "", "MQTT__PORT"]),
-                       st.sampled_from(["PORT", "DSN", "TWILIO__AUTH_TOKEN", "TIMEZONE", "QUIET_HOURS", "TOPIC_FILTERS",
-                                        "PASSWORD_FILE", "", "X__Y"]))
+_env_names = st.builds(
+    lambda a, b: f"ELDERCARE_{a}__{b}",
+    st.sampled_from(["MQTT", "DATABASE", "NOTIFY", "DETECT", "ESCALATION", "X", "", "MQTT__PORT"]),
+    st.sampled_from(
+        ["PORT", "DSN", "TWILIO__AUTH_TOKEN", "TIMEZONE", "QUIET_HOURS", "TOPIC_FILTERS", "PASSWORD_FILE", "", "X__Y"]
+    ),
+)
 
 
 @settings(FAST, max_examples=40)
-@given(environ=st.dictionaries(_env_names, st.one_of(st.text(max_size=30), _values.map(lambda v: yaml.safe_dump(
-    v, default_flow_style=True).strip())).filter(lambda v: "\x00" not in v), max_size=3))
+@given(
+    environ=st.dictionaries(
+        _env_names,
+        st.one_of(
+            st.text(max_size=30), _values.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip())
+        ).filter(lambda v: "\x00" not in v),
+        max_size=3,
+    )
+)
 def test_any_environment_override_loads_or_names_the_variable(environ: dict[str, str]) -> None:
     check_config(_dump(SHIPPED), environ)
 
@@ -142,11 +233,15 @@ def test_the_fixtures_are_valid() -> None:
 
 # -- regressions: each escaped as a bare exception before --------------------------------------
 
+
 @pytest.mark.parametrize(("loader", "error"), [(load_config, ConfigError), (load_registry, RegistryError)])
-@pytest.mark.parametrize(("data", "words"), [
-    ("elders: []\nmqtt: {client_id: 网关}\n".encode("gbk"), "not UTF-8 text"),  # UnicodeDecodeError
-    (b"[" * 700, "nested too deeply"),  # RecursionError from PyYAML
-])
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ("elders: []\nmqtt: {client_id: 网关}\n".encode("gbk"), "not UTF-8 text"),  # UnicodeDecodeError
+        (b"[" * 700, "nested too deeply"),  # RecursionError from PyYAML
+    ],
+)
 def test_regression_unreadable_files_are_load_errors(
     tmp_path: Path, loader: Any, error: type[Exception], data: bytes, words: str
 ) -> None:
@@ -162,8 +257,11 @@ def test_regression_bad_yaml_in_an_environment_override_names_the_variable(value
         load_config(None, environ={"ELDERCARE_MQTT__TOPIC_FILTERS": value})
 
 
-TWILIO_ENV = {"ELDERCARE_NOTIFY__TWILIO__ACCOUNT_SID": "AC1", "ELDERCARE_NOTIFY__TWILIO__SMS_FROM": "+15005550006",
-              "ELDERCARE_NOTIFY__TWILIO__VOICE_FROM": "+15005550006"}
+TWILIO_ENV = {
+    "ELDERCARE_NOTIFY__TWILIO__ACCOUNT_SID": "AC1",
+    "ELDERCARE_NOTIFY__TWILIO__SMS_FROM": "+15005550006",
+    "ELDERCARE_NOTIFY__TWILIO__VOICE_FROM": "+15005550006",
+}
 
 
 def test_regression_a_secret_file_that_is_a_directory_or_not_text(tmp_path: Path) -> None:
@@ -187,7 +285,10 @@ def test_yaml_dates_are_type_errors_naming_the_key(tmp_path: Path) -> None:
 def test_regression_a_fence_position_that_is_not_numbers_is_a_registry_error(position: Any) -> None:
     """``{}`` as a position raised KeyError, ``!!binary`` bytes a numpy ValueError inside shapely."""
     ring = [[121.47, 31.23], [121.48, 31.23], position, [121.47, 31.24], [121.47, 31.23]]
-    registry = {"elders": [{"id": "e1", "name": "x", "fences": [{"id": "f", "geojson": {
-        "type": "Polygon", "coordinates": [ring]}}]}]}
+    registry = {
+        "elders": [
+            {"id": "e1", "name": "x", "fences": [{"id": "f", "geojson": {"type": "Polygon", "coordinates": [ring]}}]}
+        ]
+    }
     message = check_registry(_dump(registry))
     assert "elder e1, fence f: ring 0 has a position that is not [lon, lat]" in message

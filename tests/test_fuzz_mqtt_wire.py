@@ -30,14 +30,20 @@ FAST = settings(max_examples=300, deadline=None, derandomize=True)
 
 _topics = st.text(st.characters(exclude_categories=("Cs",)), max_size=60)
 _publish = st.builds(
-    lambda topic, payload, qos, pid, retain: (("publish", topic.encode(), payload, pid if qos else 0),
-                                              encode_publish(topic, payload, qos=qos, packet_id=pid if qos else 0,
-                                                             retain=retain)),
-    _topics, st.one_of(st.binary(max_size=300), st.integers(16_370, 16_390).map(lambda n: b"p" * n)),  # varint 2|3
-    st.sampled_from([0, 1]), st.integers(1, 0xFFFF), st.booleans())
+    lambda topic, payload, qos, pid, retain: (
+        ("publish", topic.encode(), payload, pid if qos else 0),
+        encode_publish(topic, payload, qos=qos, packet_id=pid if qos else 0, retain=retain),
+    ),
+    _topics,
+    st.one_of(st.binary(max_size=300), st.integers(16_370, 16_390).map(lambda n: b"p" * n)),  # varint 2|3
+    st.sampled_from([0, 1]),
+    st.integers(1, 0xFFFF),
+    st.booleans(),
+)
 _puback = st.integers(0, 0xFFFF).map(lambda pid: (("control", PUBACK, pid.to_bytes(2, "big")), encode_pubacks([pid])))
 _other = st.tuples(st.sampled_from([PINGRESP, SUBACK, 0x20, 0xE0]), st.binary(max_size=20)).map(
-    lambda kb: (("control", kb[0], kb[1]), bytes([kb[0]]) + encode_varint(len(kb[1])) + kb[1]))
+    lambda kb: (("control", kb[0], kb[1]), bytes([kb[0]]) + encode_varint(len(kb[1])) + kb[1])
+)
 _frames = st.lists(st.one_of(_publish, _puback, _other), max_size=8)
 _cuts = st.lists(st.integers(0, 20_000), max_size=6)
 
@@ -70,9 +76,15 @@ def test_valid_frames_round_trip_whole_or_cut_anywhere(
 
 
 @settings(FAST, max_examples=150)
-@given(frames=_frames, edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255),
-                                               st.sampled_from(["flip", "insert", "delete"])), min_size=1,
-                                     max_size=4), cuts=_cuts)
+@given(
+    frames=_frames,
+    edits=st.lists(
+        st.tuples(st.integers(0, 2000), st.integers(0, 255), st.sampled_from(["flip", "insert", "delete"])),
+        min_size=1,
+        max_size=4,
+    ),
+    cuts=_cuts,
+)
 def test_damaged_valid_streams_raise_nothing_but_the_protocol_error(
     frames: list[tuple[tuple[object, ...], bytes]], edits: list[tuple[int, int, str]], cuts: list[int]
 ) -> None:
@@ -100,16 +112,20 @@ def test_suback_codes_of_any_body(body: bytes) -> None:
 
 # -- regressions: each raised IndexError or misparsed silently before ---------------------------
 
-@pytest.mark.parametrize(("stream", "what"), [
-    (bytes([PUBLISH, 0]), "PUBLISH frame without a topic"),  # IndexError
-    (bytes([PUBLISH | 2, 3, 0, 1, 0x61]), "shorter than its header"),  # QoS 1, no packet id: IndexError
-    # topic length 200 in a 4-byte frame, then a PINGRESP: the topic swallowed the next packet
-    (bytes([PUBLISH, 4, 0, 200, 0x61, 0]) + bytes([PINGRESP, 0]) + b"x" * 200, "shorter than its header"),
-    (bytes([PUBLISH, 4, 0, 1, 0x61, 0x05]) + b"abcdefgh", "properties longer than the frame"),
-    (bytes([PUBLISH, 7, 0, 1, 0x61, 0x80, 0x80, 0x80, 0x80]), "properties length is malformed"),
-    (bytes([PUBLISH | 6, 5, 0, 1, 0x61, 0, 1]), "QoS 3"),
-    (bytes([PUBACK, 0]), "PUBACK without a packet id"),  # IndexError later, in the client's handler
-])
+
+@pytest.mark.parametrize(
+    ("stream", "what"),
+    [
+        (bytes([PUBLISH, 0]), "PUBLISH frame without a topic"),  # IndexError
+        (bytes([PUBLISH | 2, 3, 0, 1, 0x61]), "shorter than its header"),  # QoS 1, no packet id: IndexError
+        # topic length 200 in a 4-byte frame, then a PINGRESP: the topic swallowed the next packet
+        (bytes([PUBLISH, 4, 0, 200, 0x61, 0]) + bytes([PINGRESP, 0]) + b"x" * 200, "shorter than its header"),
+        (bytes([PUBLISH, 4, 0, 1, 0x61, 0x05]) + b"abcdefgh", "properties longer than the frame"),
+        (bytes([PUBLISH, 7, 0, 1, 0x61, 0x80, 0x80, 0x80, 0x80]), "properties length is malformed"),
+        (bytes([PUBLISH | 6, 5, 0, 1, 0x61, 0, 1]), "QoS 3"),
+        (bytes([PUBACK, 0]), "PUBACK without a packet id"),  # IndexError later, in the client's handler
+    ],
+)
 def test_regression_malformed_frames_are_protocol_errors(stream: bytes, what: str) -> None:
     with pytest.raises(MqttProtocolError, match=what):
         parse_stream(bytearray(stream), InboundPublishes([], [], [], []), [])

@@ -62,8 +62,11 @@ def _strategy(info: mi.Type) -> st.SearchStrategy[Any]:
         return st.floats(
             min_value=info.ge if info.ge is not None else info.gt,
             max_value=info.le if info.le is not None else info.lt,
-            exclude_min=info.gt is not None, exclude_max=info.lt is not None, allow_nan=False,
-            allow_infinity=False)
+            exclude_min=info.gt is not None,
+            exclude_max=info.lt is not None,
+            allow_nan=False,
+            allow_infinity=False,
+        )
     if isinstance(info, mi.BoolType):
         return st.booleans()
     if isinstance(info, mi.NoneType):
@@ -84,7 +87,8 @@ def _strategy(info: mi.Type) -> st.SearchStrategy[Any]:
     if isinstance(info, mi.StructType):
         return st.fixed_dictionaries(
             {f.encode_name: _strategy(f.type) for f in info.fields if f.required},
-            optional={f.encode_name: _strategy(f.type) for f in info.fields if not f.required})
+            optional={f.encode_name: _strategy(f.type) for f in info.fields if not f.required},
+        )
     raise NotImplementedError(f"no strategy for {info!r}: extend _strategy for the new contract type")
 
 
@@ -98,7 +102,9 @@ _offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minut
 _ts_in_window = st.one_of(
     st.integers(NOW_MS - 7 * DAY_MS + 1000, NOW_MS + 4 * 60_000),
     st.tuples(st.integers(NOW_MS - 6 * DAY_MS, NOW_MS + 4 * 60_000), _offsets).map(
-        lambda t: datetime.fromtimestamp(t[0] // 1000, t[1]).isoformat()))
+        lambda t: datetime.fromtimestamp(t[0] // 1000, t[1]).isoformat()
+    ),
+)
 
 
 @st.composite
@@ -124,8 +130,11 @@ def good_payload(draw: st.DrawFn, contract: type[Payload], device_id: str) -> di
 def _bounds(info: mi.Type) -> list[Any]:
     """The edges of a numeric field and just past them."""
     while isinstance(info, mi.Metadata | mi.UnionType):
-        info = info.type if isinstance(info, mi.Metadata) else next(
-            (t for t in info.types if not isinstance(t, mi.NoneType)), mi.NoneType())
+        info = (
+            info.type
+            if isinstance(info, mi.Metadata)
+            else next((t for t in info.types if not isinstance(t, mi.NoneType)), mi.NoneType())
+        )
     out: list[Any] = []
     if isinstance(info, mi.IntType | mi.FloatType):
         for edge in (info.ge, info.le, info.gt, info.lt):
@@ -136,17 +145,50 @@ def _bounds(info: mi.Type) -> list[Any]:
     return out
 
 
-_RAW_TOKENS = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"1e-999", b"-0", b"0.0e0",
-               b"9" * 400, b"-" + b"9" * 30, b"18446744073709551616", b"9223372036854775808",
-               b"-9223372036854775809", b'"\\ud800"', b'"\\udfff\\ud800"', b'"\\u0000"', b'"a\\u0000b"',
-               b'"\\n\\t"', b'"\\uffff"', b"[" * 200 + b"]" * 200, b'{"a":' * 100 + b"1" + b"}" * 100,
-               b"true", b"null", b"{}", b"[]", b'""', b'"2026-13-45T25:61:61Z"', b'"2026-11-18T00:00:00"',
-               b'"9999-12-31T23:59:59-14:00"', b'"0001-01-01T00:00:00+14:00"']
-_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-                          st.floats(allow_nan=False, allow_infinity=False),
-                          st.text(st.characters(exclude_categories=("Cs",)), max_size=80))
-_json = st.recursive(_json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+_RAW_TOKENS = [
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"1e999",
+    b"-1e999",
+    b"1e-999",
+    b"-0",
+    b"0.0e0",
+    b"9" * 400,
+    b"-" + b"9" * 30,
+    b"18446744073709551616",
+    b"9223372036854775808",
+    b"-9223372036854775809",
+    b'"\\ud800"',
+    b'"\\udfff\\ud800"',
+    b'"\\u0000"',
+    b'"a\\u0000b"',
+    b'"\\n\\t"',
+    b'"\\uffff"',
+    b"[" * 200 + b"]" * 200,
+    b'{"a":' * 100 + b"1" + b"}" * 100,
+    b"true",
+    b"null",
+    b"{}",
+    b"[]",
+    b'""',
+    b'"2026-13-45T25:61:61Z"',
+    b'"2026-11-18T00:00:00"',
+    b'"9999-12-31T23:59:59-14:00"',
+    b'"0001-01-01T00:00:00+14:00"',
+]
+_json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=80),
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 _nasty = st.one_of(_json, st.sampled_from(_RAW_TOKENS).map(msgspec.Raw))
 
 
@@ -176,8 +218,17 @@ def mutated_payload(draw: st.DrawFn, contract: type[Payload]) -> bytes:
     data = encode(value)
     if draw(st.booleans()):  # and some damage to the bytes themselves
         pos = draw(st.integers(0, len(data)))
-        data = draw(st.sampled_from([data[:pos], data[:pos] + draw(st.binary(min_size=1, max_size=4)) + data[pos:],
-                                     data[:pos] + data[pos + 1:], b"\xef\xbb\xbf" + data, b" \n\t" + data]))
+        data = draw(
+            st.sampled_from(
+                [
+                    data[:pos],
+                    data[:pos] + draw(st.binary(min_size=1, max_size=4)) + data[pos:],
+                    data[:pos] + data[pos + 1 :],
+                    b"\xef\xbb\xbf" + data,
+                    b" \n\t" + data,
+                ]
+            )
+        )
     return data
 
 
@@ -210,31 +261,51 @@ def senml_pack(value: dict[str, Any], now_ms: int, base_name: str, relative: boo
     return records
 
 
-_senml_record = st.fixed_dictionaries({}, optional={
-    "bn": st.one_of(st.text(max_size=12), _nasty), "bt": st.one_of(st.floats(), _nasty),
-    "bu": st.one_of(st.sampled_from(["%", "mmHg", "Cel", "mg/dL", "beat/min"]), _nasty),
-    "n": st.one_of(st.sampled_from(["hr", "spo2", "lat", "glucose", "battery", "ts", "device_id", "", ":", "a/"]),
-                   st.text(max_size=8), _nasty),
-    "u": st.one_of(st.sampled_from(["%", "mmHg", "lat", "m", "mmol/L", "/min"]), _nasty),
-    "v": st.one_of(st.floats(), _nasty), "vs": st.one_of(st.text(max_size=8), _nasty),
-    "vb": st.one_of(st.booleans(), _nasty), "t": st.one_of(st.floats(), st.integers(-(2**40), 2**40), _nasty)})
+_senml_record = st.fixed_dictionaries(
+    {},
+    optional={
+        "bn": st.one_of(st.text(max_size=12), _nasty),
+        "bt": st.one_of(st.floats(), _nasty),
+        "bu": st.one_of(st.sampled_from(["%", "mmHg", "Cel", "mg/dL", "beat/min"]), _nasty),
+        "n": st.one_of(
+            st.sampled_from(["hr", "spo2", "lat", "glucose", "battery", "ts", "device_id", "", ":", "a/"]),
+            st.text(max_size=8),
+            _nasty,
+        ),
+        "u": st.one_of(st.sampled_from(["%", "mmHg", "lat", "m", "mmol/L", "/min"]), _nasty),
+        "v": st.one_of(st.floats(), _nasty),
+        "vs": st.one_of(st.text(max_size=8), _nasty),
+        "vb": st.one_of(st.booleans(), _nasty),
+        "t": st.one_of(st.floats(), st.integers(-(2**40), 2**40), _nasty),
+    },
+)
 _senml_junk = st.lists(_senml_record, max_size=6).map(encode)
 
 _route_items = sorted(CONTRACTS.items())
 _topics_any = st.one_of(
-    st.sampled_from(ROUTES), st.text(max_size=60),
-    st.builds(lambda t, d, c: f"eldercare/v1/{t}/{d}/{c}",
-              st.sampled_from(["wristband", "pager", "glucose", "bp", "toaster", "", "WRISTBAND"]),
-              st.one_of(st.sampled_from(DEVICE_IDS), st.text(max_size=70)),
-              st.sampled_from(["telemetry", "event", "status", "cmd", "", "telemetry/x"])))
+    st.sampled_from(ROUTES),
+    st.text(max_size=60),
+    st.builds(
+        lambda t, d, c: f"eldercare/v1/{t}/{d}/{c}",
+        st.sampled_from(["wristband", "pager", "glucose", "bp", "toaster", "", "WRISTBAND"]),
+        st.one_of(st.sampled_from(DEVICE_IDS), st.text(max_size=70)),
+        st.sampled_from(["telemetry", "event", "status", "cmd", "", "telemetry/x"]),
+    ),
+)
 
 
 @st.composite
 def any_message(draw: st.DrawFn) -> tuple[str, bytes]:
     (device_type, channel), contract = draw(st.sampled_from(_route_items))
-    payload = draw(st.one_of(
-        mutated_payload(contract), st.binary(max_size=200), _json.map(encode), _senml_junk,
-        good_payload(contract, "dev-1").map(lambda v: encode(senml_pack(v, NOW_MS, "", True)))))
+    payload = draw(
+        st.one_of(
+            mutated_payload(contract),
+            st.binary(max_size=200),
+            _json.map(encode),
+            _senml_junk,
+            good_payload(contract, "dev-1").map(lambda v: encode(senml_pack(v, NOW_MS, "", True))),
+        )
+    )
     topic = draw(st.one_of(st.just(f"eldercare/v1/{device_type}/dev-1/{channel}"), _topics_any))
     return topic, payload
 
@@ -245,14 +316,16 @@ def good_message(draw: st.DrawFn) -> tuple[str, bytes]:
     device_id = draw(st.sampled_from(DEVICE_IDS))
     value = draw(good_payload(contract, device_id))
     if draw(st.integers(0, 3)) == 0 and channel != "event":
-        payload = encode(senml_pack(value, NOW_MS, draw(st.sampled_from(["", "urn:dev:mac:0024befffe804ff1:"])),
-                                    draw(st.booleans())))
+        payload = encode(
+            senml_pack(value, NOW_MS, draw(st.sampled_from(["", "urn:dev:mac:0024befffe804ff1:"])), draw(st.booleans()))
+        )
     else:
         payload = encode(value)
     return f"eldercare/v1/{device_type}/{device_id}/{channel}", payload
 
 
 # -- properties --------------------------------------------------------------------------------
+
 
 @FAST
 @given(topic=_topics_any, payload=st.one_of(st.binary(max_size=300), _json.map(encode), _senml_junk))
@@ -276,8 +349,12 @@ def test_every_valid_payload_is_accepted(message: tuple[str, bytes]) -> None:
 
 
 @settings(FAST, max_examples=100)
-@given(data=st.data(), contract_key=st.sampled_from([k for k in sorted(CONTRACTS) if k[1] != "event"]),
-       relative=st.booleans(), base=st.sampled_from(["", "urn:dev:mac:0024befffe804ff1:", "dev/"]))
+@given(
+    data=st.data(),
+    contract_key=st.sampled_from([k for k in sorted(CONTRACTS) if k[1] != "event"]),
+    relative=st.booleans(),
+    base=st.sampled_from(["", "urn:dev:mac:0024befffe804ff1:", "dev/"]),
+)
 def test_a_senml_pack_decodes_to_the_same_record_as_its_plain_json(
     data: st.DataObject, contract_key: tuple[str, str], relative: bool, base: str
 ) -> None:
@@ -297,10 +374,15 @@ def test_a_senml_pack_decodes_to_the_same_record_as_its_plain_json(
 
 
 @settings(FAST, max_examples=40)
-@given(messages=st.lists(st.one_of(good_message().map(lambda m: (True, m)), any_message().map(lambda m: (False, m))),
-                         min_size=1, max_size=12))
+@given(
+    messages=st.lists(
+        st.one_of(good_message().map(lambda m: (True, m)), any_message().map(lambda m: (False, m))),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_batch_keeps_the_good_and_dead_letters_each_bad_one_with_a_reason(
-    messages: list[tuple[bool, tuple[str, bytes]]]
+    messages: list[tuple[bool, tuple[str, bytes]]],
 ) -> None:
     topics, payloads, good = [], [], set()
     for is_good, (topic, payload) in messages:
@@ -383,11 +465,17 @@ def test_pathological_payloads_are_decoded_in_bounded_memory_and_time(name: str,
 
 # -- regressions -------------------------------------------------------------------------------
 
+
 def test_regression_a_ts_beyond_int64_is_a_dead_letter_not_a_crashed_decode_stage() -> None:
     """``{"ts": 18446744073709551615}`` decoded, then overflowed the int64 time column and took
     the whole decode stage (and so the gateway) down, at every redelivery."""
-    payloads = [b'{"ts": 18446744073709551615}', b'{"ts": 9223372036854775808}', b'{"ts": -1}',
-                b'[{"n": "hr", "v": 70, "bt": 1e300}]', b'{"ts": %d, "hr": 70}' % NOW_MS]
+    payloads = [
+        b'{"ts": 18446744073709551615}',
+        b'{"ts": 9223372036854775808}',
+        b'{"ts": -1}',
+        b'[{"n": "hr", "v": 70, "bt": 1e300}]',
+        b'{"ts": %d, "hr": 70}' % NOW_MS,
+    ]
     out = check_batch([ROUTES[0].encode()] * len(payloads), payloads, frozenset({4}))
     assert [d.index for d in out.dead_letters] == [0, 1, 2, 3]
     assert "$.ts" in out.dead_letters[0].reason and out.row_count == 1
@@ -410,12 +498,15 @@ def test_regression_senml_time_overflow_has_a_senml_reason() -> None:
     assert isinstance(got, Rejected) and "time out of range" in got.reason
 
 
-@pytest.mark.parametrize(("topic", "payload"), [
-    ("eldercare/v1/pager/pg-1/event", b'{"ts": NOW, "event": "received", "alert": "A1\\u0000"}'),
-    ("eldercare/v1/wristband/wb-1/status", b'{"ts": NOW, "firmware": "1.2\\u0000"}'),
-    ("eldercare/v1/glucose/gl-1/event", b'{"ts": NOW, "event": "error", "code": "E\\n1"}'),
-    ("eldercare/v1/wristband/wb-1/status", b'[{"n": "firmware", "vs": "\\u0000"}]'),
-])
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        ("eldercare/v1/pager/pg-1/event", b'{"ts": NOW, "event": "received", "alert": "A1\\u0000"}'),
+        ("eldercare/v1/wristband/wb-1/status", b'{"ts": NOW, "firmware": "1.2\\u0000"}'),
+        ("eldercare/v1/glucose/gl-1/event", b'{"ts": NOW, "event": "error", "code": "E\\n1"}'),
+        ("eldercare/v1/wristband/wb-1/status", b'[{"n": "firmware", "vs": "\\u0000"}]'),
+    ],
+)
 def test_regression_nul_in_a_text_field_is_refused_not_a_rejected_batch(
     database: str, topic: str, payload: bytes
 ) -> None:
@@ -431,6 +522,7 @@ def test_regression_nul_in_a_text_field_is_refused_not_a_rejected_batch(
     async def store() -> None:
         async with AsyncConnectionPool(database, min_size=1, max_size=1, open=False) as pool:
             await TelemetryWriter(pool).write(out)
+
     asyncio.run(store())
 
 
@@ -441,15 +533,21 @@ def test_regression_dead_letter_topic_with_nul_is_storable() -> None:
 
 # -- storage: whatever the decoder accepts or refuses, PostgreSQL takes -----------------------
 
-@settings(max_examples=30, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(messages=st.lists(st.one_of(good_message(), any_message()), min_size=1, max_size=20))
 def test_decoded_batches_are_accepted_by_postgresql(
     stored_batches: Callable[[RawBatch], None], messages: list[tuple[str, bytes]]
 ) -> None:
     topics = [t.encode("utf-8", errors="surrogatepass") for t, _ in messages]
-    stored_batches(RawBatch(topics, [p for _, p in messages], list(range(1, len(messages) + 1)),
-                            [False] * len(messages), NOW_MS))
+    stored_batches(
+        RawBatch(topics, [p for _, p in messages], list(range(1, len(messages) + 1)), [False] * len(messages), NOW_MS)
+    )
 
 
 @pytest.fixture
@@ -477,12 +575,14 @@ def test_a_repeated_reading_in_a_batch_for_a_day_without_partition_is_stored_onc
     has no partition yet raised a bare psycopg UniqueViolation out of ``TelemetryWriter.write``."""
     upgrade(database, now=NOW + timedelta(days=30))  # no partition covers NOW yet
     reading = b'{"ts": %d, "battery": 50}' % NOW_MS
-    out = BatchDecoder().decode(RawBatch([b"eldercare/v1/pager/pg-1/status"] * 2, [reading] * 2, [1, 2],
-                                         [False, False], NOW_MS))
+    out = BatchDecoder().decode(
+        RawBatch([b"eldercare/v1/pager/pg-1/status"] * 2, [reading] * 2, [1, 2], [False, False], NOW_MS)
+    )
 
     async def store() -> None:
         async with AsyncConnectionPool(database, min_size=1, max_size=1, open=False) as pool:
             await TelemetryWriter(pool).write(out)
+
     asyncio.run(store())
     assert query(database, "SELECT count(*) FROM device_status") == [(1,)]
 

@@ -29,8 +29,12 @@ from tests.fuzz_checks import (
     start_webhooks,
 )
 
-FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture
@@ -46,29 +50,85 @@ def webhooks(database: str) -> Iterator[Webhooks]:
 
 # Text Twilio would never send (NUL, controls, astral planes) but an HTTP client can.
 _text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
-_field_names = st.sampled_from(["MessageSid", "CallSid", "From", "To", "Body", "Digits", "CallStatus",
-                                "MessageStatus", "AccountSid", "SmsSid", "msg"])
+_field_names = st.sampled_from(
+    [
+        "MessageSid",
+        "CallSid",
+        "From",
+        "To",
+        "Body",
+        "Digits",
+        "CallStatus",
+        "MessageStatus",
+        "AccountSid",
+        "SmsSid",
+        "msg",
+    ]
+)
 _values = st.one_of(
-    _text, st.sampled_from(["1", "2", "3", "1 A1", "a1", "3 1", SON, GRID, "completed", "no-answer",
-                            "delivered", "failed", "", "\x00", "1\x00", "SM\x00"]),
-    st.integers(-(2**70), 2**70).map(str))
+    _text,
+    st.sampled_from(
+        [
+            "1",
+            "2",
+            "3",
+            "1 A1",
+            "a1",
+            "3 1",
+            SON,
+            GRID,
+            "completed",
+            "no-answer",
+            "delivered",
+            "failed",
+            "",
+            "\x00",
+            "1\x00",
+            "SM\x00",
+        ]
+    ),
+    st.integers(-(2**70), 2**70).map(str),
+)
 _params = st.dictionaries(st.one_of(_field_names, _text.filter(bool)), _values, max_size=8)
 
 
 @st.composite
 def _paths(draw: st.DrawFn) -> str:
     nid = draw(st.one_of(st.sampled_from([1, 2, 3, 4, 5]), st.integers(0, 2**80)))
-    path = draw(st.sampled_from(["/twilio/sms", f"/twilio/voice/gather/{nid}", f"/twilio/status/{nid}",
-                                 "/twilio/voice/gather/x", "/twilio/", "/twilio/sms/"]))
-    query_string = draw(st.one_of(st.just(""), st.dictionaries(_text.filter(bool), _text, max_size=2)
-                                  .map(lambda q: "?" + urlencode(q) if q else "")))
+    path = draw(
+        st.sampled_from(
+            [
+                "/twilio/sms",
+                f"/twilio/voice/gather/{nid}",
+                f"/twilio/status/{nid}",
+                "/twilio/voice/gather/x",
+                "/twilio/",
+                "/twilio/sms/",
+            ]
+        )
+    )
+    query_string = draw(
+        st.one_of(
+            st.just(""),
+            st.dictionaries(_text.filter(bool), _text, max_size=2).map(lambda q: "?" + urlencode(q) if q else ""),
+        )
+    )
     return path + query_string
 
 
-_content_types = st.sampled_from([
-    "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=UTF-8",
-    "multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=xyz",
-    "multipart/form-data; boundary=xyz; charset=nope", "application/json", "text/plain", ""])
+_content_types = st.sampled_from(
+    [
+        "application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        "multipart/form-data",
+        "multipart/form-data; boundary=",
+        "multipart/form-data; boundary=xyz",
+        "multipart/form-data; boundary=xyz; charset=nope",
+        "application/json",
+        "text/plain",
+        "",
+    ]
+)
 
 
 @FUZZ
@@ -83,13 +143,24 @@ def test_form_webhooks_answer_403_for_bad_signatures_4xx_for_signed_junk_and_nev
 
 
 @FUZZ
-@given(path=_paths(), body=st.one_of(st.binary(max_size=300), _params.map(lambda p: urlencode(p).encode())),
-       content_type=_content_types, signature=st.one_of(st.none(), st.binary(max_size=40), st.just("valid")),
-       extra=st.dictionaries(st.sampled_from(["X-Forwarded-Proto", "Content-Encoding", "Accept", "Cookie"]),
-                             st.binary(max_size=12), max_size=2))
+@given(
+    path=_paths(),
+    body=st.one_of(st.binary(max_size=300), _params.map(lambda p: urlencode(p).encode())),
+    content_type=_content_types,
+    signature=st.one_of(st.none(), st.binary(max_size=40), st.just("valid")),
+    extra=st.dictionaries(
+        st.sampled_from(["X-Forwarded-Proto", "Content-Encoding", "Accept", "Cookie"]),
+        st.binary(max_size=12),
+        max_size=2,
+    ),
+)
 def test_arbitrary_bodies_and_headers_never_cause_a_500(
-    webhooks: Webhooks, path: str, body: bytes, content_type: str, signature: bytes | str | None,
-    extra: dict[str, bytes]
+    webhooks: Webhooks,
+    path: str,
+    body: bytes,
+    content_type: str,
+    signature: bytes | str | None,
+    extra: dict[str, bytes],
 ) -> None:
     headers: dict[str, str | bytes] = {"Content-Type": content_type} if content_type else {}
     if signature == "valid":  # signed over no parameters: right for a body that parses to nothing
@@ -101,8 +172,10 @@ def test_arbitrary_bodies_and_headers_never_cause_a_500(
 
 
 def _signed(path: str, params: dict[str, str]) -> dict[str, str | bytes]:
-    return {"Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": SIGNER.compute_signature(PUBLIC_URL + path, params)}
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": SIGNER.compute_signature(PUBLIC_URL + path, params),
+    }
 
 
 def _alert_states(webhooks: Webhooks) -> list[tuple[Any, ...]]:
@@ -113,10 +186,12 @@ def _alert_states(webhooks: Webhooks) -> list[tuple[Any, ...]]:
 def test_regression_nul_in_a_signed_form_is_a_400_not_a_database_error(webhooks: Webhooks) -> None:
     """PostgreSQL text cannot hold NUL: a NUL in MessageSid, From, Digits or CallSid was a 500."""
     nid = webhooks.notification_ids[0]
-    for path, params in [("/twilio/sms", {"MessageSid": "SM1\x00", "From": SON, "Body": "1"}),
-                         ("/twilio/sms", {"MessageSid": "SM2", "From": SON + "\x00", "Body": "1"}),
-                         (f"/twilio/voice/gather/{nid}", {"CallSid": "CA1", "Digits": "1\x00"}),
-                         (f"/twilio/status/{nid}", {"CallSid": "CA1\x00", "CallStatus": "busy"})]:
+    for path, params in [
+        ("/twilio/sms", {"MessageSid": "SM1\x00", "From": SON, "Body": "1"}),
+        ("/twilio/sms", {"MessageSid": "SM2", "From": SON + "\x00", "Body": "1"}),
+        (f"/twilio/voice/gather/{nid}", {"CallSid": "CA1", "Digits": "1\x00"}),
+        (f"/twilio/status/{nid}", {"CallSid": "CA1\x00", "CallStatus": "busy"}),
+    ]:
         response = webhooks.post(path, urlencode(params).encode(), _signed(path, params))
         assert response.status_code == 400, (path, response.status_code, response.text)
 
@@ -124,9 +199,12 @@ def test_regression_nul_in_a_signed_form_is_a_400_not_a_database_error(webhooks:
 def test_regression_signed_requests_without_their_ids_are_a_400(webhooks: Webhooks) -> None:
     """A reply with no MessageSid or From cannot be deduplicated or matched: refused, not taken."""
     nid = webhooks.notification_ids[0]
-    for path, params in [("/twilio/sms", {"Body": "1", "From": SON}), ("/twilio/sms", {"Body": "1", "MessageSid": "S"}),
-                         (f"/twilio/voice/gather/{nid}", {"Digits": "1"}),
-                         (f"/twilio/status/{nid}", {"CallStatus": "busy"})]:
+    for path, params in [
+        ("/twilio/sms", {"Body": "1", "From": SON}),
+        ("/twilio/sms", {"Body": "1", "MessageSid": "S"}),
+        (f"/twilio/voice/gather/{nid}", {"Digits": "1"}),
+        (f"/twilio/status/{nid}", {"CallStatus": "busy"}),
+    ]:
         response = webhooks.post(path, urlencode(params).encode(), _signed(path, params))
         assert response.status_code == 400, response.text
     assert _alert_states(webhooks) == [("notifying",)]

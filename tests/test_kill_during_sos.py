@@ -39,19 +39,36 @@ def test_every_sos_reaches_its_first_tier_through_ten_sigkills_amid_telemetry(
     gateway: GatewayRunner, broker: LocalMosquitto, database: str, fake: FakeTwilio, tmp_path: Path
 ) -> None:
     registry: dict[str, Any] = {
-        "elders": [{"id": f"e{i}", "name": f"老人{i}", "community": "c", "grid": "g",
-                    "contacts": [{"name": f"家属{i}", "phone": phone(i), "channels": ["sms"]}],
-                    "devices": [{"id": f"pg-{i}", "type": "pager"}]
-                    + ([{"id": f"wb-{i}", "type": "wristband"}] if i < BANDS else [])} for i in range(ELDERS)],
+        "elders": [
+            {
+                "id": f"e{i}",
+                "name": f"老人{i}",
+                "community": "c",
+                "grid": "g",
+                "contacts": [{"name": f"家属{i}", "phone": phone(i), "channels": ["sms"]}],
+                "devices": [{"id": f"pg-{i}", "type": "pager"}]
+                + ([{"id": f"wb-{i}", "type": "wristband"}] if i < BANDS else []),
+            }
+            for i in range(ELDERS)
+        ],
         "responders": [{"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"}],
     }
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump(registry, allow_unicode=True))
     port = free_port()
     overrides: dict[str, Any] = {
         "registry": {"file": str(tmp_path / "registry.yaml")},
-        "notify": {"http_port": port, "public_base_url": f"http://127.0.0.1:{port}", "lease_s": 3,
-                   "twilio": {"account_sid": SID, "auth_token": TOKEN, "sms_from": "+15005550006",
-                              "voice_from": "+15005550006", "base_url": fake.base_url}},
+        "notify": {
+            "http_port": port,
+            "public_base_url": f"http://127.0.0.1:{port}",
+            "lease_s": 3,
+            "twilio": {
+                "account_sid": SID,
+                "auth_token": TOKEN,
+                "sms_from": "+15005550006",
+                "voice_from": "+15005550006",
+                "base_url": fake.base_url,
+            },
+        },
     }
     rnd = random.Random(3)
     gateway.start_process(**overrides)
@@ -65,9 +82,15 @@ def test_every_sos_reaches_its_first_tier_through_ten_sigkills_amid_telemetry(
         n = 0
         while not stop.is_set():
             t = time.time_ns() // 1_000_000
-            telemetry.publish_many([(f"eldercare/v1/wristband/wb-{b}/telemetry",
-                                     json.dumps({"ts": t + b, "hr": 70 + n % 7, "spo2": 97}).encode())
-                                    for b in range(BANDS)])
+            telemetry.publish_many(
+                [
+                    (
+                        f"eldercare/v1/wristband/wb-{b}/telemetry",
+                        json.dumps({"ts": t + b, "hr": 70 + n % 7, "spo2": 97}).encode(),
+                    )
+                    for b in range(BANDS)
+                ]
+            )
             n += 1
             time.sleep(0.1)
 
@@ -75,29 +98,41 @@ def test_every_sos_reaches_its_first_tier_through_ten_sigkills_amid_telemetry(
     feeder.start()
     try:
         for i in range(ELDERS):
-            pub.publish(f"eldercare/v1/pager/pg-{i}/event",
-                        json.dumps({"ts": time.time_ns() // 1_000_000, "event": "sos"}))
+            pub.publish(
+                f"eldercare/v1/pager/pg-{i}/event", json.dumps({"ts": time.time_ns() // 1_000_000, "event": "sos"})
+            )
             time.sleep(rnd.uniform(0.0, 0.02))
             if i in kills:
                 gateway.kill()
                 gateway.start_process(**overrides)
         stop.set()
         feeder.join(10)
-        wait_until(lambda: query(database, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == [(ELDERS,)],
-                   timeout_s=180, what="an alert for every SOS")
+        wait_until(
+            lambda: query(database, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == [(ELDERS,)],
+            timeout_s=180,
+            what="an alert for every SOS",
+        )
         reached = fake.wait_until_sync(
             lambda: (lambda seen: seen if len(seen) == ELDERS else None)(
-                {m.to for m in fake.messages if m.accepted and m.to.startswith("+86137")}),
-            timeout_s=180, what="a page to every family")
+                {m.to for m in fake.messages if m.accepted and m.to.startswith("+86137")}
+            ),
+            timeout_s=180,
+            what="a page to every family",
+        )
         assert reached == {phone(i) for i in range(ELDERS)}
         repeats = Counter(m.to for m in fake.messages if m.accepted and m.to.startswith("+86137"))
         doubled = sum(1 for n in repeats.values() if n > 1)
         stored = query(database, "SELECT count(*) FROM telemetry_wristband")[0][0]
-        print(f"{ELDERS} SOS through {KILLS} SIGKILLs with {stored} telemetry rows stored meanwhile: all paged; "
-              f"{doubled} families paged more than once (repeats are allowed, silence is not)")
+        print(
+            f"{ELDERS} SOS through {KILLS} SIGKILLs with {stored} telemetry rows stored meanwhile: all paged; "
+            f"{doubled} families paged more than once (repeats are allowed, silence is not)"
+        )
         assert stored > 0
-        assert query(database, "SELECT count(*) FROM alerts a WHERE kind = 'sos' AND NOT EXISTS "
-                     "(SELECT 1 FROM tier_firings f WHERE f.alert_id = a.alert_id)") == [(0,)]
+        assert query(
+            database,
+            "SELECT count(*) FROM alerts a WHERE kind = 'sos' AND NOT EXISTS "
+            "(SELECT 1 FROM tier_firings f WHERE f.alert_id = a.alert_id)",
+        ) == [(0,)]
     finally:
         stop.set()
         pub.close()

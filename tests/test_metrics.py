@@ -25,12 +25,15 @@ def test_metrics_count_ingest_rejects_and_detections_and_readyz_follows_the_data
     gw = gateway.start()
     port = gw.http_port
     t = time.time_ns() // 1_000_000
-    publisher.publish_many([(f"eldercare/v1/wristband/wb-{i}/telemetry", json.dumps({"ts": t, "hr": 70}).encode())
-                            for i in range(20)])
+    publisher.publish_many(
+        [(f"eldercare/v1/wristband/wb-{i}/telemetry", json.dumps({"ts": t, "hr": 70}).encode()) for i in range(20)]
+    )
     publisher.publish("eldercare/v1/wristband/wb-x/telemetry", b'{"ts": 1, "spo2": 140}')
     publisher.publish("eldercare/v1/pager/pg-1/event", json.dumps({"ts": t, "event": "sos"}))
-    wait_until(lambda: count(database, "telemetry_wristband") == 20 and count(database, "dead_letters") == 1,
-               what="rows and the dead letter")
+    wait_until(
+        lambda: count(database, "telemetry_wristband") == 20 and count(database, "dead_letters") == 1,
+        what="rows and the dead letter",
+    )
     wait_until(lambda: "eldercare_open_alerts" in get(port, "/metrics")[1], what="metrics served")
     status, text = get(port, "/metrics")
     assert status == 200
@@ -41,8 +44,10 @@ def test_metrics_count_ingest_rejects_and_detections_and_readyz_follows_the_data
     assert 'eldercare_detections_total{kind="sos"} 1.0' in lines
     assert any(line.startswith("eldercare_db_write_ms_bucket") for line in lines)
     assert "eldercare_mqtt_connected 1.0" in lines
-    wait_until(lambda: 'eldercare_open_alerts{severity="critical"} 1.0' in get(port, "/metrics")[1].splitlines(),
-               what="the open SOS alert counted")
+    wait_until(
+        lambda: 'eldercare_open_alerts{severity="critical"} 1.0' in get(port, "/metrics")[1].splitlines(),
+        what="the open SOS alert counted",
+    )
     assert "eldercare_alert_worker_up 1.0" in get(port, "/metrics")[1].splitlines()  # it made the alert
     assert get(port, "/readyz")[0] == 200
     postgres_server.stop("fast")

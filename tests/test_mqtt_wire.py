@@ -18,8 +18,9 @@ def _frames() -> bytes:
     out = b""
     for i in range(20):
         payload = b"x" * (i * 37)  # crosses the one-byte remaining-length boundary
-        out += encode_publish(f"eldercare/v1/wristband/wb-{i}/telemetry", payload, qos=i % 2,
-                              packet_id=i + 1 if i % 2 else 0)
+        out += encode_publish(
+            f"eldercare/v1/wristband/wb-{i}/telemetry", payload, qos=i % 2, packet_id=i + 1 if i % 2 else 0
+        )
     return out + bytes([PUBACK, 2, 0, 9])
 
 
@@ -57,8 +58,7 @@ def test_varint_and_pubacks_follow_the_spec() -> None:
 
 
 def test_connect_asks_for_a_persistent_session_and_a_large_receive_maximum() -> None:
-    packet = encode_connect("gw", keepalive_s=30, clean_start=False, session_expiry_s=3600,
-                            receive_maximum=65_535)
+    packet = encode_connect("gw", keepalive_s=30, clean_start=False, session_expiry_s=3600, receive_maximum=65_535)
     assert packet[0] == 0x10
     body = packet[2:]
     assert body[:6] == b"\x00\x04MQTT" and body[6] == 5

@@ -40,20 +40,24 @@ class Recorder:
 def seed(dsn: str, pages: list[tuple[str, str]], provider: str | None = None) -> None:
     """One alert per page, each with a pending notification (kind, channel) to PHONE."""
     with psycopg.connect(dsn) as conn:
-        conn.execute("INSERT INTO elders (elder_id, name, profile) VALUES ('e1', '王秀英', %s)",
-                     (Jsonb({"address": "幸福路1号"}),))
+        conn.execute(
+            "INSERT INTO elders (elder_id, name, profile) VALUES ('e1', '王秀英', %s)",
+            (Jsonb({"address": "幸福路1号"}),),
+        )
         for i, (kind, channel) in enumerate(pages):
             alert_id = conn.execute(
                 "INSERT INTO alerts (alert_key, elder_id, device_id, kind, severity, state, policy, opened_at, "
                 "last_seen_at) VALUES (%s, 'e1', 'wb-1', %s, 'critical', 'notifying', 'sos', "
                 "to_timestamp(%s), to_timestamp(%s)) RETURNING alert_id",
-                (f"e1:{kind}:{i}", kind, NOW / 1000, NOW / 1000)).fetchone()[0]  # type: ignore[index]
+                (f"e1:{kind}:{i}", kind, NOW / 1000, NOW / 1000),
+            ).fetchone()[0]  # type: ignore[index]
             conn.execute(
                 "INSERT INTO notifications (alert_id, purpose, tier, round, recipient_key, recipient_name, role, "
                 "phone, language, channel, channels, provider, idempotency_key, next_attempt_at) VALUES "
                 "(%s, 'page', 0, 1, 'contact:e1:son', '王强', 'family', %s, 'zh', %s, %s, %s, %s, "
                 "to_timestamp(%s))",
-                (alert_id, PHONE, channel, Jsonb(["sms", "voice"]), provider, f"k{i}", NOW / 1000))
+                (alert_id, PHONE, channel, Jsonb(["sms", "voice"]), provider, f"k{i}", NOW / 1000),
+            )
 
 
 def send_all(dsn: str, notifiers: list[Any], **settings: Any) -> None:
@@ -62,6 +66,7 @@ def send_all(dsn: str, notifiers: list[Any], **settings: Any) -> None:
             sender = OutboxSender(pool, notifiers, OutboxSettings(**settings), lambda: NOW, seed=1)
             while await sender.run_once() > 0:
                 pass
+
     asyncio.run(main())
 
 
@@ -73,8 +78,9 @@ def test_several_alerts_due_for_one_phone_go_as_one_summary(database: str) -> No
     assert len(provider.sent) == 1
     text = provider.sent[0].text
     assert "王秀英" in text and text.count("A") >= 3
-    assert query(database, "SELECT count(DISTINCT provider_sid), count(*) FROM notifications "
-                 "WHERE status = 'sent'") == [(1, 3)]
+    assert query(
+        database, "SELECT count(DISTINCT provider_sid), count(*) FROM notifications WHERE status = 'sent'"
+    ) == [(1, 3)]
 
 
 def test_calls_beyond_the_hourly_limit_to_one_phone_become_sms(database: str) -> None:

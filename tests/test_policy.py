@@ -30,11 +30,17 @@ def _tier(wait_s: Any = 60, **roles: Any) -> dict[str, Any]:
 
 def _raw(**sos: Any) -> dict[str, Any]:
     """A valid config with a 'sos' policy (changed by ``sos``) and a catch-all."""
-    policy: dict[str, Any] = {"name": "sos", "kinds": ["sos"], "start_tiers": 1,
-                              "tiers": [_tier(family=["sms"]), _tier(grid_worker=["voice"]), _tier()]}
+    policy: dict[str, Any] = {
+        "name": "sos",
+        "kinds": ["sos"],
+        "start_tiers": 1,
+        "tiers": [_tier(family=["sms"]), _tier(grid_worker=["voice"]), _tier()],
+    }
     policy.update(sos)
-    return {"quiet_hours": "22:00-07:00", "policies": [
-        policy, {"name": "default", "kinds": ["*"], "tiers": [_tier(post_station=["sms"])]}]}
+    return {
+        "quiet_hours": "22:00-07:00",
+        "policies": [policy, {"name": "default", "kinds": ["*"], "tiers": [_tier(post_station=["sms"])]}],
+    }
 
 
 def test_the_base_config_is_valid() -> None:
@@ -46,33 +52,46 @@ def test_the_base_config_is_valid() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        (_raw(tiers=[_tier(), _tier(neighbour=["sms"]), _tier()]),
-         "policy sos, tier 2: unknown role 'neighbour' (known: family, grid_worker, post_station, volunteer, "
-         "hotline)"),
+        (
+            _raw(tiers=[_tier(), _tier(neighbour=["sms"]), _tier()]),
+            "policy sos, tier 2: unknown role 'neighbour' (known: family, grid_worker, post_station, volunteer, "
+            "hotline)",
+        ),
         (_raw(tiers=[{"roles": {}, "wait_s": 60}, _tier()]), "policy sos, tier 1: no roles"),
         (_raw(tiers=[_tier(family=[]), _tier()]), "policy sos, tier 1: role family has no channel"),
         (_raw(tiers=[_tier(), _tier(0)]), "policy sos, tier 2: wait_s must be > 0 seconds, got 0"),
         (_raw(tiers=[_tier(-5), _tier()]), "policy sos, tier 1: wait_s must be > 0 seconds, got -5"),
-        (_raw(tiers=[{"roles": {"family": ["sms"]}, "wait_s": 60, "repeat": 0}, _tier()]),
-         "policy sos, tier 1: repeat must be >= 1, got 0"),
+        (
+            _raw(tiers=[{"roles": {"family": ["sms"]}, "wait_s": 60, "repeat": 0}, _tier()]),
+            "policy sos, tier 1: repeat must be >= 1, got 0",
+        ),
         (_raw(tiers=[]), "policy sos: no tiers"),
-        (_raw(tiers=[_tier(), _tier(family=["sms"], volunteer=["sms"])]),
-         "policy sos, tier 2: the last tier repeats until someone takes the alert, so it must page an "
-         "always-staffed role (hotline or post_station); it pages family, volunteer"),
-        (_raw(start_tiers=4),
-         "policy sos: start_tiers is 4 but must be between 1 and the number of tiers (3)"),
+        (
+            _raw(tiers=[_tier(), _tier(family=["sms"], volunteer=["sms"])]),
+            "policy sos, tier 2: the last tier repeats until someone takes the alert, so it must page an "
+            "always-staffed role (hotline or post_station); it pages family, volunteer",
+        ),
+        (_raw(start_tiers=4), "policy sos: start_tiers is 4 but must be between 1 and the number of tiers (3)"),
         (_raw(start_tiers=0), "policy sos: start_tiers is 0 but must be between 1"),
         (_raw(kinds=["sos", "sso"]), "policy sos: unknown kind 'sso' (known: call, cancel_late,"),
         (_raw(kinds=[]), "policy sos: no kinds"),
         (_raw(confirm_window_s=-1), "policy sos: confirm_window_s must be >= 0, got -1"),
-        ({"policies": [_raw()["policies"][0]]},
-         "no policy matches kind 'call' at severity 'info'; end the list with a catch-all policy"),
-        ({"policies": [{"name": "all", "kinds": sorted(KNOWN_KINDS), "tiers": [_tier()]}]},
-         "no catch-all policy (kinds: [\"*\"]) matches severity 'info'"),
-        ({"policies": [{"name": "w", "kinds": ["*"], "severities": ["warning", "info"], "tiers": [_tier()]}]},
-         "no policy matches kind 'call' at severity 'critical'"),
-        ({"policies": [_raw()["policies"][1], _raw()["policies"][0]]},
-         "policy sos: never selected, earlier policies match all of its kinds and severities"),
+        (
+            {"policies": [_raw()["policies"][0]]},
+            "no policy matches kind 'call' at severity 'info'; end the list with a catch-all policy",
+        ),
+        (
+            {"policies": [{"name": "all", "kinds": sorted(KNOWN_KINDS), "tiers": [_tier()]}]},
+            "no catch-all policy (kinds: [\"*\"]) matches severity 'info'",
+        ),
+        (
+            {"policies": [{"name": "w", "kinds": ["*"], "severities": ["warning", "info"], "tiers": [_tier()]}]},
+            "no policy matches kind 'call' at severity 'critical'",
+        ),
+        (
+            {"policies": [_raw()["policies"][1], _raw()["policies"][0]]},
+            "policy sos: never selected, earlier policies match all of its kinds and severities",
+        ),
         ({"policies": [_raw()["policies"][0]] * 2}, "policy sos: name used twice"),
         ({**_raw(), "timezone": "Mars/Olympus"}, "timezone: unknown time zone 'Mars/Olympus'"),
         ({**_raw(), "quiet_hours": "22:00"}, "quiet_hours: '22:00' is not HH:MM-HH:MM"),
@@ -81,8 +100,10 @@ def test_the_base_config_is_valid() -> None:
         ({**_raw(), "default_eta_s": 0}, "default_eta_s must be > 0"),
         # type errors from msgspec name the key
         ({**_raw(), "quiet": "22:00-07:00"}, "escalation: Object contains unknown field `quiet`"),
-        (_raw(tiers=[_tier(family=["fax"]), _tier()]),
-         "escalation.policies[0].tiers[0].roles[...][0]: Invalid enum value 'fax'"),
+        (
+            _raw(tiers=[_tier(family=["fax"]), _tier()]),
+            "escalation.policies[0].tiers[0].roles[...][0]: Invalid enum value 'fax'",
+        ),
         (_raw(severities=["urgent"]), "escalation.policies[0].severities[0]: Invalid enum value 'urgent'"),
         (_raw(tiers=[_tier("soon"), _tier()]), "escalation.policies[0].tiers[0].wait_s: Expected `int`"),
         (_raw(name=None), "escalation.policies[0].name: Expected `str`, got `null`"),
@@ -114,8 +135,7 @@ def test_default_yaml_is_the_default_config() -> None:
 
 
 def test_known_kinds_are_every_kind_the_detectors_emit() -> None:
-    constants = {value for name, value in vars(detection).items()
-                 if name.isupper() and isinstance(value, str)}
+    constants = {value for name, value in vars(detection).items() if name.isupper() and isinstance(value, str)}
     assert constants == KNOWN_KINDS | NOT_ALERT_KINDS
 
 
@@ -160,11 +180,16 @@ def test_every_kind_and_severity_has_a_default_policy_with_start_tiers_in_range(
             assert 1 <= policy.start_tiers <= len(policy.tiers)
 
 
-@pytest.mark.parametrize(("kind", "confirm_s", "start_tiers"), [
-    ("sos", 0, 2), ("fall_no_recovery", 60, 2), ("hypertensive_crisis", 60, 2), ("geofence_exit", 0, 2),
-])
-def test_default_emergencies_start_family_and_grid_worker_at_once(kind: str, confirm_s: int,
-                                                                   start_tiers: int) -> None:
+@pytest.mark.parametrize(
+    ("kind", "confirm_s", "start_tiers"),
+    [
+        ("sos", 0, 2),
+        ("fall_no_recovery", 60, 2),
+        ("hypertensive_crisis", 60, 2),
+        ("geofence_exit", 0, 2),
+    ],
+)
+def test_default_emergencies_start_family_and_grid_worker_at_once(kind: str, confirm_s: int, start_tiers: int) -> None:
     policy = select_policy(DEFAULT_ESCALATION, kind, "critical")
     assert (policy.confirm_window_s, policy.start_tiers) == (confirm_s, start_tiers)
     assert [set(t.roles) for t in policy.tiers[:2]] == [{"family"}, {"grid_worker"}]

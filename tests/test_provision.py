@@ -37,8 +37,11 @@ def secured(tmp_path: Path) -> Any:
     creds = BrokerCredentials(tmp_path / "eldercare.passwd", tmp_path / "eldercare.acl")
     gw_password = creds.add_gateway()
     passwords = {d: creds.add_device(d) for d in ("wb-1", "wb-2")}
-    broker = LocalMosquitto(tmp_path / "mosquitto", anonymous=False,
-                            extra_config=[f"password_file {creds.passwd_file}", f"acl_file {creds.acl_file}"])
+    broker = LocalMosquitto(
+        tmp_path / "mosquitto",
+        anonymous=False,
+        extra_config=[f"password_file {creds.passwd_file}", f"acl_file {creds.acl_file}"],
+    )
     broker.start()
     try:
         yield broker, creds, gw_password, passwords

@@ -115,28 +115,49 @@ def _override(start: str, end: str, on: bool, rid: str = "r1") -> RosterOverride
     ("shifts", "overrides", "at", "expected"),
     [
         # covering a night off: forced on duty
-        (["mon-fri 08:00-18:00"], [_override("2025-01-06T20:00:00+08:00", "2025-01-07T08:00:00+08:00", True)],
-         local("tue", 3), True),
+        (
+            ["mon-fri 08:00-18:00"],
+            [_override("2025-01-06T20:00:00+08:00", "2025-01-07T08:00:00+08:00", True)],
+            local("tue", 3),
+            True,
+        ),
         # away (sick) during a shift: forced off
-        (["mon-fri 08:00-18:00"],
-         [_override("2025-01-06T00:00:00+08:00", "2025-01-08T00:00:00+08:00", False)],
-         local("tue", 10), False),
+        (
+            ["mon-fri 08:00-18:00"],
+            [_override("2025-01-06T00:00:00+08:00", "2025-01-08T00:00:00+08:00", False)],
+            local("tue", 10),
+            False,
+        ),
         # the end is exclusive, and another responder's override does not apply
-        (["mon-fri 08:00-18:00"],
-         [_override("2025-01-07T00:00:00+08:00", "2025-01-07T10:00:00+08:00", False)],
-         local("tue", 10), True),
-        (["mon-fri 08:00-18:00"], [_override("2025-01-06T00:00:00Z", "2025-01-08T00:00:00Z", False, "r2")],
-         local("tue", 10), True),
+        (
+            ["mon-fri 08:00-18:00"],
+            [_override("2025-01-07T00:00:00+08:00", "2025-01-07T10:00:00+08:00", False)],
+            local("tue", 10),
+            True,
+        ),
+        (
+            ["mon-fri 08:00-18:00"],
+            [_override("2025-01-06T00:00:00Z", "2025-01-08T00:00:00Z", False, "r2")],
+            local("tue", 10),
+            True,
+        ),
         # UTC offsets are honoured: 02:00Z-03:00Z is 10:00-11:00 in Shanghai
         ([], [_override("2025-01-07T02:00:00Z", "2025-01-07T03:00:00Z", False)], local("tue", 10, 30), False),
         # overlapping overrides: the last listed wins
-        ([], [_override("2025-01-07T00:00:00+08:00", "2025-01-08T00:00:00+08:00", False),
-              _override("2025-01-07T09:00:00+08:00", "2025-01-07T12:00:00+08:00", True)],
-         local("tue", 10), True),
+        (
+            [],
+            [
+                _override("2025-01-07T00:00:00+08:00", "2025-01-08T00:00:00+08:00", False),
+                _override("2025-01-07T09:00:00+08:00", "2025-01-07T12:00:00+08:00", True),
+            ],
+            local("tue", 10),
+            True,
+        ),
     ],
 )
-def test_overrides_win_over_shifts(shifts: list[str], overrides: list[RosterOverride], at: datetime,
-                                   expected: bool) -> None:
+def test_overrides_win_over_shifts(
+    shifts: list[str], overrides: list[RosterOverride], at: datetime, expected: bool
+) -> None:
     assert on_duty(responder(shifts), overrides, at) is expected
 
 
@@ -152,14 +173,19 @@ def _north(metres: float) -> dict[str, float]:
     return {"lat": HOME["lat"] + metres / 111_195.0, "lon": HOME["lon"]}
 
 
-def _registry(responders: list[dict[str, Any]],
-              overrides: list[dict[str, Any]] | None = None) -> RegistryFile:
-    elder = {"id": "e1", "name": "Wang", "community": "c1", "grid": "g1", "home": HOME, "contacts": [
-        {"name": "son", "phone": "+8613800000010", "priority": 2},
-        {"name": "daughter", "phone": "+8613800000011", "priority": 1, "channels": ["voice"],
-         "provider": "aliyun"},
-        {"name": "nephew", "phone": "+8613800000012", "priority": 2, "language": "en"},
-    ]}
+def _registry(responders: list[dict[str, Any]], overrides: list[dict[str, Any]] | None = None) -> RegistryFile:
+    elder = {
+        "id": "e1",
+        "name": "Wang",
+        "community": "c1",
+        "grid": "g1",
+        "home": HOME,
+        "contacts": [
+            {"name": "son", "phone": "+8613800000010", "priority": 2},
+            {"name": "daughter", "phone": "+8613800000011", "priority": 1, "channels": ["voice"], "provider": "aliyun"},
+            {"name": "nephew", "phone": "+8613800000012", "priority": 2, "language": "en"},
+        ],
+    }
     return registry_from_dicts([elder], responders, overrides)
 
 
@@ -194,8 +220,11 @@ def _keys(role: str, at: datetime, registry: RegistryFile | None = None) -> list
 @pytest.mark.parametrize(
     ("role", "at", "keys"),
     [
-        ("family", local("mon", 10),
-         ["contact:e1:+8613800000011", "contact:e1:+8613800000010", "contact:e1:+8613800000012"]),
+        (
+            "family",
+            local("mon", 10),
+            ["contact:e1:+8613800000011", "contact:e1:+8613800000010", "contact:e1:+8613800000012"],
+        ),
         ("grid_worker", local("mon", 10), ["responder:gw1"]),  # gw2 is another grid's
         ("grid_worker", local("mon", 20), ["responder:gw3"]),
         ("grid_worker", local("sat", 10), []),  # nobody of g1 on duty on Saturday morning: may be empty
@@ -215,30 +244,40 @@ def test_family_recipient_carries_the_contact_details() -> None:
     registry = _registry([])
     first = resolve_role("family", registry.elders[0], registry, local("mon", 10))[0]
     assert (first.name, first.phone, first.channels, first.provider, first.role, first.language) == (
-        "daughter", "+8613800000011", ("voice",), "aliyun", "family", "zh")
+        "daughter",
+        "+8613800000011",
+        ("voice",),
+        "aliyun",
+        "family",
+        "zh",
+    )
 
 
 def test_volunteers_without_a_position_fill_up_the_list() -> None:
-    staff = [_r("v_nowhere", "volunteer", community="c1"), _r("v_near", "volunteer", community="c1",
-                                                            position=_north(300))]
-    assert _keys("volunteer", local("mon", 10), _registry(staff)) == [
-        "responder:v_near", "responder:v_nowhere"]
+    staff = [
+        _r("v_nowhere", "volunteer", community="c1"),
+        _r("v_near", "volunteer", community="c1", position=_north(300)),
+    ]
+    assert _keys("volunteer", local("mon", 10), _registry(staff)) == ["responder:v_near", "responder:v_nowhere"]
 
 
 def test_volunteers_of_an_elder_without_home_keep_the_listed_order() -> None:
     registry = _registry([_r(f"v{i}", "volunteer", community="c1", position=_north(i)) for i in (5, 1, 3, 2)])
     elder = ElderSpec(id="e2", name="Li", community="c1")
     assert [r.key for r in resolve_role("volunteer", elder, registry, local("mon", 10))] == [
-        "responder:v5", "responder:v1", "responder:v3"]
+        "responder:v5",
+        "responder:v1",
+        "responder:v3",
+    ]
 
 
 def test_hotline_is_never_empty() -> None:
     """With nobody on shift (or everyone away), every hotline line is paged."""
-    staff = [_r("hl1", "hotline", shifts=["mon 08:00-09:00"]),
-             _r("hl2", "hotline", shifts=["tue 08:00-09:00"])]
+    staff = [_r("hl1", "hotline", shifts=["mon 08:00-09:00"]), _r("hl2", "hotline", shifts=["tue 08:00-09:00"])]
     assert _keys("hotline", local("sat", 3), _registry(staff)) == ["responder:hl1", "responder:hl2"]
-    away = [{"responder": "hl1", "start": "2025-01-06T00:00:00+08:00", "end": "2025-01-07T00:00:00+08:00",
-             "on_duty": False}]
+    away = [
+        {"responder": "hl1", "start": "2025-01-06T00:00:00+08:00", "end": "2025-01-07T00:00:00+08:00", "on_duty": False}
+    ]
     staff = [_r("hl1", "hotline")]
     assert _keys("hotline", local("mon", 8, 30), _registry(staff, away)) == ["responder:hl1"]
 
@@ -264,13 +303,13 @@ def test_unknown_role_is_refused() -> None:
 def test_check_roster() -> None:
     check_roster(_registry(STAFF))
     with pytest.raises(RosterError, match="responder gw: shift 'mon-fry 08:00-18:00'"):
-        check_roster(_registry([_r("gw", "grid_worker", grid="g1", shifts=["mon-fry 08:00-18:00"]),
-                                _r("hl", "hotline")]))
+        check_roster(
+            _registry([_r("gw", "grid_worker", grid="g1", shifts=["mon-fry 08:00-18:00"]), _r("hl", "hotline")])
+        )
     with pytest.raises(RosterError, match="no hotline responder"):
         check_roster(_registry([_r("gw", "grid_worker", grid="g1")]))
     check_roster(_registry([]), require_hotline=False)
-    backwards = [{"responder": "hl", "start": "2025-01-07T00:00:00+08:00",
-                  "end": "2025-01-06T00:00:00+08:00"}]
+    backwards = [{"responder": "hl", "start": "2025-01-07T00:00:00+08:00", "end": "2025-01-06T00:00:00+08:00"}]
     with pytest.raises(RosterError, match="start is not before end"):
         check_roster(_registry([_r("hl", "hotline")], backwards))
 

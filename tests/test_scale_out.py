@@ -45,23 +45,39 @@ def now_ms() -> int:
 
 
 def elder(elder_id: str, devices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {"id": elder_id, "name": f"老人{elder_id}", "community": "c", "grid": "g",
-            "home": {"lat": HOME[0], "lon": HOME[1]}, "devices": devices, **extra}
+    return {
+        "id": elder_id,
+        "name": f"老人{elder_id}",
+        "community": "c",
+        "grid": "g",
+        "home": {"lat": HOME[0], "lon": HOME[1]},
+        "devices": devices,
+        **extra,
+    }
 
 
 def scenario_registry(sos: int) -> dict[str, Any]:
-    elders = [elder(f"s{i}", [{"id": f"pg-{i}", "type": "pager", "reporting_interval_s": 3600}])
-              for i in range(sos)]
+    elders = [elder(f"s{i}", [{"id": f"pg-{i}", "type": "pager", "reporting_interval_s": 3600}]) for i in range(sos)]
     fence = [{"id": "home", "circle": {"lat": HOME[0], "lon": HOME[1], "radius_m": 200}}]
-    elders += [elder(f"d{i}", [{"id": f"wb-d{i}", "type": "wristband", "reporting_interval_s": 600}],
-                     conditions=["dementia"], fences=fence) for i in range(6)]
-    elders += [elder(f"g{i}", [{"id": f"gl-{i}", "type": "glucose", "reporting_interval_s": 3600}],
-                     conditions=["diabetes"]) for i in range(3)]
-    elders += [elder(f"o{i}", [{"id": f"wb-o{i}", "type": "wristband", "reporting_interval_s": 600}])
-               for i in range(4)]
+    elders += [
+        elder(
+            f"d{i}",
+            [{"id": f"wb-d{i}", "type": "wristband", "reporting_interval_s": 600}],
+            conditions=["dementia"],
+            fences=fence,
+        )
+        for i in range(6)
+    ]
+    elders += [
+        elder(f"g{i}", [{"id": f"gl-{i}", "type": "glucose", "reporting_interval_s": 3600}], conditions=["diabetes"])
+        for i in range(3)
+    ]
+    elders += [elder(f"o{i}", [{"id": f"wb-o{i}", "type": "wristband", "reporting_interval_s": 600}]) for i in range(4)]
     elders += [elder("q", [{"id": "wb-q", "type": "wristband", "reporting_interval_s": 1}])]
-    return {"elders": elders,
-            "responders": [{"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"}]}
+    return {
+        "elders": elders,
+        "responders": [{"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"}],
+    }
 
 
 def band(device: str, ts: int, **values: Any) -> tuple[str, bytes]:
@@ -90,8 +106,13 @@ def scenario(sos_count: int) -> list[tuple[str, bytes]]:
             batch.append(band(f"wb-o{i}", t, spo2=85 if low else 97, hr=70))
         rounds.append(batch)
     presses = [sos(f"pg-{i}", t0 + 60_000 + i) for i in range(sos_count)]
-    glucose = [(f"eldercare/v1/glucose/gl-{i}/telemetry",
-                json.dumps({"ts": t0 + 70_000, "glucose": 3.0, "context": "fasting"}).encode()) for i in range(3)]
+    glucose = [
+        (
+            f"eldercare/v1/glucose/gl-{i}/telemetry",
+            json.dumps({"ts": t0 + 70_000, "glucose": 3.0, "context": "fasting"}).encode(),
+        )
+        for i in range(3)
+    ]
     messages = [m for batch in rounds for m in batch]
     # presses and glucose spread through the stream
     for k, m in enumerate(presses + glucose):
@@ -120,8 +141,9 @@ def second_database(postgres_server: LocalPostgres) -> Iterator[str]:
 class Instances:
     """Gateway processes of one cluster, each with its own work directory and HTTP port."""
 
-    def __init__(self, broker: LocalMosquitto, dsn: str, root: Path, registry: Path,
-                 cluster: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, broker: LocalMosquitto, dsn: str, root: Path, registry: Path, cluster: dict[str, Any] | None = None
+    ) -> None:
         self.broker, self.dsn, self.root, self.registry = broker, dsn, root, registry
         self.cluster = {**CLUSTER, **(cluster or {})}
         self.runners: dict[str, GatewayRunner] = {}
@@ -132,7 +154,8 @@ class Instances:
         port = free_port()
         overrides: dict[str, Any] = {
             "mqtt": {"client_id": name, **({"share_group": "eldercare"} if cluster else {})},
-            "registry": {"file": str(self.registry)}, "detect": DETECT,
+            "registry": {"file": str(self.registry)},
+            "detect": DETECT,
             "notify": {"http_port": port, "public_base_url": f"http://127.0.0.1:{port}"},
         }
         if cluster:
@@ -147,8 +170,9 @@ class Instances:
         """Each of our instances sees exactly ``names`` as the live set."""
         members = ", ".join(sorted(names))
         for name, runner in self.runners.items():
-            wait_until(lambda r=runner: _last_live_set(r.log_text()) == members, timeout_s=30,
-                       what=f"{name} sees {members}")
+            wait_until(
+                lambda r=runner: _last_live_set(r.log_text()) == members, timeout_s=30, what=f"{name} sees {members}"
+            )
 
     def rows_stored(self, name: str) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=10).text
@@ -195,6 +219,7 @@ def run(instances: Instances, dsn: str, messages: list[tuple[str, bytes]], expec
 
 # -- the scenario set: one process vs two ------------------------------------------------------------------
 
+
 def test_two_instances_raise_the_same_alerts_as_one(
     broker: LocalMosquitto, database: str, second_database: str, tmp_path: Path
 ) -> None:
@@ -225,8 +250,10 @@ def test_two_instances_raise_the_same_alerts_as_one(
     finally:
         two.stop()
 
-    print(f"one process: {sum(one.values())} alerts in {one_s:.1f} s; two: {sum(both.values())} in {both_s:.1f} s; "
-          f"rows stored per instance {stored}")
+    print(
+        f"one process: {sum(one.values())} alerts in {one_s:.1f} s; two: {sum(both.values())} in {both_s:.1f} s; "
+        f"rows stored per instance {stored}"
+    )
     assert one == both
     assert max(both.values()) == 1  # one alert per (kind, elder): nothing doubled
     kinds = Counter(kind for kind, _ in both)
@@ -241,6 +268,7 @@ def test_two_instances_raise_the_same_alerts_as_one(
 
 
 # -- an instance dies just as SOS presses for its elders arrive --------------------------------------------
+
 
 def test_sigkill_of_an_owner_loses_no_sos(broker: LocalMosquitto, database: str, tmp_path: Path) -> None:
     elders = 80
@@ -262,8 +290,11 @@ def test_sigkill_of_an_owner_loses_no_sos(broker: LocalMosquitto, database: str,
             pub.publish_many(presses)
         finally:
             pub.close()
-        wait_until(lambda: query(database, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == [(len(presses),)],
-                   timeout_s=40, what="an alert for every SOS")
+        wait_until(
+            lambda: query(database, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == [(len(presses),)],
+            timeout_s=40,
+            what="an alert for every SOS",
+        )
         took = time.monotonic() - killed
         time.sleep(1.5)  # nothing more arrives: no doubles
         per_elder = Counter(str(e) for (e,) in query(database, "SELECT elder_id FROM alerts WHERE kind = 'sos'"))
@@ -273,8 +304,10 @@ def test_sigkill_of_an_owner_loses_no_sos(broker: LocalMosquitto, database: str,
         assert query(database, "SELECT instance_id FROM gateway_instances") == [("gw-a",)]
         log_a = cluster.runners["gw-a"].log_text()
         assert "taking over its broker sessions" in log_a and "gw-x retired" in log_a
-        print(f"{len(owned_by_x)} SOS for the killed instance's elders + 10 for the survivor's: all alerted "
-              f"once, {took:.1f} s after the kill")
+        print(
+            f"{len(owned_by_x)} SOS for the killed instance's elders + 10 for the survivor's: all alerted "
+            f"once, {took:.1f} s after the kill"
+        )
     finally:
         cluster.stop()
 
@@ -293,8 +326,10 @@ def test_events_kept_in_memory_make_the_alerts_when_the_dead_ones_queue_is_out_o
         cluster.start("gw-a")
         cluster.wait_live(["gw-a"])
         with psycopg.connect(database, autocommit=True) as conn:
-            conn.execute("INSERT INTO gateway_instances (instance_id, shared_client_id, detect_client_id, host, pid) "
-                         "VALUES ('ghost', 'ghost-elsewhere', 'ghost-elsewhere.detect', 'nowhere', 1)")
+            conn.execute(
+                "INSERT INTO gateway_instances (instance_id, shared_client_id, detect_client_id, host, pid) "
+                "VALUES ('ghost', 'ghost-elsewhere', 'ghost-elsewhere.detect', 'nowhere', 1)"
+            )
         cluster.wait_live(["ghost", "gw-a"])
         ghost.die()
         owned = [i for i in range(elders) if owner_of(f"s{i}".encode(), ["ghost", "gw-a"]) == "ghost"]
@@ -303,11 +338,15 @@ def test_events_kept_in_memory_make_the_alerts_when_the_dead_ones_queue_is_out_o
             pub.publish_many([sos(f"pg-{i}", now_ms() + k) for k, i in enumerate(owned)])
         finally:
             pub.close()
-        wait_until(lambda: query(database, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == [(len(owned),)],
-                   timeout_s=30, what="an alert for every SOS")
+        wait_until(
+            lambda: query(database, "SELECT count(*) FROM alerts WHERE kind = 'sos'") == [(len(owned),)],
+            timeout_s=30,
+            what="an alert for every SOS",
+        )
         time.sleep(1.0)
         assert sorted(str(e) for (e,) in query(database, "SELECT elder_id FROM alerts")) == sorted(
-            f"s{i}" for i in owned)
+            f"s{i}" for i in owned
+        )
         stored = count(database, "device_events")
         assert stored < len(owned)  # the rest still waits in the ghost's session
         assert "ghost retired" in cluster.runners["gw-a"].log_text()
@@ -326,8 +365,7 @@ class GhostMember:
 
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ghost-session",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ghost-session", protocol=mqtt.MQTTv5)
         self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.client.subscribe("$share/eldercare/eldercare/v1/+/+/event", qos=1)
         self.client.loop_start()
@@ -346,6 +384,7 @@ class GhostMember:
 
 # -- an instance joins while elders are walking out: their dwell moves with them ---------------------------
 
+
 def test_a_joining_instance_rebuilds_the_state_it_gains(broker: LocalMosquitto, database: str, tmp_path: Path) -> None:
     registry = tmp_path / "registry.yaml"
     registry.write_text(yaml.safe_dump(scenario_registry(0), allow_unicode=True))
@@ -354,8 +393,10 @@ def test_a_joining_instance_rebuilds_the_state_it_gains(broker: LocalMosquitto, 
     assert moving and len(moving) < len(walkers)
     cluster = Instances(broker, database, tmp_path / "join", registry)
     t0 = now_ms() - 120_000
-    fixes = [[band(f"wb-{e}", t0 + step * 10_000, lat=HOME[0], lon=OUTSIDE_LON, gps_acc_m=8) for e in walkers]
-             for step in range(4)]
+    fixes = [
+        [band(f"wb-{e}", t0 + step * 10_000, lat=HOME[0], lon=OUTSIDE_LON, gps_acc_m=8) for e in walkers]
+        for step in range(4)
+    ]
     try:
         cluster.start("gw-a")
         cluster.wait_live(["gw-a"])
@@ -390,6 +431,7 @@ def test_cluster_needs_a_share_group(tmp_path: Path) -> None:
 
 # -- the pieces, without services --------------------------------------------------------------------------
 
+
 def test_rendezvous_ownership_is_balanced_and_moves_little() -> None:
     keys = [f"e{i}".encode() for i in range(20_000)]
     two = Counter(owner_of(k, ["a", "b"]) for k in keys)
@@ -410,12 +452,30 @@ def test_forget_returns_a_device_to_a_fresh_state(tmp_path: Path) -> None:
     settings = DetectSettings(fence_dwell_readings=3, fence_dwell_s=20)
     used, fresh = DetectorSet(registry, settings), DetectorSet(registry, settings)
     t = now_ms() - 60_000
-    messages = [band("wb-d0", t + k * 10_000, lat=HOME[0], lon=OUTSIDE_LON, gps_acc_m=8, spo2=85, hr=150,
-                     steps=100 + k, battery=4, worn=False) for k in range(2)]
+    messages = [
+        band(
+            "wb-d0",
+            t + k * 10_000,
+            lat=HOME[0],
+            lon=OUTSIDE_LON,
+            gps_acc_m=8,
+            spo2=85,
+            hr=150,
+            steps=100 + k,
+            battery=4,
+            worn=False,
+        )
+        for k in range(2)
+    ]
     fall = json.dumps({"ts": t, "event": "fall"}).encode()
     messages += [sos("pg-0", t), ("eldercare/v1/wristband/wb-d0/event", fall)]
-    raw = RawBatch([m[0].encode() for m in messages], [m[1] for m in messages], [0] * len(messages),
-                   [False] * len(messages), now_ms())
+    raw = RawBatch(
+        [m[0].encode() for m in messages],
+        [m[1] for m in messages],
+        [0] * len(messages),
+        [False] * len(messages),
+        now_ms(),
+    )
     decoded = BatchDecoder().decode(raw)
     for rows in decoded.tables:
         assert used.process(DecodedBatch(tables=[rows], received_ms=raw.received_ms)) is not None

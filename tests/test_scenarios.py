@@ -26,8 +26,14 @@ SPEED = "240"  # the clock holds while the gateway works, so windows stay exact 
 
 
 def eldercare(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_every_shipped_scenario_passes() -> None:
@@ -38,7 +44,7 @@ def test_every_shipped_scenario_passes() -> None:
     lines = result.stdout.strip().splitlines()
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines[-1] == f"scenarios passed={len(SCENARIOS)} failed=0"
-    table = lines[-1 - len(SCENARIOS):-1]
+    table = lines[-1 - len(SCENARIOS) : -1]
     assert sorted(row.split()[0] for row in table) == sorted(load_scenario(p).name for p in SCENARIOS)
     assert all(row.split()[1] == "PASS" for row in table), table
     print(f"{len(SCENARIOS)} scenarios in {took:.1f} s")
@@ -75,21 +81,36 @@ expect:
 
 
 def test_a_wrong_scenario_fails_with_what_was_expected_and_seen(
-        tmp_path: Path, broker: LocalMosquitto, postgres_server: LocalPostgres) -> None:
+    tmp_path: Path, broker: LocalMosquitto, postgres_server: LocalPostgres
+) -> None:
     path = tmp_path / "wrong.yaml"
     path.write_text(WRONG, encoding="utf-8")
-    result = eldercare("scenario", "run", "--speed", SPEED, "--mqtt-port", str(broker.port),
-                       "--postgres", postgres_server.dsn, str(path), timeout=120)
+    result = eldercare(
+        "scenario",
+        "run",
+        "--speed",
+        SPEED,
+        "--mqtt-port",
+        str(broker.port),
+        "--postgres",
+        postgres_server.dsn,
+        str(path),
+        timeout=120,
+    )
     out = result.stdout
     assert result.returncode == 1, out + result.stderr
     assert out.strip().splitlines()[-1] == "scenarios passed=0 failed=1"
     row = out.strip().splitlines()[-2]
     assert row.startswith("deliberately-wrong ") and " FAIL " in row and " 1/3 " in row and "(+1 more)" in row
     # the details name the expectation, its line, what was expected and what happened
-    assert ("#2 (line 20) tier 3 reached for alert sos of li, 10s..1m10s: tier 3 of A1 sos of li not reached "
-            "by 1m10s (highest: tier 2 at 10s)") in out
-    assert ("#3 (line 24) alert sos of li acknowledged by 王芳, within 2m: A1 sos of li not acknowledged by 2m "
-            "(state notifying)") in out
+    assert (
+        "#2 (line 20) tier 3 reached for alert sos of li, 10s..1m10s: tier 3 of A1 sos of li not reached "
+        "by 1m10s (highest: tier 2 at 10s)"
+    ) in out
+    assert (
+        "#3 (line 24) alert sos of li acknowledged by 王芳, within 2m: A1 sos of li not acknowledged by 2m "
+        "(state notifying)"
+    ) in out
 
 
 BASE = """\
@@ -108,24 +129,42 @@ expect:
 
 
 INVALID = [
-    ("event: sos}", "evnt: sos}",
-     "bad.yaml:8: timeline[0].evnt: unknown key (known: at, id, say, elder, device, person, event, reading, walk, "
-     "accel, get_up, silent, status, press, sms, resolve)"),
-    ("at: 30s", "at: 5 minutes",
-     "bad.yaml:8: timeline[0].at: '5 minutes' is not a duration like 90s, 2m, 1m30s, 1h, 500ms or a number of "
-     "seconds"),
+    (
+        "event: sos}",
+        "evnt: sos}",
+        "bad.yaml:8: timeline[0].evnt: unknown key (known: at, id, say, elder, device, person, event, reading, walk, "
+        "accel, get_up, silent, status, press, sms, resolve)",
+    ),
+    (
+        "at: 30s",
+        "at: 5 minutes",
+        "bad.yaml:8: timeline[0].at: '5 minutes' is not a duration like 90s, 2m, 1m30s, 1h, 500ms or a number of "
+        "seconds",
+    ),
     ("elder: li, event", "elder: zhang, event", "bad.yaml:8: timeline[0].elder: unknown elder 'zhang' (known: li)"),
     ("alert: {elder: li", "alert: {elder: lee", "bad.yaml:10: expect[0].alert.elder: unknown elder 'lee' (known: li)"),
-    ("    tier_reached: 1\n", "    tier_reached: 1\n    at: soon\n",
-     "bad.yaml:12: expect[0].at: 'soon' is not a window like '90s ± 30s', 'within 2m', '60s..2m', 'after 5m' or "
-     "'at 90s'"),
-    ("kind: sos}", "kind: fall_no_recovery}",
-     "bad.yaml:10: expect[0].alert.kind: fall_no_recovery is a detection; its alert is kind fall, severity critical"),
-    ('"+8613800000201"', '"12345"',
-     "bad.yaml:6: world.elders[0].contacts[0].phone: '12345' is not an E.164 phone number (e.g. \"+8613800138000\", "
-     "quoted)"),
-    ("event: sos}", "event: call, device: wristband}", "bad.yaml:8: timeline[0].device: a wristband cannot do event "
-                                                       "'call'"),
+    (
+        "    tier_reached: 1\n",
+        "    tier_reached: 1\n    at: soon\n",
+        "bad.yaml:12: expect[0].at: 'soon' is not a window like '90s ± 30s', 'within 2m', '60s..2m', 'after 5m' or "
+        "'at 90s'",
+    ),
+    (
+        "kind: sos}",
+        "kind: fall_no_recovery}",
+        "bad.yaml:10: expect[0].alert.kind: fall_no_recovery is a detection; its alert is kind fall, severity critical",
+    ),
+    (
+        '"+8613800000201"',
+        '"12345"',
+        "bad.yaml:6: world.elders[0].contacts[0].phone: '12345' is not an E.164 phone number (e.g. \"+8613800138000\", "
+        "quoted)",
+    ),
+    (
+        "event: sos}",
+        "event: call, device: wristband}",
+        "bad.yaml:8: timeline[0].device: a wristband cannot do event 'call'",
+    ),
 ]
 
 
@@ -160,16 +199,25 @@ def test_the_shipped_files_and_the_base_are_valid(tmp_path: Path) -> None:
     assert "sos-flood-1000.yaml: ok (1000 elders, 1 steps, 5 expectations)" in result.stdout
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("2m", 120), ("1m30s", 90), ("1h", 3600),
-                                               ("500ms", 0.5), (45, 45), ("2.5", 2.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("2m", 120), ("1m30s", 90), ("1h", 3600), ("500ms", 0.5), (45, 45), ("2.5", 2.5)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("text", "lo", "hi"), [("90s ± 30s", 60, 120), ("90s +- 30s", 60, 120),
-                                                ("within 2m", 0, 120), ("60s..2m", 60, 120),
-                                                ("after 5m", 300, math.inf), ("at 1m", 60, 60),
-                                                ("10s ± 30s", 0, 40)])
+@pytest.mark.parametrize(
+    ("text", "lo", "hi"),
+    [
+        ("90s ± 30s", 60, 120),
+        ("90s +- 30s", 60, 120),
+        ("within 2m", 0, 120),
+        ("60s..2m", 60, 120),
+        ("after 5m", 300, math.inf),
+        ("at 1m", 60, 60),
+        ("10s ± 30s", 0, 40),
+    ],
+)
 def test_windows(text: str, lo: float, hi: float) -> None:
     window = parse_window(text)
     assert (window.lo, window.hi) == (lo, hi)
@@ -181,29 +229,54 @@ def test_bad_windows(text: str) -> None:
         parse_window(text)
 
 
-@pytest.mark.parametrize(("text", "lo", "hi"), [(3, 3, 3), ("2..4", 2, 4), (">= 1", 1, math.inf),
-                                                ("<= 2", 0, 2), ("> 0", 1, math.inf), ("< 5", 0, 4)])
+@pytest.mark.parametrize(
+    ("text", "lo", "hi"),
+    [(3, 3, 3), ("2..4", 2, 4), (">= 1", 1, math.inf), ("<= 2", 0, 2), ("> 0", 1, math.inf), ("< 5", 0, 4)],
+)
 def test_ranges(text: object, lo: int, hi: float) -> None:
     r = parse_range(text)
     assert (r.lo, r.hi) == (lo, hi)
 
 
 def _alert(severity_s: dict[str, float] | None = None) -> AlertSeen:
-    return AlertSeen(1, "A1", "li", "sos", "critical", "notifying", 30.0, severity_s or {"critical": 30.0},
-                     None, None, None, None, None)
+    return AlertSeen(
+        1,
+        "A1",
+        "li",
+        "sos",
+        "critical",
+        "notifying",
+        30.0,
+        severity_s or {"critical": 30.0},
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def _tier_expectation(window: Window, tier: int = 3, check: str = "tier_reached") -> Expectation:
-    return Expectation(1, 10, check, window, AT_LEAST_ONE, alert=AlertSelector("li", "sos"),  # type: ignore[arg-type]
-                       tier=tier)
+    return Expectation(
+        1,
+        10,
+        check,
+        window,
+        AT_LEAST_ONE,
+        alert=AlertSelector("li", "sos"),  # type: ignore[arg-type]
+        tier=tier,
+    )
 
 
-@pytest.mark.parametrize(("firings", "now", "status", "detail"), [
-    ([], 100, "pending", ""),
-    ([(0, 30), (1, 30)], 200, "fail", "tier 3 of A1 sos of li not reached by 3m10s (highest: tier 2 at 30s)"),
-    ([(0, 30), (1, 30), (2, 150)], 160, "pass", "tier 3 of A1 sos of li reached at 2m30s"),
-    ([(0, 30), (1, 30), (2, 100)], 160, "fail", "tier 3 of A1 sos of li reached at 1m40s, expected 2m10s..3m10s"),
-])
+@pytest.mark.parametrize(
+    ("firings", "now", "status", "detail"),
+    [
+        ([], 100, "pending", ""),
+        ([(0, 30), (1, 30)], 200, "fail", "tier 3 of A1 sos of li not reached by 3m10s (highest: tier 2 at 30s)"),
+        ([(0, 30), (1, 30), (2, 150)], 160, "pass", "tier 3 of A1 sos of li reached at 2m30s"),
+        ([(0, 30), (1, 30), (2, 100)], 160, "fail", "tier 3 of A1 sos of li reached at 1m40s, expected 2m10s..3m10s"),
+    ],
+)
 def test_judging_a_tier_in_a_window(firings: list[tuple[int, float]], now: float, status: str, detail: str) -> None:
     e = _tier_expectation(Window(130, 190, "2m40s ± 30s"))
     obs = Observed(now, now, (_alert(),), tuple(FiringSeen(1, t, 1, at, 1) for t, at in firings), (), ())

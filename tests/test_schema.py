@@ -18,16 +18,31 @@ from tests.support import query
 
 
 def partitions(dsn: str, table: str) -> set[str]:
-    return {r[0] for r in query(dsn, "SELECT c.relname FROM pg_inherits i JOIN pg_class c "
-                                "ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
-                                "WHERE p.relname = %s", (table,))}
+    return {
+        r[0]
+        for r in query(
+            dsn,
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c "
+            "ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
+            "WHERE p.relname = %s",
+            (table,),
+        )
+    }
 
 
 def test_upgrade_is_versioned_and_idempotent(database: str) -> None:
     assert upgrade(database) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert upgrade(database) == []
     assert query(database, "SELECT version FROM schema_migrations ORDER BY 1") == [
-        (1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)]
+        (1,),
+        (2,),
+        (3,),
+        (4,),
+        (5,),
+        (6,),
+        (7,),
+        (8,),
+    ]
     assert query(database, "SELECT mode FROM storage_mode") == [("partitioned",)]
 
 
@@ -36,15 +51,13 @@ def test_partitions_cover_the_accepted_window_and_expire(database: str) -> None:
     policy = StoragePolicy(past_days=2, ahead_days=3, retention_days=30)
     upgrade(database, policy, now=now)
     today = now.date()
-    expected = {partition_name("telemetry_wristband", today + timedelta(days=d))
-                for d in range(-2, 4)}
+    expected = {partition_name("telemetry_wristband", today + timedelta(days=d)) for d in range(-2, 4)}
     assert partitions(database, "telemetry_wristband") == expected
     later = now + timedelta(days=40)
     with psycopg.connect(database, autocommit=True) as conn:
         maintain_partitions(conn, policy, later)
     left = partitions(database, "telemetry_wristband")
-    assert all(name >= partition_name("telemetry_wristband", later.date() - timedelta(days=30))
-               for name in left)
+    assert all(name >= partition_name("telemetry_wristband", later.date() - timedelta(days=30)) for name in left)
     assert partition_name("telemetry_wristband", later.date()) in left
 
 
@@ -54,12 +67,15 @@ def test_writer_creates_a_missing_partition_and_stores_the_row(database: str) ->
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(f"DROP TABLE {partition_name('telemetry_glucose', day)}")
     ms = int(datetime.now(UTC).timestamp() * 1000)
-    rows = TableRows(tables.GLUCOSE, (
-        Column("timestamptz_ms", np.array([ms], np.int64)),
-        Column("text", np.array([b"gl-1"], dtype=object)),
-        Column("float4", np.array([5.5], np.float32)),
-        Column("text", np.array([b"fasting"], dtype=object)),
-    ))
+    rows = TableRows(
+        tables.GLUCOSE,
+        (
+            Column("timestamptz_ms", np.array([ms], np.int64)),
+            Column("text", np.array([b"gl-1"], dtype=object)),
+            Column("float4", np.array([5.5], np.float32)),
+            Column("text", np.array([b"fasting"], dtype=object)),
+        ),
+    )
 
     async def write() -> None:
         async with AsyncConnectionPool(database, min_size=1, max_size=2) as pool:

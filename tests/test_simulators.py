@@ -67,8 +67,13 @@ def decoded(messages: list[Outgoing]) -> tuple[list[Payload], list[str]]:
     return records, rejects
 
 
-def run_for(devices: list[SimulatedDevice], clock: FakeClock, hours: float, step_s: float = 60.0,
-            actions: dict[int, Any] | None = None) -> list[Outgoing]:
+def run_for(
+    devices: list[SimulatedDevice],
+    clock: FakeClock,
+    hours: float,
+    step_s: float = 60.0,
+    actions: dict[int, Any] | None = None,
+) -> list[Outgoing]:
     out: list[Outgoing] = []
     steps = round(hours * 3600 / step_s)
     for k in range(steps):
@@ -93,23 +98,49 @@ def test_everything_the_simulators_emit_decodes_under_the_contracts() -> None:
     cuff = BloodPressureCuff("bp-1", clock=clock, seed=6, error_rate=0.2)
     devices: list[SimulatedDevice] = [band, pager, meter, meter_mg, cuff]
     actions = {
-        30: band.sos, 31: band.cancel, 60: lambda: band.fall(recover_after_s=40), 200: band.wander,
-        320: band.bring_home, 400: band.take_off, 430: band.put_on, 500: lambda: band.walk_to("market"),
-        600: pager.sos, 601: pager.cancel, 700: meter.hypoglycaemia, 701: meter_mg.hypoglycaemia,
-        702: cuff.crisis, 703: lambda: meter.error("E-5"), 704: cuff.error,
+        30: band.sos,
+        31: band.cancel,
+        60: lambda: band.fall(recover_after_s=40),
+        200: band.wander,
+        320: band.bring_home,
+        400: band.take_off,
+        430: band.put_on,
+        500: lambda: band.walk_to("market"),
+        600: pager.sos,
+        601: pager.cancel,
+        700: meter.hypoglycaemia,
+        701: meter_mg.hypoglycaemia,
+        702: cuff.crisis,
+        703: lambda: meter.error("E-5"),
+        704: cuff.error,
     }
     messages = run_for(devices, clock, hours=30, actions=actions)
     stream_clock = FakeClock(T0)
     streaming.clock = stream_clock
-    messages += run_for([streaming], stream_clock, hours=0.5, step_s=10,
-                        actions={10: streaming.fall, 40: streaming.get_up, 100: lambda: streaming.fall(20)})
+    messages += run_for(
+        [streaming],
+        stream_clock,
+        hours=0.5,
+        step_s=10,
+        actions={10: streaming.fall, 40: streaming.get_up, 100: lambda: streaming.fall(20)},
+    )
     records, rejects = decoded(messages)
     assert rejects == []
     assert len(records) == len(messages)
     kinds = Counter((m.topic.split("/")[2], m.channel) for m in messages)
-    assert kinds.keys() >= {("wristband", "telemetry"), ("wristband", "event"), ("wristband", "status"),
-                            ("pager", "event"), ("pager", "status"), ("glucose", "telemetry"), ("glucose", "event"),
-                            ("glucose", "status"), ("bp", "telemetry"), ("bp", "event"), ("bp", "status")}
+    assert kinds.keys() >= {
+        ("wristband", "telemetry"),
+        ("wristband", "event"),
+        ("wristband", "status"),
+        ("pager", "event"),
+        ("pager", "status"),
+        ("glucose", "telemetry"),
+        ("glucose", "event"),
+        ("glucose", "status"),
+        ("bp", "telemetry"),
+        ("bp", "event"),
+        ("bp", "status"),
+    }
     events = Counter(getattr(r, "event", None) for r in records)
     assert events["sos"] == 2 and events["cancel"] == 2 and events["fall"] == 3 and events["removed"] >= 2
     # one device never sends two readings for the same table in the same millisecond
@@ -142,8 +173,7 @@ def test_a_wristband_day_looks_like_an_elder_s_day() -> None:
     assert np.mean(night) + 12 < np.mean(walking_hr)  # asleep vs walking about
     assert all(90 <= (r.spo2 or 95) <= 100 for r in readings)
     # outdoors: accurate fixes away from home; at home: no fix or a coarse one
-    far = [r for r in outdoors if r.lat is not None and r.lon is not None
-           and distance_m(HOME, (r.lat, r.lon)) > 150]
+    far = [r for r in outdoors if r.lat is not None and r.lon is not None and distance_m(HOME, (r.lat, r.lon)) > 150]
     assert far, "the elder goes out (park, market) during the day"
     home_fixes = [r for r in readings if r.gps_acc_m is not None and r.gps_acc_m >= 20]
     assert home_fixes and len(home_fixes) < len([r for r in readings if r.lat is None])
@@ -183,7 +213,7 @@ def detector_scores(signals: list[accel.Signal], params: FallModelParams) -> tup
     for sig in signals:
         det = FallDetector(1, params, collect_candidates=True)
         for k in range(0, sig.shape[0], 50):
-            found = det.update([0], [k * 20], [sig[k:k + 50]])
+            found = det.update([0], [k * 20], [sig[k : k + 50]])
             fired += len(found)
             evaluated += len(found.evaluated) if found.evaluated is not None else 0
     return fired, evaluated
@@ -211,8 +241,9 @@ def test_the_window_a_band_uploads_after_a_fall_is_detected_from_its_payload() -
     band.fall()
     assert [m for m in band.advance(clock.t) if b"accel" in m.payload] == []  # not before the 5 s after
     clock.t += 6_000
-    windows = [r for r in decoded(band.advance(clock.t))[0]
-               if isinstance(r, WristbandTelemetry) and r.accel is not None]
+    windows = [
+        r for r in decoded(band.advance(clock.t))[0] if isinstance(r, WristbandTelemetry) and r.accel is not None
+    ]
     assert len(windows) == 1
     window = windows[0]
     assert window.accel is not None and window.accel.rate_hz == 50
@@ -245,10 +276,21 @@ def test_meters_read_at_routine_times_and_show_the_modes() -> None:
 
 def registry(path: Path, devices: list[SimulatedDevice]) -> dict[str, str]:
     """A registry naming the devices (one elder at HOME), as the gateway's ``registry`` section."""
-    path.write_text(yaml.safe_dump({"elders": [{
-        "id": "e1", "name": "李秀英", "home": {"lat": HOME[0], "lon": HOME[1]},
-        "devices": [{"id": d.device_id, "type": d.device_type} for d in devices],
-    }]}, allow_unicode=True))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "elders": [
+                    {
+                        "id": "e1",
+                        "name": "李秀英",
+                        "home": {"lat": HOME[0], "lon": HOME[1]},
+                        "devices": [{"id": d.device_id, "type": d.device_type} for d in devices],
+                    }
+                ]
+            },
+            allow_unicode=True,
+        )
+    )
     return {"file": str(path)}
 
 
@@ -280,12 +322,22 @@ def test_every_device_type_against_the_gateway_stores_everything(
         for d in devices:
             d.close()
     sent = [m for d in devices for m in d.sent]
-    expect = Counter({"telemetry_wristband": 0, "wristband_accel": 0, "telemetry_glucose": 0, "telemetry_bp": 0,
-                      "device_events": 0, "device_status": 0})
+    expect = Counter(
+        {
+            "telemetry_wristband": 0,
+            "wristband_accel": 0,
+            "telemetry_glucose": 0,
+            "telemetry_bp": 0,
+            "device_events": 0,
+            "device_status": 0,
+        }
+    )
     for m in sent:
         table = {"event": "device_events", "status": "device_status"}.get(m.channel) or {
-            "wristband": "telemetry_wristband", "glucose": "telemetry_glucose", "bp": "telemetry_bp"}[
-            m.topic.split("/")[2]]
+            "wristband": "telemetry_wristband",
+            "glucose": "telemetry_glucose",
+            "bp": "telemetry_bp",
+        }[m.topic.split("/")[2]]
         expect[table] += 1
         if b'"accel"' in m.payload:
             expect["wristband_accel"] += 1
@@ -305,8 +357,11 @@ def secured(tmp_path: Path) -> Iterator[tuple[LocalMosquitto, BrokerCredentials,
     creds = BrokerCredentials(tmp_path / "eldercare.passwd", tmp_path / "eldercare.acl")
     gw_password = creds.add_gateway()
     passwords = {d: creds.add_device(d) for d in ("wb-7", "pg-7")}
-    broker = LocalMosquitto(tmp_path / "mosquitto", anonymous=False,
-                            extra_config=[f"password_file {creds.passwd_file}", f"acl_file {creds.acl_file}"])
+    broker = LocalMosquitto(
+        tmp_path / "mosquitto",
+        anonymous=False,
+        extra_config=[f"password_file {creds.passwd_file}", f"acl_file {creds.acl_file}"],
+    )
     broker.start()
     try:
         yield broker, creds, gw_password, passwords
@@ -315,7 +370,9 @@ def secured(tmp_path: Path) -> Iterator[tuple[LocalMosquitto, BrokerCredentials,
 
 
 def test_credentials_will_and_help_is_coming_through_the_gateway(
-    secured: tuple[LocalMosquitto, BrokerCredentials, str, dict[str, str]], database: str, tmp_path: Path,
+    secured: tuple[LocalMosquitto, BrokerCredentials, str, dict[str, str]],
+    database: str,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     broker, creds, gw_password, passwords = secured
@@ -323,8 +380,10 @@ def test_credentials_will_and_help_is_coming_through_the_gateway(
     band = Wristband("wb-7", seed=1, interval_s=1.0)
     pager = Pager("pg-7", seed=2)
     try:
-        gw = runner.start(mqtt={"username": creds.gateway_user, "password": gw_password},
-                          registry=registry(tmp_path / "registry.yaml", [band, pager]))
+        gw = runner.start(
+            mqtt={"username": creds.gateway_user, "password": gw_password},
+            registry=registry(tmp_path / "registry.yaml", [band, pager]),
+        )
         # a device with the wrong password is refused and says so
         impostor = Wristband("wb-7", seed=1)
         with caplog.at_level(logging.ERROR, "simulators.devices"), pytest.raises(DeviceRefused) as refused:
@@ -350,23 +409,36 @@ def test_credentials_will_and_help_is_coming_through_the_gateway(
         wait_until(lambda: len(band.commands) == 1 and len(pager.commands) == 1, 10, "commands at the devices")
         command = band.commands[0].command
         assert command is not None and command.cmd == "help_coming" and command.by == "王芳"
+
         def receipts() -> list[tuple[Any, ...]]:
-            return query(database, "SELECT device_id, detail FROM device_events WHERE event = 'received' "
-                                   "ORDER BY device_id")
+            return query(
+                database, "SELECT device_id, detail FROM device_events WHERE event = 'received' ORDER BY device_id"
+            )
 
         wait_until(lambda: len(receipts()) == 2, 15, "both receipts stored")
         assert receipts() == [("pg-7", "A18"), ("wb-7", "A17")]
 
         # the network drops: the broker publishes the will, the gateway stores the device offline
         band.drop()
-        wait_until(lambda: query(database, "SELECT count(*) FROM device_status WHERE device_id = 'wb-7' "
-                                           "AND online = false")[0][0] == 1, 15, "the will stored")
+        wait_until(
+            lambda: (
+                query(database, "SELECT count(*) FROM device_status WHERE device_id = 'wb-7' AND online = false")[0][0]
+                == 1
+            ),
+            15,
+            "the will stored",
+        )
         connection = band.connection
         assert connection is not None
         wait_until(lambda: connection.connected and connection.connects == 2, 15, "reconnected with back-off")
         assert connection.drops == 1
-        wait_until(lambda: query(database, "SELECT count(*) FROM device_status WHERE device_id = 'wb-7' "
-                                           "AND online")[0][0] == 2, 15, "online again")
+        wait_until(
+            lambda: (
+                query(database, "SELECT count(*) FROM device_status WHERE device_id = 'wb-7' AND online")[0][0] == 2
+            ),
+            15,
+            "online again",
+        )
         band.close()
         pager.close()
         assert count(database, "dead_letters") == 0

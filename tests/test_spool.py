@@ -9,8 +9,9 @@ from gateway.storage.spool import DiskSpool
 
 
 def batch(i: int) -> RawBatch:
-    return RawBatch([b"eldercare/v1/pager/p/event"] * 2, [b'{"i":%d}' % i, b"\x00\xff"], [1, 2],
-                    [False, False], 1000 + i)
+    return RawBatch(
+        [b"eldercare/v1/pager/p/event"] * 2, [b'{"i":%d}' % i, b"\x00\xff"], [1, 2], [False, False], 1000 + i
+    )
 
 
 def test_order_reopen_and_half_written_files(tmp_path: Path) -> None:

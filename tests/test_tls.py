@@ -20,16 +20,44 @@ from tests.support import GatewayRunner, count, wait_until
 
 def make_ca_and_server_cert(d: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1, as an operator would make them."""
+
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        "-subj", "/CN=eldercare test CA", "-days", "2")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=eldercare test CA",
+        "-days",
+        "2",
+    )
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
     (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.crt", "-days", "2", "-extfile", "san.cnf")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+    )
     return d / "ca.crt", d / "server.crt", d / "server.key"
 
 
@@ -39,9 +67,16 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[LocalMosquitto, int, Path]]:
     certs.mkdir()
     ca, cert, key = make_ca_and_server_cert(certs)
     tls_port = free_port()
-    broker = LocalMosquitto(tmp_path / "mosquitto", extra_config=[
-        f"listener {tls_port} 127.0.0.1", f"cafile {ca}", f"certfile {cert}", f"keyfile {key}",
-        "tls_version tlsv1.2"])
+    broker = LocalMosquitto(
+        tmp_path / "mosquitto",
+        extra_config=[
+            f"listener {tls_port} 127.0.0.1",
+            f"cafile {ca}",
+            f"certfile {cert}",
+            f"keyfile {key}",
+            "tls_version tlsv1.2",
+        ],
+    )
     broker.start()
     yield broker, tls_port, ca
     broker.stop()
@@ -58,14 +93,17 @@ def test_gateway_and_device_over_tls_with_a_self_signed_ca(
         device.tls_set(ca_certs=str(ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         device.connect("127.0.0.1", tls_port)
         device.loop_start()
-        device.publish("eldercare/v1/wristband/wb-tls/telemetry",
-                       json.dumps({"ts": time.time_ns() // 1_000_000, "hr": 66}), qos=1).wait_for_publish(10)
+        device.publish(
+            "eldercare/v1/wristband/wb-tls/telemetry", json.dumps({"ts": time.time_ns() // 1_000_000, "hr": 66}), qos=1
+        ).wait_for_publish(10)
         wait_until(lambda: count(database, "telemetry_wristband") == 1, what="the reading sent over TLS")
         device.loop_stop()
         device.disconnect()
         # a client that trusts only the system CAs refuses this broker: verification is on
-        with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw, \
-                pytest.raises(ssl.SSLCertVerificationError):
+        with (
+            socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw,
+            pytest.raises(ssl.SSLCertVerificationError),
+        ):
             ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
     finally:
         gateway.stop()

@@ -87,9 +87,7 @@ class Ensemble:
     value: NDArray[np.float64]
 
 
-def fit_gbdt(
-    x: NDArray[np.float64], y: NDArray[np.float64], cfg: TreeConfig, seed: int = 0
-) -> Ensemble:
+def fit_gbdt(x: NDArray[np.float64], y: NDArray[np.float64], cfg: TreeConfig, seed: int = 0) -> Ensemble:
     """Logistic-loss boosting of complete depth-``cfg.depth`` trees on quantile bins.
 
     Histograms for all nodes of a level come from one ``bincount``, which keeps a fit to a
@@ -191,18 +189,14 @@ def harvest(trials: TrialSet, geometry: FallModelParams) -> Candidates:
     return Candidates(rec, cb.features, cb.peak_g, target)
 
 
-def recording_scores(
-    rec: NDArray[np.int64], scores: NDArray[np.float64], n_rec: int
-) -> NDArray[np.float64]:
+def recording_scores(rec: NDArray[np.int64], scores: NDArray[np.float64], n_rec: int) -> NDArray[np.float64]:
     """Best candidate score per recording (-inf for recordings without candidates)."""
     out = np.full(n_rec, -np.inf)
     np.maximum.at(out, rec, scores)
     return out
 
 
-def balanced_threshold(
-    scores: NDArray[np.float64], label: NDArray[np.int8]
-) -> tuple[float, float, float]:
+def balanced_threshold(scores: NDArray[np.float64], label: NDArray[np.int8]) -> tuple[float, float, float]:
     """Threshold maximising min(sensitivity, specificity); midway between scores for margin."""
     pos = np.sort(scores[label == 1])
     neg = np.sort(scores[label == 0])
@@ -272,9 +266,7 @@ def fit_params(
     """Fit on all candidates of ``subjects`` with the chosen settings."""
     train = np.isin(trials.subject[cands.rec], subjects) & ~np.isnan(cands.target)
     ens = fit_gbdt(cands.features[train], cands.target[train], choice.config)
-    return template.with_model(
-        ens.base, ens.feature, ens.threshold, ens.value, choice.threshold, meta
-    )
+    return template.with_model(ens.base, ens.feature, ens.threshold, ens.value, choice.threshold, meta)
 
 
 def print_report(title: str, report: FallReport) -> None:
@@ -336,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         detected[held] = result.detected
         # Cross-check the streaming detector against scoring the harvested features.
         sel = trials.subject[cands.rec] == s
-        direct = recording_scores(
-            cands.rec[sel], params.score(cands.features[sel]), len(trials)
-        )[held] >= params.threshold
+        direct = (
+            recording_scores(cands.rec[sel], params.score(cands.features[sel]), len(trials))[held] >= params.threshold
+        )
         mismatches += int((direct != result.detected).sum())
         lab = trials.label[held]
         se = result.detected[lab == 1].mean() if (lab == 1).any() else float("nan")
@@ -371,18 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     final = fit_params(cands, trials, subs, template, choice, meta)
     final.save(args.out)
-    insample = build_report(
-        stream_trials(trials, final, 1.0).detected, trials.label, trials.activity, args.data, 1.0
-    )
+    insample = build_report(stream_trials(trials, final, 1.0).detected, trials.label, trials.activity, args.data, 1.0)
     print(
         f"wrote {args.out}: trees {choice.config.n_trees}x{choice.config.depth}, "
         f"threshold {choice.threshold:.3f}; in-sample sens={insample.sensitivity:.3f} "
         f"spec={insample.specificity:.3f}; {time.perf_counter() - started:.0f} s"
     )
-    print(
-        f"heldout_sensitivity={held_out.sensitivity:.3f} "
-        f"heldout_specificity={held_out.specificity:.3f}"
-    )
+    print(f"heldout_sensitivity={held_out.sensitivity:.3f} heldout_specificity={held_out.specificity:.3f}")
     return 0
 
 

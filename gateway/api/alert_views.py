@@ -30,17 +30,49 @@ def utc(value: datetime | None) -> datetime | None:
 
 
 def summary(row: Sequence[Any]) -> AlertSummary:
-    (alert_id, code, elder_id, name, device_id, kind, severity, state, community, grid, opened,
-     acked, acked_by, on_scene, resolved, outcome, lat, lon) = row[:18]
+    (
+        alert_id,
+        code,
+        elder_id,
+        name,
+        device_id,
+        kind,
+        severity,
+        state,
+        community,
+        grid,
+        opened,
+        acked,
+        acked_by,
+        on_scene,
+        resolved,
+        outcome,
+        lat,
+        lon,
+    ) = row[:18]
     return AlertSummary(
-        alert_id=alert_id, code=code, elder_id=elder_id, elder_name=name, device_id=device_id, kind=kind,
-        severity=severity, state=state, community=community, grid=grid, opened_at=opened.astimezone(UTC),
-        acknowledged_at=utc(acked), acknowledged_by=acked_by, on_scene_at=utc(on_scene),
-        resolved_at=utc(resolved), outcome=outcome,
-        position=Position(lat=lat, lon=lon) if lat is not None and lon is not None else None)
+        alert_id=alert_id,
+        code=code,
+        elder_id=elder_id,
+        elder_name=name,
+        device_id=device_id,
+        kind=kind,
+        severity=severity,
+        state=state,
+        community=community,
+        grid=grid,
+        opened_at=opened.astimezone(UTC),
+        acknowledged_at=utc(acked),
+        acknowledged_by=acked_by,
+        on_scene_at=utc(on_scene),
+        resolved_at=utc(resolved),
+        outcome=outcome,
+        position=Position(lat=lat, lon=lon) if lat is not None and lon is not None else None,
+    )
 
 
-async def summaries(conn: AsyncConnection[Any], where: str, params: Sequence[Any],
-                    tail: str = "") -> list[AlertSummary]:
+async def summaries(
+    conn: AsyncConnection[Any], where: str, params: Sequence[Any], tail: str = ""
+) -> list[AlertSummary]:
     cur = await conn.execute(f"{SUMMARY_SELECT} WHERE {where} {tail}", tuple(params))
     return [summary(r) for r in await cur.fetchall()]

@@ -56,8 +56,15 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                                maxmem=64 * 1024 * 1024, dklen=len(expected))
+        actual = hashlib.scrypt(
+            password.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=64 * 1024 * 1024,
+            dklen=len(expected),
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)
@@ -105,9 +112,15 @@ class Principal:
         return self.display_name
 
     def view(self) -> User:
-        return User(username=self.username, role=self.role,  # type: ignore[arg-type]
-                    display_name=self.display_name, language=self.language,  # type: ignore[arg-type]
-                    community=self.community, grid=self.grid, elder_id=self.elder_id)
+        return User(
+            username=self.username,
+            role=self.role,  # type: ignore[arg-type]
+            display_name=self.display_name,
+            language=self.language,  # type: ignore[arg-type]
+            community=self.community,
+            grid=self.grid,
+            elder_id=self.elder_id,
+        )
 
 
 class Scope:
@@ -152,21 +165,35 @@ class Authenticator:
     async def authenticate(self, request: Request) -> Principal:
         token = _token_from(request)
         if not token:
-            raise ApiError(401, "not_logged_in", "Log in first (a session cookie or a bearer token).",
-                           headers={"WWW-Authenticate": 'Bearer realm="eldercare"'})
+            raise ApiError(
+                401,
+                "not_logged_in",
+                "Log in first (a session cookie or a bearer token).",
+                headers={"WWW-Authenticate": 'Bearer realm="eldercare"'},
+            )
         digest = token_hash(token)
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT s.expires_at, u.username, u.role, u.display_name, u.language, u.community, u.grid, "
-                "u.elder_id FROM sessions s JOIN users u USING (username) WHERE s.token_hash = %s", (digest,))
+                "u.elder_id FROM sessions s JOIN users u USING (username) WHERE s.token_hash = %s",
+                (digest,),
+            )
             row = await cur.fetchone()
         if row is None:
-            raise ApiError(401, "not_logged_in", "The session is unknown or was ended; log in again.",
-                           headers={"WWW-Authenticate": 'Bearer realm="eldercare", error="invalid_token"'})
+            raise ApiError(
+                401,
+                "not_logged_in",
+                "The session is unknown or was ended; log in again.",
+                headers={"WWW-Authenticate": 'Bearer realm="eldercare", error="invalid_token"'},
+            )
         expires = row[0]
         if expires <= self.now():
-            raise ApiError(401, "session_expired", "The session has expired; log in again.",
-                           headers={"WWW-Authenticate": 'Bearer realm="eldercare", error="invalid_token"'})
+            raise ApiError(
+                401,
+                "session_expired",
+                "The session has expired; log in again.",
+                headers={"WWW-Authenticate": 'Bearer realm="eldercare", error="invalid_token"'},
+            )
         return _principal(row[1:], digest)
 
     async def login(self, username: str, password: str, client: str) -> tuple[str, datetime, Principal]:
@@ -176,33 +203,45 @@ class Authenticator:
             cur = await conn.execute(
                 "SELECT (SELECT count(*) FROM login_failures WHERE username = %s AND at > %s), "
                 "(SELECT count(*) FROM login_failures WHERE client = %s AND at > %s)",
-                (username, since, client, since))
+                (username, since, client, since),
+            )
             row = await cur.fetchone()
             assert row is not None
             if row[0] >= self.settings.login_max_failures or row[1] >= self.settings.login_max_failures_ip:
                 retry = int(self.settings.login_window_s)
-                raise ApiError(429, "too_many_attempts",
-                               f"Too many failed logins; try again in {max(1, retry // 60)} minutes.",
-                               headers={"Retry-After": str(retry)})
+                raise ApiError(
+                    429,
+                    "too_many_attempts",
+                    f"Too many failed logins; try again in {max(1, retry // 60)} minutes.",
+                    headers={"Retry-After": str(retry)},
+                )
             cur = await conn.execute(
                 "SELECT password_hash, username, role, display_name, language, community, grid, elder_id "
-                "FROM users WHERE username = %s", (username,))
+                "FROM users WHERE username = %s",
+                (username,),
+            )
             found = await cur.fetchone()
         stored = found[0] if found else _dummy_hash()
         ok = await asyncio.to_thread(verify_password, password, stored)
         if not ok or found is None:
             async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute("INSERT INTO login_failures (username, client, at) VALUES (%s, %s, %s)",
-                                   (username, client, now))
-                await conn.execute("DELETE FROM login_failures WHERE at < %s",
-                                   (now - timedelta(seconds=self.settings.login_window_s * 2),))
+                await conn.execute(
+                    "INSERT INTO login_failures (username, client, at) VALUES (%s, %s, %s)", (username, client, now)
+                )
+                await conn.execute(
+                    "DELETE FROM login_failures WHERE at < %s",
+                    (now - timedelta(seconds=self.settings.login_window_s * 2),),
+                )
                 await audit(conn, username, "login_failed", None, {"client": client}, now)
             raise ApiError(401, "bad_credentials", "The username or password is wrong.")
         async with self.pool.connection() as conn, conn.transaction():
             token = secrets.token_urlsafe(32)
             expires = now + timedelta(hours=self.settings.session_ttl_h)
-            await conn.execute("INSERT INTO sessions (token_hash, username, created_at, expires_at, client) "
-                               "VALUES (%s, %s, %s, %s, %s)", (token_hash(token), username, now, expires, client))
+            await conn.execute(
+                "INSERT INTO sessions (token_hash, username, created_at, expires_at, client) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (token_hash(token), username, now, expires, client),
+            )
             await conn.execute("DELETE FROM login_failures WHERE username = %s", (username,))
             await conn.execute("DELETE FROM sessions WHERE expires_at < %s", (now - timedelta(days=1),))
             await audit(conn, username, "login", None, {"client": client}, now)
@@ -211,8 +250,9 @@ class Authenticator:
     async def still_valid(self, user: Principal) -> bool:
         """For long streams: the session has not been ended or expired meanwhile."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT 1 FROM sessions WHERE token_hash = %s AND expires_at > %s",
-                                     (user.session, self.now()))
+            cur = await conn.execute(
+                "SELECT 1 FROM sessions WHERE token_hash = %s AND expires_at > %s", (user.session, self.now())
+            )
             return await cur.fetchone() is not None
 
     async def logout(self, user: Principal) -> None:
@@ -223,8 +263,16 @@ class Authenticator:
 
 def _principal(row: Any, session: bytes) -> Principal:
     username, role, display_name, language, community, grid, elder_id = row
-    return Principal(username=username, role=role, display_name=display_name, language=language,
-                     community=community, grid=grid, elder_id=elder_id, session=session)
+    return Principal(
+        username=username,
+        role=role,
+        display_name=display_name,
+        language=language,
+        community=community,
+        grid=grid,
+        elder_id=elder_id,
+        session=session,
+    )
 
 
 def _token_from(request: Request) -> str | None:
@@ -234,10 +282,11 @@ def _token_from(request: Request) -> str | None:
     return request.cookies.get(COOKIE) or None
 
 
-async def audit(conn: Any, actor: str, action: str, target: str | None, detail: dict[str, Any],
-                at: datetime) -> None:
+async def audit(conn: Any, actor: str, action: str, target: str | None, detail: dict[str, Any], at: datetime) -> None:
     """One row in ``audit_log`` inside the caller's transaction: who changed what, and how."""
     from psycopg.types.json import Jsonb
 
-    await conn.execute("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (%s, %s, %s, %s, %s)",
-                       (at, actor, action, target, Jsonb(detail)))
+    await conn.execute(
+        "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (%s, %s, %s, %s, %s)",
+        (at, actor, action, target, Jsonb(detail)),
+    )

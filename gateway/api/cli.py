@@ -94,9 +94,11 @@ def _run(conn: Any, args: argparse.Namespace) -> int:
 
     command = args.users_command
     if command == "list":
-        rows = conn.execute("SELECT username, role, display_name, coalesce(community, ''), coalesce(grid, ''), "
-                            "coalesce(elder_id, ''), (SELECT count(*) FROM sessions s WHERE s.username = u.username "
-                            "AND s.expires_at > now()) FROM users u ORDER BY username").fetchall()
+        rows = conn.execute(
+            "SELECT username, role, display_name, coalesce(community, ''), coalesce(grid, ''), "
+            "coalesce(elder_id, ''), (SELECT count(*) FROM sessions s WHERE s.username = u.username "
+            "AND s.expires_at > now()) FROM users u ORDER BY username"
+        ).fetchall()
         print(f"{'username':<20} {'role':<13} {'display name':<16} scope")
         for username, role, display, community, grid, elder, live in rows:
             scope = community or grid or elder or "everything"
@@ -107,8 +109,11 @@ def _run(conn: Any, args: argparse.Namespace) -> int:
     if command == "add":
         if exists:
             raise _UsersError(f"{args.username} exists; use passwd to change the password")
-        scope = {"post_station": ("community", args.community), "grid_worker": ("grid", args.grid),
-                 "family": ("elder", args.elder)}.get(args.role)
+        scope = {
+            "post_station": ("community", args.community),
+            "grid_worker": ("grid", args.grid),
+            "family": ("elder", args.elder),
+        }.get(args.role)
         if scope and not scope[1]:
             raise _UsersError(f"a {args.role} account needs --{scope[0]}")
         password = _read_password(args)
@@ -118,12 +123,21 @@ def _run(conn: Any, args: argparse.Namespace) -> int:
                 conn.execute(
                     "INSERT INTO users (username, password_hash, role, display_name, language, community, grid, "
                     "elder_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (args.username, hash_password(password), args.role, display, args.language,
-                     args.community if args.role == "post_station" else None,
-                     args.grid if args.role == "grid_worker" else None,
-                     args.elder if args.role == "family" else None))
-                conn.execute("INSERT INTO audit_log (actor, action, target, detail) VALUES (%s, 'user.add', %s, %s)",
-                             (_actor(), args.username, Jsonb({"role": args.role, "display_name": display})))
+                    (
+                        args.username,
+                        hash_password(password),
+                        args.role,
+                        display,
+                        args.language,
+                        args.community if args.role == "post_station" else None,
+                        args.grid if args.role == "grid_worker" else None,
+                        args.elder if args.role == "family" else None,
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO audit_log (actor, action, target, detail) VALUES (%s, 'user.add', %s, %s)",
+                    (_actor(), args.username, Jsonb({"role": args.role, "display_name": display})),
+                )
         except Exception as error:
             import psycopg
 
@@ -139,16 +153,21 @@ def _run(conn: Any, args: argparse.Namespace) -> int:
     if command == "passwd":
         password = _read_password(args)
         with conn.transaction():
-            conn.execute("UPDATE users SET password_hash = %s, password_changed_at = now() WHERE username = %s",
-                         (hash_password(password), args.username))
+            conn.execute(
+                "UPDATE users SET password_hash = %s, password_changed_at = now() WHERE username = %s",
+                (hash_password(password), args.username),
+            )
             conn.execute("DELETE FROM sessions WHERE username = %s", (args.username,))
-            conn.execute("INSERT INTO audit_log (actor, action, target) VALUES (%s, 'user.passwd', %s)",
-                         (_actor(), args.username))
+            conn.execute(
+                "INSERT INTO audit_log (actor, action, target) VALUES (%s, 'user.passwd', %s)",
+                (_actor(), args.username),
+            )
         print(f"password of {args.username} changed; their sessions are ended")
         return 0
     with conn.transaction():
         conn.execute("DELETE FROM users WHERE username = %s", (args.username,))
-        conn.execute("INSERT INTO audit_log (actor, action, target) VALUES (%s, 'user.remove', %s)",
-                     (_actor(), args.username))
+        conn.execute(
+            "INSERT INTO audit_log (actor, action, target) VALUES (%s, 'user.remove', %s)", (_actor(), args.username)
+        )
     print(f"removed {args.username}")
     return 0

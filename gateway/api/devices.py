@@ -58,20 +58,38 @@ def status_filter(status: str | None, low_pct: float) -> tuple[str, dict[str, An
     return "true", {}
 
 
-async def devices(conn: AsyncConnection[Any], now: datetime, where: str, params: dict[str, Any],
-                  status: str | None = None, low_pct: float = 15.0, limit: int = 1000,
-                  offset: int = 0) -> tuple[list[Device], int]:
+async def devices(
+    conn: AsyncConnection[Any],
+    now: datetime,
+    where: str,
+    params: dict[str, Any],
+    status: str | None = None,
+    low_pct: float = 15.0,
+    limit: int = 1000,
+    offset: int = 0,
+) -> tuple[list[Device], int]:
     """Devices matching ``where`` (over ``devices d`` and ``elders e``, named parameters), and how many."""
     extra, extra_params = status_filter(status, low_pct)
     sql = _STATUS_SQL.format(where=where, status=extra)
-    args = {**params, **extra_params, "now": now, "since": now - LOOKBACK, "factor": SILENT_FACTOR,
-            "limit": limit, "offset": offset}
+    args = {
+        **params,
+        **extra_params,
+        "now": now,
+        "since": now - LOOKBACK,
+        "factor": SILENT_FACTOR,
+        "limit": limit,
+        "offset": offset,
+    }
     cur = await conn.execute(sql + " ORDER BY device_id LIMIT %(limit)s OFFSET %(offset)s", args)
     rows = [_device(r) for r in await cur.fetchall()]
     if offset == 0 and len(rows) < limit:
         return rows, len(rows)
-    counted = (f"SELECT count(*) FROM ({sql}) counted" if status else  # no status: no need to look at telemetry
-               f"SELECT count(*) FROM devices d LEFT JOIN elders e ON e.elder_id = d.elder_id WHERE {where}")
+    counted = (
+        f"SELECT count(*) FROM ({sql}) counted"
+        if status
+        # no status: no need to look at telemetry
+        else f"SELECT count(*) FROM devices d LEFT JOIN elders e ON e.elder_id = d.elder_id WHERE {where}"
+    )
     cur = await conn.execute(counted, args)
     row = await cur.fetchone()
     return rows, int(row[0]) if row else 0
@@ -79,10 +97,15 @@ async def devices(conn: AsyncConnection[Any], now: datetime, where: str, params:
 
 def _device(row: Sequence[Any]) -> Device:
     device_id, device_type, elder_id, interval, last_seen, battery, online = row
-    return Device(device_id=device_id, device_type=device_type, elder_id=elder_id,
-                  last_seen=last_seen.astimezone(UTC) if last_seen else None,
-                  battery=float(battery) if battery is not None else None, online=bool(online),
-                  reporting_interval_s=interval)
+    return Device(
+        device_id=device_id,
+        device_type=device_type,
+        elder_id=elder_id,
+        last_seen=last_seen.astimezone(UTC) if last_seen else None,
+        battery=float(battery) if battery is not None else None,
+        online=bool(online),
+        reporting_interval_s=interval,
+    )
 
 
 def scope_named(predicate: str, params: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:

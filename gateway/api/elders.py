@@ -52,8 +52,10 @@ METRICS: dict[str, tuple[str, str, str, str]] = {
     "systolic": ("telemetry_bp", "systolic", "bp", "avg"),
     "diastolic": ("telemetry_bp", "diastolic", "bp", "avg"),
 }
-RANGES: dict[str, tuple[timedelta, str]] = {"24h": (timedelta(hours=24), "5 minutes"),
-                                            "7d": (timedelta(days=7), "1 hour")}
+RANGES: dict[str, tuple[timedelta, str]] = {
+    "24h": (timedelta(hours=24), "5 minutes"),
+    "7d": (timedelta(days=7), "1 hour"),
+}
 
 
 def _like(text: str) -> str:
@@ -81,14 +83,24 @@ async def list_elders(call: Call) -> ElderList:
     async with call.ctx.pool.connection() as conn:
         cur = await conn.execute(
             f"SELECT e.elder_id, e.name, e.community, e.grid, {_HOME}, coalesce(o.n, 0), o.rank FROM elders e "
-            f"{_OPEN} WHERE {clause} ORDER BY e.elder_id LIMIT %s OFFSET %s", (*args, q.limit, q.offset))
+            f"{_OPEN} WHERE {clause} ORDER BY e.elder_id LIMIT %s OFFSET %s",
+            (*args, q.limit, q.offset),
+        )
         rows = await cur.fetchall()
         cur = await conn.execute(f"SELECT count(*) FROM elders e WHERE {clause}", tuple(args))
         total = await cur.fetchone()
-    elders = [ElderRow(elder_id=i, name=n, community=c or None, grid=g or None,
-                       home=Position(lat=lat, lon=lon) if lat is not None and lon is not None else None,
-                       open_alerts=int(count), worst_severity=_RANK_SEVERITY.get(rank))  # type: ignore[arg-type]
-              for i, n, c, g, lat, lon, count, rank in rows]
+    elders = [
+        ElderRow(
+            elder_id=i,
+            name=n,
+            community=c or None,
+            grid=g or None,
+            home=Position(lat=lat, lon=lon) if lat is not None and lon is not None else None,
+            open_alerts=int(count),
+            worst_severity=_RANK_SEVERITY.get(rank),
+        )  # type: ignore[arg-type]
+        for i, n, c, g, lat, lon, count, rank in rows
+    ]
     return ElderList(elders=elders, total=int(total[0]) if total else 0)
 
 
@@ -96,8 +108,10 @@ async def visible_elder(call: Call, elder_id: str) -> tuple[str, str | None, str
     """name, community, grid, profile of an elder this user may see; 404 otherwise."""
     scope, params = Scope.elders(call.who)
     async with call.ctx.pool.connection() as conn:
-        cur = await conn.execute(f"SELECT e.name, e.community, e.grid, e.profile FROM elders e "
-                                 f"WHERE e.elder_id = %s AND {scope}", (elder_id, *params))
+        cur = await conn.execute(
+            f"SELECT e.name, e.community, e.grid, e.profile FROM elders e WHERE e.elder_id = %s AND {scope}",
+            (elder_id, *params),
+        )
         row = await cur.fetchone()
     if row is None:
         raise not_found(f"elder {elder_id}")
@@ -107,8 +121,9 @@ async def visible_elder(call: Call, elder_id: str) -> tuple[str, str | None, str
 
 async def fences_of(call: Call, elder_ids: list[str]) -> FenceCollection:
     async with call.ctx.pool.connection() as conn:
-        cur = await conn.execute("SELECT elder_id, spec FROM geofences WHERE elder_id = ANY(%s) "
-                                 "ORDER BY elder_id, fence_id", (elder_ids,))
+        cur = await conn.execute(
+            "SELECT elder_id, spec FROM geofences WHERE elder_id = ANY(%s) ORDER BY elder_id, fence_id", (elder_ids,)
+        )
         rows = await cur.fetchall()
     return FenceCollection(type="FeatureCollection", features=[feature_from_spec(e, s) for e, s in rows])
 
@@ -117,43 +132,71 @@ async def elder_detail(call: Call) -> ElderDetail:
     elder_id = call.path("elder_id")
     name, community, grid, profile = await visible_elder(call, elder_id)
     async with call.ctx.pool.connection() as conn:
-        found, _ = await devices(conn, call.ctx.now(), "d.elder_id = %(elder)s", {"elder": elder_id},
-                                 low_pct=call.ctx.battery_low_pct)
+        found, _ = await devices(
+            conn, call.ctx.now(), "d.elder_id = %(elder)s", {"elder": elder_id}, low_pct=call.ctx.battery_low_pct
+        )
         latest = await _latest(conn, elder_id, call)
-    contacts = [ContactView(name=c.get("name", ""), phone=c.get("phone", ""), relation=c.get("relation", ""),
-                            language=c.get("language", "zh"), priority=int(c.get("priority", 1)),
-                            channels=list(c.get("channels", [])))
-                for c in profile.get("contacts", [])]
+    contacts = [
+        ContactView(
+            name=c.get("name", ""),
+            phone=c.get("phone", ""),
+            relation=c.get("relation", ""),
+            language=c.get("language", "zh"),
+            priority=int(c.get("priority", 1)),
+            channels=list(c.get("channels", [])),
+        )
+        for c in profile.get("contacts", [])
+    ]
     shown = {k: v for k, v in profile.items() if k not in ("id", "name", "community", "grid", "contacts")}
-    return ElderDetail(elder_id=elder_id, name=name, community=community, grid=grid, profile=shown,
-                       devices=found, contacts=contacts, fences=await fences_of(call, [elder_id]), latest=latest)
+    return ElderDetail(
+        elder_id=elder_id,
+        name=name,
+        community=community,
+        grid=grid,
+        profile=shown,
+        devices=found,
+        contacts=contacts,
+        fences=await fences_of(call, [elder_id]),
+        latest=latest,
+    )
 
 
 async def _latest(conn: Any, elder_id: str, call: Call) -> Latest:
     since = call.ctx.now() - timedelta(days=7)
     values: dict[str, Any] = {}
     times = []
-    for column, table, kind in (("hr", "telemetry_wristband", "wristband"),
-                                ("spo2", "telemetry_wristband", "wristband"),
-                                ("battery", "telemetry_wristband", "wristband"),
-                                ("lat, lon", "telemetry_wristband", "wristband"),
-                                ("glucose_mmol", "telemetry_glucose", "glucose"),
-                                ("systolic, diastolic", "telemetry_bp", "bp")):
+    for column, table, kind in (
+        ("hr", "telemetry_wristband", "wristband"),
+        ("spo2", "telemetry_wristband", "wristband"),
+        ("battery", "telemetry_wristband", "wristband"),
+        ("lat, lon", "telemetry_wristband", "wristband"),
+        ("glucose_mmol", "telemetry_glucose", "glucose"),
+        ("systolic, diastolic", "telemetry_bp", "bp"),
+    ):
         first = column.split(",")[0]
         cur = await conn.execute(
             f"SELECT time, {column} FROM {table} WHERE device_id IN (SELECT device_id FROM devices "
             f"WHERE elder_id = %s AND device_type = %s) AND time > %s AND {first} IS NOT NULL "
-            "ORDER BY time DESC LIMIT 1", (elder_id, kind, since))
+            "ORDER BY time DESC LIMIT 1",
+            (elder_id, kind, since),
+        )
         row = await cur.fetchone()
         if row is None:
             continue
         times.append(row[0])
         for name, value in zip(column.split(", "), row[1:], strict=True):
             values[name] = float(value) if value is not None else None
-    return Latest(hr=values.get("hr"), spo2=values.get("spo2"), glucose_mmol=values.get("glucose_mmol"),
-                  systolic=values.get("systolic"), diastolic=values.get("diastolic"),
-                  battery=values.get("battery"), lat=values.get("lat"), lon=values.get("lon"),
-                  time=max(times).astimezone(UTC) if times else None)
+    return Latest(
+        hr=values.get("hr"),
+        spo2=values.get("spo2"),
+        glucose_mmol=values.get("glucose_mmol"),
+        systolic=values.get("systolic"),
+        diastolic=values.get("diastolic"),
+        battery=values.get("battery"),
+        lat=values.get("lat"),
+        lon=values.get("lon"),
+        time=max(times).astimezone(UTC) if times else None,
+    )
 
 
 async def readings(call: Call) -> Readings:
@@ -169,7 +212,8 @@ async def readings(call: Call) -> Readings:
             f"{agg}(t.{column})::float8 FROM {table} t WHERE t.device_id IN (SELECT device_id FROM devices "
             f"WHERE elder_id = %s AND device_type = %s) AND t.time > %s AND t.time <= %s "
             f"AND t.{column} IS NOT NULL GROUP BY b ORDER BY b",
-            (bucket, elder_id, kind, now - span, now))
+            (bucket, elder_id, kind, now - span, now),
+        )
         points = [ReadingPoint(time=b.astimezone(UTC), value=v) for b, v in await cur.fetchall()]
     return Readings(metric=q.metric, range=q.range, points=points)
 
@@ -185,8 +229,9 @@ async def list_devices(call: Call) -> DeviceList:
         where.append("d.device_type = %(type)s")
         params["type"] = q.type
     async with call.ctx.pool.connection() as conn:
-        found, total = await devices(conn, call.ctx.now(), " AND ".join(where), params, q.status,
-                                     call.ctx.battery_low_pct, q.limit, q.offset)
+        found, total = await devices(
+            conn, call.ctx.now(), " AND ".join(where), params, q.status, call.ctx.battery_low_pct, q.limit, q.offset
+        )
     return DeviceList(devices=found, total=total)
 
 
@@ -197,18 +242,27 @@ async def elder_map(call: Call) -> MapView:
     async with call.ctx.pool.connection() as conn:
         cur = await conn.execute(
             f"SELECT e.elder_id, e.name, {_HOME}, e.grid, o.rank FROM elders e {_OPEN} "
-            f"WHERE {clause} AND e.profile->'home' IS NOT NULL ORDER BY e.elder_id", tuple(args))
+            f"WHERE {clause} AND e.profile->'home' IS NOT NULL ORDER BY e.elder_id",
+            tuple(args),
+        )
         rows = await cur.fetchall()
-        cur = await conn.execute(f"SELECT g.elder_id, g.spec FROM geofences g JOIN elders e USING (elder_id) "
-                                 f"WHERE {clause} ORDER BY g.elder_id, g.fence_id", tuple(args))
+        cur = await conn.execute(
+            f"SELECT g.elder_id, g.spec FROM geofences g JOIN elders e USING (elder_id) "
+            f"WHERE {clause} ORDER BY g.elder_id, g.fence_id",
+            tuple(args),
+        )
         fence_rows = await cur.fetchall()
-    elders = [MapElder(elder_id=i, name=n, lat=lat, lon=lon, grid=g or None,
-                       worst_severity=_RANK_SEVERITY.get(rank))  # type: ignore[arg-type]
-              for i, n, lat, lon, g, rank in rows if lat is not None and lon is not None]
+    elders = [
+        MapElder(elder_id=i, name=n, lat=lat, lon=lon, grid=g or None, worst_severity=_RANK_SEVERITY.get(rank))  # type: ignore[arg-type]
+        for i, n, lat, lon, g, rank in rows
+        if lat is not None and lon is not None
+    ]
     features = [feature_from_spec(e, s) for e, s in fence_rows]
     boxes = [(m.lon, m.lat, m.lon, m.lat) for m in elders]
     boxes += [b for _, s in fence_rows if (b := bounds_of(s)) is not None]
-    bounds = ([min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-               max(b[3] for b in boxes)] if boxes else None)
-    return MapView(elders=elders, fences=FenceCollection(type="FeatureCollection", features=features),
-                   bounds=bounds)
+    bounds = (
+        [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+        if boxes
+        else None
+    )
+    return MapView(elders=elders, fences=FenceCollection(type="FeatureCollection", features=features), bounds=bounds)

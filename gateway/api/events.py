@@ -103,15 +103,17 @@ class AlertFeed:
                 self._marks.append((time.monotonic(), self._position))
                 return
             low = self._low_water()
-            cur = await conn.execute("SELECT id, alert_id FROM alert_events WHERE id > %s ORDER BY id LIMIT 5000",
-                                     (low,))
+            cur = await conn.execute(
+                "SELECT id, alert_id FROM alert_events WHERE id > %s ORDER BY id LIMIT 5000", (low,)
+            )
             rows = [(i, a) for i, a in await cur.fetchall() if i not in self._delivered]
             latest: dict[int, int] = {}
             for event_id, alert_id in rows:
                 latest[alert_id] = event_id
                 self._delivered.add(event_id)
-            found = {a.alert_id: a for a in await summaries(conn, "a.alert_id = ANY(%s)", [list(latest)])} \
-                if latest else {}
+            found = (
+                {a.alert_id: a for a in await summaries(conn, "a.alert_id = ANY(%s)", [list(latest)])} if latest else {}
+            )
         if rows:
             self._position = max(self._position, rows[-1][0])
         self._marks.append((time.monotonic(), self._position))
@@ -145,7 +147,9 @@ async def backlog(call: Call, after: int) -> list[tuple[int, AlertSummary]]:
     async with call.ctx.pool.connection() as conn:
         cur = await conn.execute(
             "SELECT alert_id, max(id) AS last FROM alert_events WHERE id > %s GROUP BY alert_id "
-            "ORDER BY last DESC LIMIT %s", (after, BACKLOG_MAX))
+            "ORDER BY last DESC LIMIT %s",
+            (after, BACKLOG_MAX),
+        )
         latest = {a: i for a, i in await cur.fetchall()}
         if not latest:
             return []
@@ -195,5 +199,6 @@ async def alert_events(call: Call) -> StreamingResponse:
         finally:
             ctx.feed.unsubscribe(sub)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )

@@ -62,8 +62,9 @@ def _circle(position: list[float], radius_m: float | None) -> dict[str, float]:
     if radius_m is None:
         raise FenceProblem("a circle (a Point) needs properties.radius_m")
     if not math.isfinite(radius_m) or radius_m * 2 < MIN_ACROSS_M or radius_m * 2 > MAX_ACROSS_M:
-        raise FenceProblem(f"a circle of radius {radius_m:g} m is not {MIN_ACROSS_M:g} m to "
-                           f"{MAX_ACROSS_M / 1000:g} km across")
+        raise FenceProblem(
+            f"a circle of radius {radius_m:g} m is not {MIN_ACROSS_M:g} m to {MAX_ACROSS_M / 1000:g} km across"
+        )
     return {"lat": lat, "lon": lon, "radius_m": radius_m}
 
 
@@ -87,8 +88,7 @@ def _polygon(rings: list[list[list[float]]]) -> list[list[list[float]]]:
     outer = clean[0]
     ref_lat = sum(p[1] for p in outer) / len(outer)
     kx, ky = metres_per_degree(ref_lat)
-    local = Polygon([(p[0] * kx, p[1] * ky) for p in outer], [[(p[0] * kx, p[1] * ky) for p in h]
-                                                               for h in clean[1:]])
+    local = Polygon([(p[0] * kx, p[1] * ky) for p in outer], [[(p[0] * kx, p[1] * ky) for p in h] for h in clean[1:]])
     if not local.is_valid:
         raise FenceProblem(f"the polygon is not valid: {shapely.is_valid_reason(local)}")
     box = shapely.minimum_rotated_rectangle(local)
@@ -96,8 +96,10 @@ def _polygon(rings: list[list[list[float]]]) -> list[list[list[float]]]:
     sides = [math.dist(corners[i], corners[i + 1]) for i in range(2)] if len(corners) >= 3 else [0.0, 0.0]
     narrow, wide = min(sides), max(sides)
     if narrow < MIN_ACROSS_M:
-        raise FenceProblem(f"the fence is only {narrow:.0f} m across; at least {MIN_ACROSS_M:g} m is needed "
-                           "for GPS to tell inside from outside")
+        raise FenceProblem(
+            f"the fence is only {narrow:.0f} m across; at least {MIN_ACROSS_M:g} m is needed "
+            "for GPS to tell inside from outside"
+        )
     if wide > MAX_ACROSS_M:
         raise FenceProblem(f"the fence is {wide / 1000:.1f} km across; at most {MAX_ACROSS_M / 1000:g} km")
     problem = polygon_problem({"type": "Polygon", "coordinates": clean})  # the detectors' own checks
@@ -114,10 +116,20 @@ def feature_from_spec(elder_id: str, spec: dict[str, Any]) -> Fence:
         kind, radius = "circle", float(circle["radius_m"])
     else:
         geometry, kind, radius = dict(spec.get("geojson") or {}), "polygon", None
-    return Fence(type="Feature", id=str(spec["id"]), geometry=geometry, properties=FenceProperties(
-        name=str(spec.get("name") or spec["id"]), kind=kind, elder_id=elder_id,  # type: ignore[arg-type]
-        active_hours=spec.get("active"), margin_m=spec.get("margin_m"), severity=spec.get("severity"),
-        radius_m=radius))
+    return Fence(
+        type="Feature",
+        id=str(spec["id"]),
+        geometry=geometry,
+        properties=FenceProperties(
+            name=str(spec.get("name") or spec["id"]),
+            kind=kind,
+            elder_id=elder_id,  # type: ignore[arg-type]
+            active_hours=spec.get("active"),
+            margin_m=spec.get("margin_m"),
+            severity=spec.get("severity"),
+            radius_m=radius,
+        ),
+    )
 
 
 def bounds_of(spec: dict[str, Any]) -> tuple[float, float, float, float] | None:

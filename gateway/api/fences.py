@@ -54,11 +54,19 @@ async def put_fence(call: Call) -> Fence:
         before = fences.get(fence_id)
         fences[fence_id] = spec
         await _check_registry(conn, elder, list(fences.values()))
-        await conn.execute("INSERT INTO geofences (elder_id, fence_id, spec) VALUES (%s, %s, %s) "
-                           "ON CONFLICT (elder_id, fence_id) DO UPDATE SET spec = EXCLUDED.spec",
-                           (elder_id, fence_id, Jsonb(spec)))
-        await audit(conn, call.who.username, "fence.update" if before else "fence.create",
-                    f"{elder_id}/{fence_id}", {"before": before, "after": spec}, call.ctx.now())
+        await conn.execute(
+            "INSERT INTO geofences (elder_id, fence_id, spec) VALUES (%s, %s, %s) "
+            "ON CONFLICT (elder_id, fence_id) DO UPDATE SET spec = EXCLUDED.spec",
+            (elder_id, fence_id, Jsonb(spec)),
+        )
+        await audit(
+            conn,
+            call.who.username,
+            "fence.update" if before else "fence.create",
+            f"{elder_id}/{fence_id}",
+            {"before": before, "after": spec},
+            call.ctx.now(),
+        )
     return feature_from_spec(elder_id, spec)
 
 
@@ -68,18 +76,23 @@ async def delete_fence(call: Call) -> None:
     scope, params = Scope.elders(call.who)
     async with call.ctx.pool.connection() as conn, conn.transaction():
         await _locked_elder(conn, elder_id, scope, params)
-        cur = await conn.execute("DELETE FROM geofences WHERE elder_id = %s AND fence_id = %s RETURNING spec",
-                                 (elder_id, fence_id))
+        cur = await conn.execute(
+            "DELETE FROM geofences WHERE elder_id = %s AND fence_id = %s RETURNING spec", (elder_id, fence_id)
+        )
         row = await cur.fetchone()
         if row is None:
             raise not_found(f"fence {fence_id} of elder {elder_id}")
-        await audit(conn, call.who.username, "fence.delete", f"{elder_id}/{fence_id}", {"before": row[0]},
-                    call.ctx.now())
+        await audit(
+            conn, call.who.username, "fence.delete", f"{elder_id}/{fence_id}", {"before": row[0]}, call.ctx.now()
+        )
 
 
 async def _locked_elder(conn: Any, elder_id: str, scope: str, params: tuple[Any, ...]) -> dict[str, Any]:
-    cur = await conn.execute(f"SELECT e.elder_id, e.name, e.community, e.grid, e.profile FROM elders e "
-                             f"WHERE e.elder_id = %s AND {scope} FOR UPDATE OF e", (elder_id, *params))
+    cur = await conn.execute(
+        f"SELECT e.elder_id, e.name, e.community, e.grid, e.profile FROM elders e "
+        f"WHERE e.elder_id = %s AND {scope} FOR UPDATE OF e",
+        (elder_id, *params),
+    )
     row = await cur.fetchone()
     if row is None:
         raise not_found(f"elder {elder_id}")
@@ -88,8 +101,9 @@ async def _locked_elder(conn: Any, elder_id: str, scope: str, params: tuple[Any,
 
 
 async def _check_registry(conn: Any, elder: dict[str, Any], fences: list[dict[str, Any]]) -> None:
-    cur = await conn.execute("SELECT device_id, device_type, reporting_interval_s FROM devices WHERE elder_id = %s",
-                             (elder["id"],))
+    cur = await conn.execute(
+        "SELECT device_id, device_type, reporting_interval_s FROM devices WHERE elder_id = %s", (elder["id"],)
+    )
     devices = [{"id": d, "type": t, "reporting_interval_s": i} for d, t, i in await cur.fetchall()]
     try:
         registry_from_dicts([{**elder, "fences": fences, "devices": devices}])

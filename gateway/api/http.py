@@ -36,8 +36,15 @@ _ENCODER = msgspec.json.Encoder()
 class ApiError(Exception):
     """An error answer; ``extra`` fields are added to the JSON body."""
 
-    def __init__(self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None,
-                 body: msgspec.Struct | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: msgspec.Struct | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
@@ -52,8 +59,7 @@ def not_found(what: str) -> ApiError:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_ENCODER.encode(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(_ENCODER.encode(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def error_response(error: ApiError) -> Response:
@@ -122,8 +128,9 @@ class Endpoint:
             except ApiError as error:
                 return error_response(error)
             except PoolTimeout:
-                return error_response(ApiError(503, "database_unavailable",
-                                               "The database does not answer; try again shortly."))
+                return error_response(
+                    ApiError(503, "database_unavailable", "The database does not answer; try again shortly.")
+                )
 
         return Route(self.path, endpoint, methods=[self.method], name=f"{self.method} {self.path}")
 

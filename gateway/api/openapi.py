@@ -20,10 +20,19 @@ from gateway.api.schemas import Error, ImportErrors
 
 _REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
-_REASONS = {200: "OK", 204: "No content", 400: "Bad request", 401: "Not logged in or session expired",
-            403: "Not allowed for this role", 404: "Unknown, or out of the user's scope",
-            409: "Conflicts with the alert's state", 413: "Upload too large", 422: "Invalid input",
-            429: "Too many failed logins", 503: "Database unavailable"}
+_REASONS = {
+    200: "OK",
+    204: "No content",
+    400: "Bad request",
+    401: "Not logged in or session expired",
+    403: "Not allowed for this role",
+    404: "Unknown, or out of the user's scope",
+    409: "Conflicts with the alert's state",
+    413: "Upload too large",
+    422: "Invalid input",
+    429: "Too many failed logins",
+    503: "Database unavailable",
+}
 
 
 def openapi_document(endpoints: Sequence[Endpoint], version: str = "1") -> dict[str, Any]:
@@ -40,9 +49,12 @@ def openapi_document(endpoints: Sequence[Endpoint], version: str = "1") -> dict[
         paths.setdefault(path, {})[ep.method.lower()] = _operation(ep, by_type, components)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "eldercare-gateway console API", "version": version,
-                 "description": "Alerts, elders, devices, fences and people for the operator console. "
-                                "Errors are {\"error\": code, \"detail\": sentence}."},
+        "info": {
+            "title": "eldercare-gateway console API",
+            "version": version,
+            "description": "Alerts, elders, devices, fences and people for the operator console. "
+            'Errors are {"error": code, "detail": sentence}.',
+        },
         "paths": paths,
         "components": {
             "schemas": components,
@@ -61,29 +73,55 @@ def _operation(ep: Endpoint, by_type: dict[Any, Any], components: dict[str, Any]
         op["description"] = ep.description
     params: list[dict[str, Any]] = []
     for name, convertor in _PATH_PARAM.findall(ep.path):
-        schema: dict[str, Any] = ({"type": "integer", "minimum": 1, "maximum": 2**62} if convertor == "int"
-                                  else {"type": "string", "minLength": 1, "maxLength": 128})
-        params.append({"name": name, "in": "path", "required": True, "schema": schema,
-                       "description": ep.path_doc.get(name, "")})
+        schema: dict[str, Any] = (
+            {"type": "integer", "minimum": 1, "maximum": 2**62}
+            if convertor == "int"
+            else {"type": "string", "minLength": 1, "maxLength": 128}
+        )
+        params.append(
+            {"name": name, "in": "path", "required": True, "schema": schema, "description": ep.path_doc.get(name, "")}
+        )
     if ep.query is not None:
         struct = components[by_type[ep.query]["$ref"].rsplit("/", 1)[1]]
         required = set(struct.get("required", []))
         for name, schema in struct.get("properties", {}).items():
             params.append({"name": name, "in": "query", "required": name in required, "schema": _non_null(schema)})
     if ep.path == "/api/events":
-        params.append({"name": "Last-Event-ID", "in": "header", "required": False,
-                       "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                       "description": "resume after this alert_events id"})
+        params.append(
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                "description": "resume after this alert_events id",
+            }
+        )
     if params:
         op["parameters"] = params
     if ep.body == "multipart":
-        op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["file"],
-            "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream",
-                                    "description": ".csv or .xlsx"}}}}}}
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "contentMediaType": "application/octet-stream",
+                                "description": ".csv or .xlsx",
+                            }
+                        },
+                    }
+                }
+            },
+        }
     elif ep.body is not None:
-        op["requestBody"] = {"required": ep.body_required,
-                             "content": {"application/json": {"schema": by_type[ep.body]}}}
+        op["requestBody"] = {
+            "required": ep.body_required,
+            "content": {"application/json": {"schema": by_type[ep.body]}},
+        }
     responses: dict[str, Any] = {}
     for status in ep.statuses:
         entry: dict[str, Any] = {"description": _REASONS.get(status, "")}

@@ -19,10 +19,16 @@ def _visible(user: Principal) -> tuple[str, tuple[Any, ...]]:
     if user.role in EVERYTHING:
         return "true", ()
     if user.role == "post_station":
-        return ("(spec->>'role' = 'hotline' OR spec->>'community' = %s OR spec->>'grid' IN "
-                "(SELECT DISTINCT grid FROM elders WHERE community = %s AND grid <> ''))", (user.community,) * 2)
-    return ("(spec->>'role' = 'hotline' OR spec->>'grid' = %s OR spec->>'community' IN "
-            "(SELECT DISTINCT community FROM elders WHERE grid = %s AND community <> ''))", (user.grid,) * 2)
+        return (
+            "(spec->>'role' = 'hotline' OR spec->>'community' = %s OR spec->>'grid' IN "
+            "(SELECT DISTINCT grid FROM elders WHERE community = %s AND grid <> ''))",
+            (user.community,) * 2,
+        )
+    return (
+        "(spec->>'role' = 'hotline' OR spec->>'grid' = %s OR spec->>'community' IN "
+        "(SELECT DISTINCT community FROM elders WHERE grid = %s AND community <> ''))",
+        (user.grid,) * 2,
+    )
 
 
 async def list_responders(call: Call) -> ResponderList:
@@ -31,10 +37,22 @@ async def list_responders(call: Call) -> ResponderList:
     async with call.ctx.pool.connection() as conn:
         cur = await conn.execute(f"SELECT spec FROM responders WHERE {where} ORDER BY responder_id", params)
         rows = await cur.fetchall()
-    return ResponderList(responders=[ResponderView(
-        id=s["id"], name=s["name"], role=s["role"], language=s.get("language", "zh"), grid=s.get("grid"),
-        community=s.get("community"), shifts=list(s.get("shifts", [])), channels=list(s.get("channels", [])),
-        phone=s.get("phone") if with_phone else None) for (s,) in rows])
+    return ResponderList(
+        responders=[
+            ResponderView(
+                id=s["id"],
+                name=s["name"],
+                role=s["role"],
+                language=s.get("language", "zh"),
+                grid=s.get("grid"),
+                community=s.get("community"),
+                shifts=list(s.get("shifts", [])),
+                channels=list(s.get("channels", [])),
+                phone=s.get("phone") if with_phone else None,
+            )
+            for (s,) in rows
+        ]
+    )
 
 
 async def list_rosters(call: Call) -> RosterList:
@@ -42,7 +60,15 @@ async def list_rosters(call: Call) -> RosterList:
     async with call.ctx.pool.connection() as conn:
         cur = await conn.execute(
             f"SELECT o.spec FROM roster_overrides o WHERE o.spec->>'responder' IN "
-            f"(SELECT responder_id FROM responders WHERE {where}) ORDER BY o.id", params)
+            f"(SELECT responder_id FROM responders WHERE {where}) ORDER BY o.id",
+            params,
+        )
         rows = await cur.fetchall()
-    return RosterList(overrides=[RosterOverrideView(responder=s["responder"], start=s["start"], end=s["end"],
-                                                    on_duty=bool(s.get("on_duty", True))) for (s,) in rows])
+    return RosterList(
+        overrides=[
+            RosterOverrideView(
+                responder=s["responder"], start=s["start"], end=s["end"], on_duty=bool(s.get("on_duty", True))
+            )
+            for (s,) in rows
+        ]
+    )

@@ -34,7 +34,14 @@ CONTACTS = 3
 
 SCALAR = ("elder_id", "name", "community", "grid", "address", "language")
 COLUMNS: tuple[str, ...] = (
-    *SCALAR, "lives_alone", "conditions", "home_lat", "home_lon", "home_fence_m", "devices", "thresholds",
+    *SCALAR,
+    "lives_alone",
+    "conditions",
+    "home_lat",
+    "home_lon",
+    "home_fence_m",
+    "devices",
+    "thresholds",
     *(f"contact{i}_{part}" for i in range(1, CONTACTS + 1) for part in ("name", "phone", "relation")),
 )
 _TRUE = {"yes", "y", "true", "1", "是", "x"}
@@ -136,8 +143,13 @@ def parse_sheet(table: list[list[str]], stored: dict[str, dict[str, Any]]) -> Sh
     unknown = [h for h in header if h and h not in COLUMNS]
     missing = [c for c in ("elder_id",) if c not in header]
     if unknown or missing or len(set(filter(None, header))) != len(list(filter(None, header))):
-        detail = (f"unknown column {unknown[0]!r} (known: {', '.join(COLUMNS)})" if unknown else
-                  "the column elder_id is required" if missing else "a column is named twice")
+        detail = (
+            f"unknown column {unknown[0]!r} (known: {', '.join(COLUMNS)})"
+            if unknown
+            else "the column elder_id is required"
+            if missing
+            else "a column is named twice"
+        )
         result.errors.append(RowError(row=1, column=unknown[0] if unknown else None, detail=detail))
         return result
     seen_elders: dict[str, int] = {}
@@ -149,14 +161,16 @@ def parse_sheet(table: list[list[str]], stored: dict[str, dict[str, Any]]) -> Sh
         errors, elder = _row(row, stored)
         elder_id = row.get("elder_id", "")
         if elder_id in seen_elders:
-            errors.append(RowError(row=n, column="elder_id",
-                                   detail=f"elder {elder_id} is already on row {seen_elders[elder_id]}"))
+            errors.append(
+                RowError(row=n, column="elder_id", detail=f"elder {elder_id} is already on row {seen_elders[elder_id]}")
+            )
         seen_elders.setdefault(elder_id, n)
         for device in (elder or {}).get("devices", []) if "devices" in row else []:
             first = seen_devices.setdefault(device["id"], n)
             if first != n:
-                errors.append(RowError(row=n, column="devices",
-                                       detail=f"device {device['id']} is already bound on row {first}"))
+                errors.append(
+                    RowError(row=n, column="devices", detail=f"device {device['id']} is already bound on row {first}")
+                )
         for error in errors:
             error.row = n
         result.errors.extend(errors)
@@ -266,8 +280,7 @@ def _contacts(row: dict[str, str], elder: dict[str, Any]) -> None:
             raise _Cell(f"contact{i}_{'name' if not name else 'phone'}", f"contact {i} needs a name and a phone")
         if not re.fullmatch(r"\+[1-9]\d{6,14}", phone):
             raise _Cell(f"contact{i}_phone", f"{phone!r} is not an E.164 number (e.g. +8613800138000)")
-        contacts.append({"name": name, "phone": phone, "relation": row.get(f"contact{i}_relation", ""),
-                         "priority": i})
+        contacts.append({"name": name, "phone": phone, "relation": row.get(f"contact{i}_relation", ""), "priority": i})
     elder["contacts"] = contacts
 
 
@@ -285,10 +298,20 @@ def _number(text: str, column: str) -> float:
     return value
 
 
-_PATH_COLUMNS = (("$.home.lat", "home_lat"), ("$.home.lon", "home_lon"), ("$.home", "home_lat"),
-                 ("$.conditions", "conditions"), ("$.devices", "devices"), ("$.thresholds", "thresholds"),
-                 ("$.language", "language"), ("$.fences", "home_fence_m"), ("$.name", "name"),
-                 ("$.community", "community"), ("$.grid", "grid"), ("$.address", "address"))
+_PATH_COLUMNS = (
+    ("$.home.lat", "home_lat"),
+    ("$.home.lon", "home_lon"),
+    ("$.home", "home_lat"),
+    ("$.conditions", "conditions"),
+    ("$.devices", "devices"),
+    ("$.thresholds", "thresholds"),
+    ("$.language", "language"),
+    ("$.fences", "home_fence_m"),
+    ("$.name", "name"),
+    ("$.community", "community"),
+    ("$.grid", "grid"),
+    ("$.address", "address"),
+)
 
 
 def _column_of(message: str) -> str | None:

@@ -31,8 +31,9 @@ async def import_sheet(call: Call) -> ImportResult:
     q: ImportQuery = call.query
     limit = call.ctx.settings.max_upload_bytes
     filename, data = await _upload(call.request, limit)
-    result = await asyncio.to_thread(_import, call.ctx.connect, filename, data, q.dry_run, call.who.username,
-                                     call.ctx.now())
+    result = await asyncio.to_thread(
+        _import, call.ctx.connect, filename, data, q.dry_run, call.who.username, call.ctx.now()
+    )
     return result
 
 
@@ -71,8 +72,18 @@ def _import(connect: Any, filename: str, data: bytes, dry_run: bool, username: s
     except SheetError as error:
         raise ApiError(422, "unreadable_file", str(error)) from None
     with connect() as conn:
-        ids = sorted({r[i].strip() for r in table[1:] for i, h in enumerate(table[0][:len(r)])
-                      if h.strip().lower() == "elder_id" and r[i].strip()}) if table else []
+        ids = (
+            sorted(
+                {
+                    r[i].strip()
+                    for r in table[1:]
+                    for i, h in enumerate(table[0][: len(r)])
+                    if h.strip().lower() == "elder_id" and r[i].strip()
+                }
+            )
+            if table
+            else []
+        )
         stored = _stored_elders(conn, ids)
         try:
             sheet = parse_sheet(table, stored)
@@ -92,17 +103,36 @@ def _import(connect: Any, filename: str, data: bytes, dry_run: bool, username: s
         if not dry_run:
             with conn.transaction():
                 count = import_registry(conn, registry)
-                conn.execute("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (%s, %s, %s, %s, %s)",
-                             (now, username, "registry.import", filename[:200],
-                              Jsonb({"elders": count, "devices": devices, "fences": fences,
-                                     "sha256": hashlib.sha256(data).hexdigest(),
-                                     "elder_ids": [e.id for e in registry.elders][:1000]})))
+                conn.execute(
+                    "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (%s, %s, %s, %s, %s)",
+                    (
+                        now,
+                        username,
+                        "registry.import",
+                        filename[:200],
+                        Jsonb(
+                            {
+                                "elders": count,
+                                "devices": devices,
+                                "fences": fences,
+                                "sha256": hashlib.sha256(data).hexdigest(),
+                                "elder_ids": [e.id for e in registry.elders][:1000],
+                            }
+                        ),
+                    ),
+                )
     return ImportResult(imported=len(registry.elders), devices=devices, fences=fences, dry_run=dry_run)
 
 
 def _invalid(rows: list[RowError]) -> ApiError:
-    return ApiError(422, "invalid_rows", "", body=ImportErrors(
-        error="invalid_rows", detail=f"{len(rows)} problem(s) found; nothing was imported.", rows=rows))
+    return ApiError(
+        422,
+        "invalid_rows",
+        "",
+        body=ImportErrors(
+            error="invalid_rows", detail=f"{len(rows)} problem(s) found; nothing was imported.", rows=rows
+        ),
+    )
 
 
 def _row_of(sheet: SheetResult, message: str) -> int:
@@ -116,14 +146,25 @@ def _stored_elders(conn: psycopg.Connection[Any], ids: list[str]) -> dict[str, d
     """Registered elders among ``ids`` as registry dicts, to merge the sheet's columns into."""
     elders: dict[str, dict[str, Any]] = {}
     for elder_id, name, community, grid, profile in conn.execute(
-            "SELECT elder_id, name, community, grid, profile FROM elders WHERE elder_id = ANY(%s)", (ids,)):
-        elders[elder_id] = {**profile, "id": elder_id, "name": name, "community": community or "",
-                            "grid": grid or "", "fences": [], "devices": []}
-    for elder_id, spec in conn.execute("SELECT elder_id, spec FROM geofences WHERE elder_id = ANY(%s) "
-                                       "ORDER BY fence_id", (ids,)):
+        "SELECT elder_id, name, community, grid, profile FROM elders WHERE elder_id = ANY(%s)", (ids,)
+    ):
+        elders[elder_id] = {
+            **profile,
+            "id": elder_id,
+            "name": name,
+            "community": community or "",
+            "grid": grid or "",
+            "fences": [],
+            "devices": [],
+        }
+    for elder_id, spec in conn.execute(
+        "SELECT elder_id, spec FROM geofences WHERE elder_id = ANY(%s) ORDER BY fence_id", (ids,)
+    ):
         elders[elder_id]["fences"].append(spec)
     for device_id, device_type, elder_id, interval in conn.execute(
-            "SELECT device_id, device_type, elder_id, reporting_interval_s FROM devices WHERE elder_id = ANY(%s) "
-            "ORDER BY device_id", (ids,)):
+        "SELECT device_id, device_type, elder_id, reporting_interval_s FROM devices WHERE elder_id = ANY(%s) "
+        "ORDER BY device_id",
+        (ids,),
+    ):
         elders[elder_id]["devices"].append({"id": device_id, "type": device_type, "reporting_interval_s": interval})
     return elders

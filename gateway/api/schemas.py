@@ -289,8 +289,9 @@ Position2 = Annotated[list[float], Meta(min_length=2, max_length=3)]
 
 
 class PolygonGeometry(msgspec.Struct, tag_field="type", tag="Polygon", forbid_unknown_fields=True):
-    coordinates: Annotated[list[Annotated[list[Position2], Meta(max_length=10_000)]], Meta(min_length=1,
-                                                                                         max_length=100)]
+    coordinates: Annotated[
+        list[Annotated[list[Position2], Meta(max_length=10_000)]], Meta(min_length=1, max_length=100)
+    ]
 
 
 class PointGeometry(msgspec.Struct, tag_field="type", tag="Point", forbid_unknown_fields=True):

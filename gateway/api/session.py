@@ -11,20 +11,25 @@ from gateway.api.schemas import LoginBody, LoginResult, User
 
 async def login(call: Call) -> Response:
     body: LoginBody = call.body
-    token, expires, user = await call.ctx.auth.login(body.username, body.password,
-                                                     client_address(call.request))
+    token, expires, user = await call.ctx.auth.login(body.username, body.password, client_address(call.request))
     response = json_response(LoginResult(token=token, expires_at=expires, user=user.view()))
     max_age = max(1, int((expires - call.ctx.now()).total_seconds()))
-    response.set_cookie(COOKIE, token, max_age=max_age, path="/", httponly=True, samesite="strict",
-                        secure=call.ctx.settings.cookie_secure)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=call.ctx.settings.cookie_secure,
+    )
     return response
 
 
 async def logout(call: Call) -> Response:
     await call.ctx.auth.logout(call.who)
     response = Response(status_code=204)
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=call.ctx.settings.cookie_secure)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=call.ctx.settings.cookie_secure)
     return response
 
 

@@ -46,8 +46,10 @@ def _policy(tile_url: str | None) -> str:
         parts = urlsplit(tile_url.replace("{s}", "SUBDOMAIN"))
         if parts.scheme in ("http", "https") and parts.netloc:
             images += f" {parts.scheme}://{parts.netloc.replace('SUBDOMAIN', '*')}"
-    return (f"default-src 'self'; img-src {images}; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+    return (
+        f"default-src 'self'; img-src {images}; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
 
 
 def console_routes(*, tile_url: str | None = None) -> list[BaseRoute]:

@@ -35,8 +35,9 @@ def _valid(rows: TableRows, name: str) -> NDArray[np.bool_]:
 
 
 class DetectorSet:
-    def __init__(self, registry: RegistryFile, settings: DetectSettings | None = None,
-                 fall_model: Any | None = None) -> None:
+    def __init__(
+        self, registry: RegistryFile, settings: DetectSettings | None = None, fall_model: Any | None = None
+    ) -> None:
         self.settings = settings or DetectSettings()
         self.index = DeviceIndex(registry, self.settings)
         self.vitals = VitalsDetector(self.index, self.settings)
@@ -44,34 +45,46 @@ class DetectorSet:
         self.health = HealthDetector(self.index, self.settings)
         self.falls = FallConfirmation(self.index, self.settings)
         self.events = EventDetector(self.index, self.settings, self.falls)
-        self.fall_model = fall_model if fall_model is not None else _default_fall_model(
-            self.index.capacity)
+        self.fall_model = fall_model if fall_model is not None else _default_fall_model(self.index.capacity)
 
     def process(self, batch: DecodedBatch) -> list[Detection]:
         out: list[Detection] = []
         for rows in batch.tables:
             name = rows.spec.name
             ids = rows.column("device_id").values
-            device_type = {"telemetry_wristband": "wristband", "wristband_accel": "wristband",
-                           "telemetry_glucose": "glucose", "telemetry_bp": "bp"}.get(name)
+            device_type = {
+                "telemetry_wristband": "wristband",
+                "wristband_accel": "wristband",
+                "telemetry_glucose": "glucose",
+                "telemetry_bp": "bp",
+            }.get(name)
             slots = self.index.slots(ids, device_type)
             ts = rows.column("time").values.astype(np.int64)
             self.health.seen(slots, batch.received_ms, out)
             if name == "telemetry_wristband":
                 self._wristband(rows, slots, ts, out)
             elif name == "telemetry_glucose":
-                self._vital("glucose", slots, ts,
-                            {"glucose": rows.column("glucose_mmol").values.astype(np.float64)}, out)
+                self._vital(
+                    "glucose", slots, ts, {"glucose": rows.column("glucose_mmol").values.astype(np.float64)}, out
+                )
             elif name == "telemetry_bp":
-                self._vital("bp", slots, ts, {
-                    "systolic": rows.column("systolic").values.astype(np.float64),
-                    "diastolic": rows.column("diastolic").values.astype(np.float64),
-                }, out)
+                self._vital(
+                    "bp",
+                    slots,
+                    ts,
+                    {
+                        "systolic": rows.column("systolic").values.astype(np.float64),
+                        "diastolic": rows.column("diastolic").values.astype(np.float64),
+                    },
+                    out,
+                )
             elif name == "device_events":
                 events = [e.decode() for e in rows.column("event").values]
                 detail = rows.column("detail")
-                details = [d.decode() if (detail.valid is None or detail.valid[i]) else None
-                           for i, d in enumerate(detail.values)]
+                details = [
+                    d.decode() if (detail.valid is None or detail.valid[i]) else None
+                    for i, d in enumerate(detail.values)
+                ]
                 self.events.process(slots, ts, events, out, details)
             elif name == "device_status":
                 self._status(rows, slots, ts, out)
@@ -85,25 +98,25 @@ class DetectorSet:
         self.health.tick(now_ms, out)
         return out
 
-    def _wristband(self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64],
-                   out: list[Detection]) -> None:
+    def _wristband(
+        self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64], out: list[Detection]
+    ) -> None:
         # one reading per device is the rule; then every subset is one round too
         distinct = all_distinct(slots)
         whole = [slice(None)] if distinct else rounds(slots, ts)
         for metric in ("hr", "spo2"):
             ok = _valid(rows, metric)
             if ok.all() and distinct:
-                self.vitals.update(metric, slots, ts,
-                                   {metric: rows.column(metric).values.astype(np.float64)}, out)
+                self.vitals.update(metric, slots, ts, {metric: rows.column(metric).values.astype(np.float64)}, out)
             elif ok.any():
-                self._vital(metric, slots[ok], ts[ok],
-                            {metric: rows.column(metric).values[ok].astype(np.float64)}, out)
+                self._vital(metric, slots[ok], ts[ok], {metric: rows.column(metric).values[ok].astype(np.float64)}, out)
         pos = _valid(rows, "lat") & _valid(rows, "lon")
         if pos.any():
             acc_valid = _valid(rows, "gps_acc_m")
             acc = np.where(acc_valid, rows.column("gps_acc_m").values.astype(np.float64), 0.0)
-            self.geofence.process(slots[pos], ts[pos], rows.column("lat").values[pos],
-                                  rows.column("lon").values[pos], acc[pos], out)
+            self.geofence.process(
+                slots[pos], ts[pos], rows.column("lat").values[pos], rows.column("lon").values[pos], acc[pos], out
+            )
         for field, handler in (("battery", self.health.battery), ("worn", self.health.worn)):
             ok = _valid(rows, field)
             if ok.all():
@@ -116,18 +129,22 @@ class DetectorSet:
         ok = _valid(rows, "steps")
         if ok.any():
             s, t, v = slots[ok], ts[ok], rows.column("steps").values[ok].astype(np.int64)
-            for idx in ([slice(None)] if distinct else rounds(s, t)):
+            for idx in [slice(None)] if distinct else rounds(s, t):
                 self.health.activity(s[idx], t[idx], v[idx], out)
                 self.falls.steps(s[idx], t[idx], v[idx], out)
 
-    def _vital(self, measurement: str, slots: NDArray[np.int64], ts: NDArray[np.int64],
-               values: dict[str, NDArray[np.float64]], out: list[Detection]) -> None:
+    def _vital(
+        self,
+        measurement: str,
+        slots: NDArray[np.int64],
+        ts: NDArray[np.int64],
+        values: dict[str, NDArray[np.float64]],
+        out: list[Detection],
+    ) -> None:
         for idx in rounds(slots, ts):
-            self.vitals.update(measurement, slots[idx], ts[idx],
-                               {m: v[idx] for m, v in values.items()}, out)
+            self.vitals.update(measurement, slots[idx], ts[idx], {m: v[idx] for m, v in values.items()}, out)
 
-    def _status(self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64],
-                out: list[Detection]) -> None:
+    def _status(self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64], out: list[Detection]) -> None:
         online = rows.column("online")
         if online.valid is not None or len(rows):
             ok = _valid(rows, "online") & ~online.values.astype(bool)
@@ -139,13 +156,11 @@ class DetectorSet:
             for idx in rounds(s, t):
                 self.health.battery(s[idx], t[idx], v[idx], out)
 
-    def _accel(self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64],
-               out: list[Detection]) -> None:
+    def _accel(self, rows: TableRows, slots: NDArray[np.int64], ts: NDArray[np.int64], out: list[Detection]) -> None:
         rates = rows.column("rate_hz").values
         windows = [np.frombuffer(b, "<f4").reshape(-1, 3) for b in rows.column("samples").values]
         # movement: evidence of activity (and of getting up after a fall)
-        spread = np.array([float(np.std(np.linalg.norm(w, axis=1))) if len(w) > 1 else 0.0
-                           for w in windows])
+        spread = np.array([float(np.std(np.linalg.norm(w, axis=1))) if len(w) > 1 else 0.0 for w in windows])
         moving = spread >= ACTIVITY_STD_G
         if moving.any():
             self.health.moved(slots[moving], ts[moving], out)
@@ -161,9 +176,13 @@ class DetectorSet:
             return
         findings = self.fall_model.update(slots[usable], ts[usable], [windows[i] for i in usable])
         for finding in findings:
-            self.falls.fall(int(finding.slot), int(finding.t_ms), "gateway accelerometer model",
-                            {"peak_g": round(float(finding.peak_g), 2),
-                             "score": round(float(finding.score), 3)}, out)
+            self.falls.fall(
+                int(finding.slot),
+                int(finding.t_ms),
+                "gateway accelerometer model",
+                {"peak_g": round(float(finding.peak_g), 2), "score": round(float(finding.score), 3)},
+                out,
+            )
 
     # -- scale-out (gateway/cluster.py): state moves with the devices an instance owns --------
 
@@ -244,8 +263,9 @@ class DetectorSet:
                 out += self.process(DecodedBatch(tables=[rows], received_ms=int(ts[run].max())))
         last: dict[bytes, int] = {}
         for rows in tables:
-            for device, t in zip(rows.column("device_id").values.tolist(),
-                                 rows.column("time").values.tolist(), strict=True):
+            for device, t in zip(
+                rows.column("device_id").values.tolist(), rows.column("time").values.tolist(), strict=True
+            ):
                 if t > last.get(device, NEVER):
                     last[device] = t
         if last:
@@ -268,8 +288,10 @@ class DetectorSet:
 
 def _take(rows: TableRows, which: NDArray[np.int64]) -> TableRows:
     """The rows at ``which`` (in that order), every column with its NULL mask."""
-    return TableRows(rows.spec, tuple(
-        Column(c.kind, c.values[which], None if c.valid is None else c.valid[which]) for c in rows.columns))
+    return TableRows(
+        rows.spec,
+        tuple(Column(c.kind, c.values[which], None if c.valid is None else c.valid[which]) for c in rows.columns),
+    )
 
 
 def _default_fall_model(capacity: int) -> Any | None:

@@ -59,28 +59,33 @@ class FallConfirmation:
             self.last_steps = grow(self.last_steps, cap, -1)
             self.capacity = cap
 
-    def fall(self, slot: int, ts_ms: int, source: str, evidence: dict[str, object],
-             out: list[Detection]) -> None:
+    def fall(self, slot: int, ts_ms: int, source: str, evidence: dict[str, object], out: list[Detection]) -> None:
         self._ensure()
         if self.fall_ts[slot]:  # a fall is already pending: same incident
             return
         self.fall_ts[slot] = ts_ms
         self.steps_at_fall[slot] = self.last_steps[slot]
-        out.append(Detection(
-            elder_id=_elder(self.index, slot), device_id=self.index.device_ids[slot], kind=FALL,
-            severity="warning", ts_ms=ts_ms, evidence={"source": source, **evidence},
-        ))
+        out.append(
+            Detection(
+                elder_id=_elder(self.index, slot),
+                device_id=self.index.device_ids[slot],
+                kind=FALL,
+                severity="warning",
+                ts_ms=ts_ms,
+                evidence={"source": source, **evidence},
+            )
+        )
 
-    def steps(self, slots: NDArray[np.int64], ts: NDArray[np.int64], steps: NDArray[np.int64],
-              out: list[Detection]) -> None:
+    def steps(
+        self, slots: NDArray[np.int64], ts: NDArray[np.int64], steps: NDArray[np.int64], out: list[Detection]
+    ) -> None:
         self._ensure()
         self.last_steps[slots] = steps
         pending = self.fall_ts[slots] > 0
         if not pending.any():
             return
         base = self.steps_at_fall[slots]
-        moved = pending & (base >= 0) & (steps - base >= self.s.fall_movement_steps) & (
-            ts > self.fall_ts[slots])
+        moved = pending & (base >= 0) & (steps - base >= self.s.fall_movement_steps) & (ts > self.fall_ts[slots])
         for i in np.flatnonzero(moved):
             self.recovered(int(slots[i]), int(ts[i]), {"steps_since_fall": int(steps[i] - base[i])}, out)
 
@@ -92,11 +97,17 @@ class FallConfirmation:
     def recovered(self, slot: int, ts_ms: int, evidence: dict[str, object], out: list[Detection]) -> None:
         fell = int(self.fall_ts[slot])
         self.fall_ts[slot] = 0
-        out.append(Detection(
-            elder_id=_elder(self.index, slot), device_id=self.index.device_ids[slot], kind=FALL,
-            severity="warning", ts_ms=ts_ms, cleared=True,
-            evidence={"recovered_after_s": round((ts_ms - fell) / 1000, 1), **evidence},
-        ))
+        out.append(
+            Detection(
+                elder_id=_elder(self.index, slot),
+                device_id=self.index.device_ids[slot],
+                kind=FALL,
+                severity="warning",
+                ts_ms=ts_ms,
+                cleared=True,
+                evidence={"recovered_after_s": round((ts_ms - fell) / 1000, 1), **evidence},
+            )
+        )
 
     def tick(self, now_ms: int, out: list[Detection]) -> None:
         limit = int(self.s.fall_confirm_s * 1000)
@@ -104,11 +115,16 @@ class FallConfirmation:
         for slot in due:
             fell = int(self.fall_ts[slot])
             self.fall_ts[slot] = 0
-            out.append(Detection(
-                elder_id=_elder(self.index, int(slot)), device_id=self.index.device_ids[int(slot)],
-                kind=FALL_NO_RECOVERY, severity="critical", ts_ms=now_ms,
-                evidence={"fell_at_ms": fell, "no_movement_for_s": round((now_ms - fell) / 1000, 1)},
-            ))
+            out.append(
+                Detection(
+                    elder_id=_elder(self.index, int(slot)),
+                    device_id=self.index.device_ids[int(slot)],
+                    kind=FALL_NO_RECOVERY,
+                    severity="critical",
+                    ts_ms=now_ms,
+                    evidence={"fell_at_ms": fell, "no_movement_for_s": round((now_ms - fell) / 1000, 1)},
+                )
+            )
 
 
 class EventDetector:
@@ -118,8 +134,14 @@ class EventDetector:
         self.falls = falls
         self.pending: dict[int, _Pending] = {}  # slot -> last SOS/call not yet cancelled
 
-    def process(self, slots: NDArray[np.int64], ts: NDArray[np.int64], events: list[str],
-                out: list[Detection], details: list[str | None] | None = None) -> None:
+    def process(
+        self,
+        slots: NDArray[np.int64],
+        ts: NDArray[np.int64],
+        events: list[str],
+        out: list[Detection],
+        details: list[str | None] | None = None,
+    ) -> None:
         for i in np.argsort(ts, kind="stable"):
             self._one(int(slots[i]), int(ts[i]), events[i], out, details[i] if details else None)
 
@@ -130,8 +152,9 @@ class EventDetector:
             out.append(Detection(elder, device, CMD_RECEIVED, "info", ts_ms, {"alert": detail}))
         elif event in (SOS, CALL):
             self.pending[slot] = _Pending(event, ts_ms)
-            out.append(Detection(elder, device, event, "critical" if event == SOS else "warning",
-                                 ts_ms, {"button": event}))
+            out.append(
+                Detection(elder, device, event, "critical" if event == SOS else "warning", ts_ms, {"button": event})
+            )
         elif event == "cancel":
             if self.falls.fall_ts[slot] if slot < self.falls.capacity else 0:
                 self.falls.recovered(slot, ts_ms, {"cancelled_by": "elder"}, out)
@@ -142,11 +165,11 @@ class EventDetector:
             within = ts_ms - pending.ts_ms <= self.s.sos_cancel_grace_s * 1000
             evidence = {"cancelled_after_s": round((ts_ms - pending.ts_ms) / 1000, 1)}
             if within and ts_ms >= pending.ts_ms:
-                out.append(Detection(elder, device, pending.kind, "info", ts_ms,
-                                     {**evidence, "withdrawn": True}, cleared=True))
+                out.append(
+                    Detection(elder, device, pending.kind, "info", ts_ms, {**evidence, "withdrawn": True}, cleared=True)
+                )
             else:
-                out.append(Detection(elder, device, CANCEL_LATE, "info", ts_ms,
-                                     {**evidence, "of": pending.kind}))
+                out.append(Detection(elder, device, CANCEL_LATE, "info", ts_ms, {**evidence, "of": pending.kind}))
         elif event == "fall":
             self.falls.fall(slot, ts_ms, "band", {}, out)
         elif event == "removed":

@@ -91,9 +91,7 @@ def load_trial_set(path: str | Path) -> TrialSet:
         label = np.asarray(z["label"], dtype=np.int8)
         activity = np.asarray(z["activity"]).astype(str)
         subject = (
-            np.asarray(z["subject"], dtype=np.int64)
-            if "subject" in z.files
-            else np.zeros(label.shape[0], np.int64)
+            np.asarray(z["subject"], dtype=np.int64) if "subject" in z.files else np.zeros(label.shape[0], np.int64)
         )
         fs = float(z["fs"])
     n = label.shape[0]
@@ -162,9 +160,7 @@ def stream_trials(
     cands = None
     if collect:
         if batches:
-            cands = CandidateBatch(
-                *(np.concatenate([getattr(b, f) for b in batches]) for f in _BATCH_FIELDS)
-            )
+            cands = CandidateBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in _BATCH_FIELDS))
         else:
             cands = det.update(np.zeros(0, np.int64), np.zeros(0), []).evaluated
     return StreamResult(detected, first, cands)
@@ -213,10 +209,7 @@ class FallReport:
         ]
         for r in self.rows:
             kind = "fall" if r.label == 1 else "adl"
-            out.append(
-                f"{r.code:>6} {r.n:>5} {kind:>5} {r.detected_fraction:>9.3f}"
-                f" {r.correct_fraction:>8.3f}"
-            )
+            out.append(f"{r.code:>6} {r.n:>5} {kind:>5} {r.detected_fraction:>9.3f} {r.correct_fraction:>8.3f}")
         out.append(f"falls: {self.n_falls}  daily activities: {self.n_adl}")
         out.append(f"sensitivity={self.sensitivity:.3f} specificity={self.specificity:.3f}")
         return out
@@ -253,9 +246,7 @@ def build_report(
     return FallReport(source, window_s, n_falls, n_adl, sens, spec, tuple(rows))
 
 
-def evaluate(
-    path: str | Path, window_s: float = 1.0, params: FallModelParams | None = None
-) -> FallReport:
+def evaluate(path: str | Path, window_s: float = 1.0, params: FallModelParams | None = None) -> FallReport:
     """Stream a trial-set file through the detector (shipped parameters by default)."""
     trials = load_trial_set(path)
     p = params if params is not None else FallModelParams.load()

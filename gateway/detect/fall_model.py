@@ -105,9 +105,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 # vector), peak magnitude and movement per bin, so the trees can see the sequence of events.
 _BIN = 25
 _BINS = tuple(range(-FEATURE_PRE // _BIN, FEATURE_POST // _BIN))
-FEATURE_NAMES = FEATURE_NAMES + tuple(
-    f"bin{b:+d}_{q}" for b in _BINS for q in ("ux", "uy", "uz", "max_g", "activity")
-)
+FEATURE_NAMES = FEATURE_NAMES + tuple(f"bin{b:+d}_{q}" for b in _BINS for q in ("ux", "uy", "uz", "max_g", "activity"))
 
 _NEG = np.int64(-(2**62))  # "never" for sample indices
 
@@ -487,9 +485,7 @@ def _empty_findings(ignored: int, collect: bool) -> FallFindings:
     f64 = np.zeros(0, dtype=np.float64)
     ev = None
     if collect:
-        ev = CandidateBatch(
-            i64, i64, i64, f64, np.zeros((0, len(FEATURE_NAMES))), f64, np.zeros(0, bool)
-        )
+        ev = CandidateBatch(i64, i64, i64, f64, np.zeros((0, len(FEATURE_NAMES))), f64, np.zeros(0, bool))
     return FallFindings(i64, i64, f64, f64, ignored, ev)
 
 
@@ -638,9 +634,7 @@ class FallDetector:
         ev = None
         if self._collect:
             evs = [f.evaluated for f in found if f.evaluated is not None]
-            ev = CandidateBatch(
-                *(np.concatenate([getattr(e, f.name) for e in evs]) for f in fields(CandidateBatch))
-            )
+            ev = CandidateBatch(*(np.concatenate([getattr(e, f.name) for e in evs]) for f in fields(CandidateBatch)))
         return FallFindings(
             np.concatenate([f.slot for f in found]),
             np.concatenate([f.t_ms for f in found]),
@@ -726,9 +720,7 @@ class FallDetector:
             idx = np.where(valid, starts[src[sel], None] + off[sel, None] + ar, 0)
             data = flat[idx]
             equal = bool((rl == tmax).all())
-            rounds.append(
-                _Round(psl[sel], pt0[sel], data, None if equal else rl)
-            )
+            rounds.append(_Round(psl[sel], pt0[sel], data, None if equal else rl))
         return rounds, keep
 
     def _process(self, rnd: _Round) -> FallFindings:

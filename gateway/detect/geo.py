@@ -40,8 +40,12 @@ def polygon_problem(geojson: dict[str, Any]) -> str | None:
         if not isinstance(ring, list) or len(ring) < 4:
             return f"ring {n} needs at least 4 positions (closed: first equals last)"
         # shapely is given the rings as they are: each position must be 2 or 3 plain numbers
-        if not all(isinstance(p, list | tuple) and len(p) in (2, 3)
-                   and all(isinstance(x, int | float) and not isinstance(x, bool) for x in p) for p in ring):
+        if not all(
+            isinstance(p, list | tuple)
+            and len(p) in (2, 3)
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in p)
+            for p in ring
+        ):
             return f"ring {n} has a position that is not [lon, lat]"
         points = [(float(p[0]), float(p[1])) for p in ring]
         if points[0] != points[-1]:

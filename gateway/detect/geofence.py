@@ -76,13 +76,17 @@ class GeofenceDetector:
         offsets = np.arange(len(pair_row)) - np.repeat(np.cumsum(reps) - reps, reps)
         pair_fence = fences.start[elders[pair_row]] + offsets
         outside, inside, beyond = fences.classify(
-            pair_fence, lat[pair_row], lon[pair_row], accuracy[pair_row],
+            pair_fence,
+            lat[pair_row],
+            lon[pair_row],
+            accuracy[pair_row],
             self.s.fence_clear_accuracy_m,
         )
         pair_ts = ts[pair_row]
         minute = minute_of_day(pair_ts, self.s.timezone_offset_min)
-        pairs = _Pairs(pair_fence, pair_row, pair_ts, minute, outside, inside, beyond,
-                       fences.active(pair_fence, minute))
+        pairs = _Pairs(
+            pair_fence, pair_row, pair_ts, minute, outside, inside, beyond, fences.active(pair_fence, minute)
+        )
         fixes = _Fixes(slots, lat, lon, accuracy)
         for idx in rounds(pair_fence, pair_ts):
             self._step(idx, pairs, fixes, out)
@@ -100,8 +104,13 @@ class GeofenceDetector:
         out_start = np.where(o & (out_count == 1), t, self.out_start[f])
         in_count = np.where(i, self.in_count[f] + 1, np.where(o, 0, self.in_count[f]))
         exited = self.exited[f]
-        fire = (~exited & o & pairs.active[idx] & (out_count >= self.s.fence_dwell_readings)
-                & (t - out_start >= self.s.fence_dwell_s * 1000))
+        fire = (
+            ~exited
+            & o
+            & pairs.active[idx]
+            & (out_count >= self.s.fence_dwell_readings)
+            & (t - out_start >= self.s.fence_dwell_s * 1000)
+        )
         clear = exited & i & (in_count >= self.s.fence_reentry_readings)
         self.out_count[f] = out_count
         self.out_start[f] = out_start
@@ -117,24 +126,32 @@ class GeofenceDetector:
             slot = int(fixes.slots[row])
             elder = int(fences.elder[fence])
             m = int(pairs.minute[idx[j]])
-            at_night = (m >= night_start or m < night_end) if night_start > night_end else (
-                night_start <= m < night_end)
+            at_night = (
+                (m >= night_start or m < night_end) if night_start > night_end else (night_start <= m < night_end)
+            )
             level = int(fences.severity_level[fence])
             if level < 0:
                 level = 2 if (self.index.dementia[elder] and at_night) else 1
-            out.append(Detection(
-                elder_id=self.index.elder_ids[elder], device_id=self.index.device_ids[slot],
-                kind=GEOFENCE_EXIT, severity=LEVEL_SEVERITY[level], ts_ms=int(t[j]),
-                evidence={
-                    "fence": fences.ids[fence], "lat": float(fixes.lat[row]), "lon": float(fixes.lon[row]),
-                    "accuracy_m": float(fixes.accuracy[row]),
-                    "metres_outside": round(float(pairs.beyond[idx[j]]), 1),
-                    "outside_fixes": int(out_count[j]), "at_night": at_night,
-                    "outside_since_ms": int(out_start[j]),
-                },
-                cleared=bool(clear[j]),
-            ))
+            out.append(
+                Detection(
+                    elder_id=self.index.elder_ids[elder],
+                    device_id=self.index.device_ids[slot],
+                    kind=GEOFENCE_EXIT,
+                    severity=LEVEL_SEVERITY[level],
+                    ts_ms=int(t[j]),
+                    evidence={
+                        "fence": fences.ids[fence],
+                        "lat": float(fixes.lat[row]),
+                        "lon": float(fixes.lon[row]),
+                        "accuracy_m": float(fixes.accuracy[row]),
+                        "metres_outside": round(float(pairs.beyond[idx[j]]), 1),
+                        "outside_fixes": int(out_count[j]),
+                        "at_night": at_night,
+                        "outside_since_ms": int(out_start[j]),
+                    },
+                    cleared=bool(clear[j]),
+                )
+            )
 
     def bytes_per_fence(self) -> int:
-        return sum(a.itemsize for a in (self.out_count, self.out_start, self.in_count, self.exited,
-                                        self.last_ts))
+        return sum(a.itemsize for a in (self.out_count, self.out_start, self.in_count, self.exited, self.last_ts))

@@ -58,11 +58,28 @@ class HealthDetector:
         self.inactive = g(self.inactive, cap, False)
         self.capacity = cap
 
-    def _emit(self, out: list[Detection], slot: int, kind: str, severity: Severity, ts: int,
-              evidence: dict[str, object], cleared: bool = False) -> None:
+    def _emit(
+        self,
+        out: list[Detection],
+        slot: int,
+        kind: str,
+        severity: Severity,
+        ts: int,
+        evidence: dict[str, object],
+        cleared: bool = False,
+    ) -> None:
         e = int(self.index.elder_of_slot[slot])
-        out.append(Detection(self.index.elder_ids[e] if e >= 0 else None,
-                             self.index.device_ids[slot], kind, severity, ts, evidence, cleared))
+        out.append(
+            Detection(
+                self.index.elder_ids[e] if e >= 0 else None,
+                self.index.device_ids[slot],
+                kind,
+                severity,
+                ts,
+                evidence,
+                cleared,
+            )
+        )
 
     def seen(self, slots: NDArray[np.int64], received_ms: int, out: list[Detection]) -> None:
         """Any message from these devices: they are not silent."""
@@ -72,8 +89,7 @@ class HealthDetector:
         self.last_activity[slots[first]] = received_ms
         back = np.unique(slots[self.silent[slots]])
         for slot in back:
-            self._emit(out, int(slot), DEVICE_SILENT, "warning", received_ms,
-                       {"reporting_again": True}, cleared=True)
+            self._emit(out, int(slot), DEVICE_SILENT, "warning", received_ms, {"reporting_again": True}, cleared=True)
         self.silent[back] = False
 
     def offline(self, slot: int, ts_ms: int, out: list[Detection]) -> None:
@@ -83,8 +99,9 @@ class HealthDetector:
             self.silent[slot] = True
             self._emit(out, slot, DEVICE_SILENT, "warning", ts_ms, {"source": "will message"})
 
-    def battery(self, slots: NDArray[np.int64], ts: NDArray[np.int64], pct: NDArray[np.float64],
-                out: list[Detection]) -> None:
+    def battery(
+        self, slots: NDArray[np.int64], ts: NDArray[np.int64], pct: NDArray[np.float64], out: list[Detection]
+    ) -> None:
         """One round of battery readings (each slot once)."""
         self._ensure()
         s = self.s
@@ -104,12 +121,20 @@ class HealthDetector:
             if slope[i] < 0:
                 evidence["hours_left"] = round(float(pct[i] / -slope[i] / 3_600_000), 1)
             worst = current[i] if clear[i] else level[i]
-            self._emit(out, int(slots[i]), LOW_BATTERY, "critical" if worst == 2 else "warning",
-                       int(ts[i]), evidence, cleared=bool(clear[i]))
+            self._emit(
+                out,
+                int(slots[i]),
+                LOW_BATTERY,
+                "critical" if worst == 2 else "warning",
+                int(ts[i]),
+                evidence,
+                cleared=bool(clear[i]),
+            )
         self.battery_level[slots] = np.where(clear, 0, np.where(fire, level, current))
 
-    def worn(self, slots: NDArray[np.int64], ts: NDArray[np.int64], worn: NDArray[np.bool_],
-             out: list[Detection]) -> None:
+    def worn(
+        self, slots: NDArray[np.int64], ts: NDArray[np.int64], worn: NDArray[np.bool_], out: list[Detection]
+    ) -> None:
         self._ensure()
         count = np.where(worn, 0, self.not_worn_count[slots] + 1)
         self.not_worn_count[slots] = count
@@ -117,12 +142,20 @@ class HealthDetector:
         fire = ~state & (count >= self.s.not_worn_readings)
         clear = state & worn
         for i in np.flatnonzero(fire | clear):
-            self._emit(out, int(slots[i]), NOT_WORN, "warning", int(ts[i]),
-                       {"readings_not_worn": int(count[i])}, cleared=bool(clear[i]))
+            self._emit(
+                out,
+                int(slots[i]),
+                NOT_WORN,
+                "warning",
+                int(ts[i]),
+                {"readings_not_worn": int(count[i])},
+                cleared=bool(clear[i]),
+            )
         self.not_worn[slots] = (state | fire) & ~clear
 
-    def activity(self, slots: NDArray[np.int64], ts: NDArray[np.int64], steps: NDArray[np.int64],
-                 out: list[Detection]) -> None:
+    def activity(
+        self, slots: NDArray[np.int64], ts: NDArray[np.int64], steps: NDArray[np.int64], out: list[Detection]
+    ) -> None:
         """Steps rising is activity; a drop is the midnight reset, not activity."""
         self._ensure()
         last = self.last_steps[slots]
@@ -137,8 +170,7 @@ class HealthDetector:
         self.last_activity[slots] = np.maximum(self.last_activity[slots], ts)
         back = self.inactive[slots]
         for i in np.flatnonzero(back):
-            self._emit(out, int(slots[i]), INACTIVITY, "warning", int(ts[i]), {"moving_again": True},
-                       cleared=True)
+            self._emit(out, int(slots[i]), INACTIVITY, "warning", int(ts[i]), {"moving_again": True}, cleared=True)
         self.inactive[slots[back]] = False
 
     def tick(self, now_ms: int, out: list[Detection]) -> None:
@@ -148,9 +180,17 @@ class HealthDetector:
         limit = (self.index.interval_ms[:n] * self.s.silent_factor).astype(np.int64)
         silent = (seen != NEVER) & (now_ms - seen > limit) & ~self.silent[:n]
         for slot in np.flatnonzero(silent):
-            self._emit(out, int(slot), DEVICE_SILENT, "warning", now_ms,
-                       {"silent_for_s": round((now_ms - int(seen[slot])) / 1000, 1),
-                        "limit_s": round(int(limit[slot]) / 1000, 1)})
+            self._emit(
+                out,
+                int(slot),
+                DEVICE_SILENT,
+                "warning",
+                now_ms,
+                {
+                    "silent_for_s": round((now_ms - int(seen[slot])) / 1000, 1),
+                    "limit_s": round(int(limit[slot]) / 1000, 1),
+                },
+            )
         self.silent[:n] |= silent
         self._inactivity(now_ms, n, out)
 
@@ -163,14 +203,39 @@ class HealthDetector:
         alone = self.index.lives_alone[elders] & (elders >= 0)
         is_band = np.array([t == "wristband" for t in self.index.device_types], bool)
         still = now_ms - self.last_activity[:n] > self.s.inactivity_hours * 3_600_000
-        due = (alone & is_band & still & (self.last_activity[:n] != NEVER) & ~self.inactive[:n]
-               & ~self.silent[:n] & ~self.not_worn[:n])
+        due = (
+            alone
+            & is_band
+            & still
+            & (self.last_activity[:n] != NEVER)
+            & ~self.inactive[:n]
+            & ~self.silent[:n]
+            & ~self.not_worn[:n]
+        )
         for slot in np.flatnonzero(due):
-            self._emit(out, int(slot), INACTIVITY, "warning", now_ms,
-                       {"hours_without_movement": round((now_ms - int(self.last_activity[slot])) / 3.6e6, 1)})
+            self._emit(
+                out,
+                int(slot),
+                INACTIVITY,
+                "warning",
+                now_ms,
+                {"hours_without_movement": round((now_ms - int(self.last_activity[slot])) / 3.6e6, 1)},
+            )
         self.inactive[:n] |= due
 
     def bytes_per_device(self) -> int:
-        return sum(a.itemsize for a in (
-            self.last_seen, self.silent, self.battery_level, self.batt_ref_ts, self.batt_ref,
-            self.not_worn_count, self.not_worn, self.last_activity, self.last_steps, self.inactive))
+        return sum(
+            a.itemsize
+            for a in (
+                self.last_seen,
+                self.silent,
+                self.battery_level,
+                self.batt_ref_ts,
+                self.batt_ref,
+                self.not_worn_count,
+                self.not_worn,
+                self.last_activity,
+                self.last_steps,
+                self.inactive,
+            )
+        )

@@ -76,14 +76,17 @@ class DeviceIndex:
             self.dementia[e] = "dementia" in elder.conditions
             self.lives_alone[e] = elder.lives_alone
             for fence in elder.fences:
-                fences.append(FenceInput(
-                    fence_id=fence.id, elder_index=e, geojson=fence.geojson,
-                    circle=(fence.circle.lat, fence.circle.lon, fence.circle.radius_m)
-                    if fence.circle else None,
-                    margin_m=settings.fence_margin_m if fence.margin_m is None else fence.margin_m,
-                    window=parse_window(fence.active) if fence.active else None,
-                    severity_level={"warning": 1, "critical": 2}.get(fence.severity or "", -1),
-                ))
+                fences.append(
+                    FenceInput(
+                        fence_id=fence.id,
+                        elder_index=e,
+                        geojson=fence.geojson,
+                        circle=(fence.circle.lat, fence.circle.lon, fence.circle.radius_m) if fence.circle else None,
+                        margin_m=settings.fence_margin_m if fence.margin_m is None else fence.margin_m,
+                        window=parse_window(fence.active) if fence.active else None,
+                        severity_level={"warning": 1, "critical": 2}.get(fence.severity or "", -1),
+                    )
+                )
         self.fences = FenceTable(fences, n + 1)
         for e, elder in enumerate(self.elders):
             for device in elder.devices:
@@ -108,8 +111,7 @@ class DeviceIndex:
 
     def slots(self, device_ids: NDArray[np.object_], device_type: str | None = None) -> Int:
         """Slot per row, giving unknown devices a slot bound to no elder."""
-        out = np.fromiter(map(self.slot_of.get, device_ids.tolist(), repeat(-1)), np.int64,
-                          len(device_ids))
+        out = np.fromiter(map(self.slot_of.get, device_ids.tolist(), repeat(-1)), np.int64, len(device_ids))
         if (out < 0).any():
             for i in np.flatnonzero(out < 0):
                 key = device_ids[i]

@@ -102,9 +102,7 @@ def validate(registry: RegistryFile) -> RegistryFile:
         seen_elders.add(elder.id)
         unknown = set(elder.thresholds) - RULE_NAMES
         if unknown:
-            raise RegistryError(
-                f"{where}: unknown threshold(s) {sorted(unknown)}; known: {sorted(RULE_NAMES)}"
-            )
+            raise RegistryError(f"{where}: unknown threshold(s) {sorted(unknown)}; known: {sorted(RULE_NAMES)}")
         fence_ids: set[str] = set()
         for fence in elder.fences:
             fwhere = f"{where}, fence {fence.id}"
@@ -128,9 +126,7 @@ def validate(registry: RegistryFile) -> RegistryFile:
             if device.type not in DEVICE_TYPES:
                 raise RegistryError(f"{where}: device {device.id} has unknown type {device.type!r}")
             if device.id in seen_devices:
-                raise RegistryError(
-                    f"{where}: device {device.id} is already bound to elder {seen_devices[device.id]}"
-                )
+                raise RegistryError(f"{where}: device {device.id} is already bound to elder {seen_devices[device.id]}")
             seen_devices[device.id] = elder.id
     responder_ids: set[str] = set()
     for responder in registry.responders:
@@ -150,8 +146,8 @@ def validate(registry: RegistryFile) -> RegistryFile:
                 moment = msgspec.convert(text, Annotated[datetime, Meta(tz=True)])
             except msgspec.ValidationError:
                 raise RegistryError(
-                    f"roster override for {override.responder}: {text!r} is not an RFC 3339 "
-                    "time with an offset") from None
+                    f"roster override for {override.responder}: {text!r} is not an RFC 3339 time with an offset"
+                ) from None
             del moment
     return registry
 
@@ -181,5 +177,6 @@ def registry_from_dicts(
     responders: list[dict[str, Any]] | None = None,
     roster_overrides: list[dict[str, Any]] | None = None,
 ) -> RegistryFile:
-    return _convert({"elders": elders, "responders": responders or [],
-                     "roster_overrides": roster_overrides or []}, "registry")
+    return _convert(
+        {"elders": elders, "responders": responders or [], "roster_overrides": roster_overrides or []}, "registry"
+    )

@@ -46,12 +46,13 @@ def import_registry(conn: psycopg.Connection[Any], registry: RegistryFile) -> in
                 )
         conn.execute("DELETE FROM responders")
         for responder in registry.responders:
-            conn.execute("INSERT INTO responders (responder_id, spec) VALUES (%s, %s)",
-                         (responder.id, Jsonb(msgspec.to_builtins(responder))))
+            conn.execute(
+                "INSERT INTO responders (responder_id, spec) VALUES (%s, %s)",
+                (responder.id, Jsonb(msgspec.to_builtins(responder))),
+            )
         conn.execute("DELETE FROM roster_overrides")
         for override in registry.roster_overrides:
-            conn.execute("INSERT INTO roster_overrides (spec) VALUES (%s)",
-                         (Jsonb(msgspec.to_builtins(override)),))
+            conn.execute("INSERT INTO roster_overrides (spec) VALUES (%s)", (Jsonb(msgspec.to_builtins(override)),))
     return len(registry.elders)
 
 
@@ -60,21 +61,22 @@ def load_registry_from_db(conn: psycopg.Connection[Any]) -> RegistryFile:
     for elder_id, name, community, grid, profile in conn.execute(
         "SELECT elder_id, name, community, grid, profile FROM elders ORDER BY elder_id"
     ):
-        elders[elder_id] = {**profile, "id": elder_id, "name": name,
-                            "community": community or "", "grid": grid or "",
-                            "fences": [], "devices": []}
-    for elder_id, spec in conn.execute(
-        "SELECT elder_id, spec FROM geofences ORDER BY elder_id, fence_id"
-    ):
+        elders[elder_id] = {
+            **profile,
+            "id": elder_id,
+            "name": name,
+            "community": community or "",
+            "grid": grid or "",
+            "fences": [],
+            "devices": [],
+        }
+    for elder_id, spec in conn.execute("SELECT elder_id, spec FROM geofences ORDER BY elder_id, fence_id"):
         elders[elder_id]["fences"].append(spec)
     for device_id, device_type, elder_id, interval in conn.execute(
         "SELECT device_id, device_type, elder_id, reporting_interval_s FROM devices "
         "WHERE elder_id IS NOT NULL ORDER BY device_id"
     ):
-        elders[elder_id]["devices"].append(
-            {"id": device_id, "type": device_type, "reporting_interval_s": interval}
-        )
-    responders = [spec for (spec,) in conn.execute(
-        "SELECT spec FROM responders ORDER BY responder_id")]
+        elders[elder_id]["devices"].append({"id": device_id, "type": device_type, "reporting_interval_s": interval})
+    responders = [spec for (spec,) in conn.execute("SELECT spec FROM responders ORDER BY responder_id")]
     overrides = [spec for (spec,) in conn.execute("SELECT spec FROM roster_overrides ORDER BY id")]
     return registry_from_dicts(list(elders.values()), responders, overrides)

@@ -20,7 +20,10 @@ from gateway.detect.detection import LEVEL_SEVERITY, Detection
 from gateway.detect.index import DetectSettings, DeviceIndex, grow
 
 _OPS: dict[str, Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.bool_]]] = {
-    "<": operator.lt, "<=": operator.le, ">=": operator.ge, ">": operator.gt,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">=": operator.ge,
+    ">": operator.gt,
 }
 LEVELS = (1, 2)  # warning, critical
 
@@ -61,9 +64,7 @@ class VitalsDetector:
             )
         self.capacity = capacity
 
-    def levels(
-        self, kind: str, values: dict[str, NDArray[np.float64]], elders: NDArray[np.int64]
-    ) -> NDArray[np.int8]:
+    def levels(self, kind: str, values: dict[str, NDArray[np.float64]], elders: NDArray[np.int64]) -> NDArray[np.int8]:
         """Severity level (0 normal, 1 warning, 2 critical) per row for ``kind``.
 
         A kind may be fed by several metrics of one measurement (a cuff gives systolic
@@ -131,15 +132,21 @@ class VitalsDetector:
                 slot = int(slots[i])
                 cleared = bool(clear[i])
                 severity = LEVEL_SEVERITY[int(active[i] if cleared else fire_level[i])]
-                out.append(Detection(
-                    elder_id=self._elder_id(slot), device_id=self.index.device_ids[slot],
-                    kind=kind, severity=severity, ts_ms=int(ts[i]),
-                    evidence={**{m: float(v[i]) for m, v in values.items()},
-                              "threshold_rule": self._rule_name(kind, int(fire_level[i])),
-                              "persisted_readings": int(self.streak.get((kind, 1), normal)[slot])
-                              if continuous else 1},
-                    cleared=cleared,
-                ))
+                out.append(
+                    Detection(
+                        elder_id=self._elder_id(slot),
+                        device_id=self.index.device_ids[slot],
+                        kind=kind,
+                        severity=severity,
+                        ts_ms=int(ts[i]),
+                        evidence={
+                            **{m: float(v[i]) for m, v in values.items()},
+                            "threshold_rule": self._rule_name(kind, int(fire_level[i])),
+                            "persisted_readings": int(self.streak.get((kind, 1), normal)[slot]) if continuous else 1,
+                        },
+                        cleared=cleared,
+                    )
+                )
             self.active[kind][slots] = np.where(clear, 0, np.where(fire, fire_level, active))
 
     def _kinds_for(self, metrics: frozenset[str]) -> list[str]:

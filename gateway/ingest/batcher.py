@@ -85,12 +85,23 @@ class MicroBatcher:
         def pick(values: list[Any], which: list[int]) -> list[Any]:
             return [values[i] for i in which]
 
-        self.urgent.put_nowait(RawBatch(
-            pick(publishes.topics, events), pick(publishes.payloads, events), pick(publishes.packet_ids, events),
-            pick(publishes.dup, events), self.clock_ms(), conn))
+        self.urgent.put_nowait(
+            RawBatch(
+                pick(publishes.topics, events),
+                pick(publishes.payloads, events),
+                pick(publishes.packet_ids, events),
+                pick(publishes.dup, events),
+                self.clock_ms(),
+                conn,
+            )
+        )
         self.received += len(events)
-        return InboundPublishes(pick(publishes.topics, rest), pick(publishes.payloads, rest),
-                                pick(publishes.packet_ids, rest), pick(publishes.dup, rest))
+        return InboundPublishes(
+            pick(publishes.topics, rest),
+            pick(publishes.payloads, rest),
+            pick(publishes.packet_ids, rest),
+            pick(publishes.dup, rest),
+        )
 
     def flush(self) -> None:
         if self._timer is not None:
@@ -98,8 +109,7 @@ class MicroBatcher:
             self._timer = None
         if not self._topics:
             return
-        batch = RawBatch(self._topics, self._payloads, self._ids, self._dup, self._first_ms,
-                         self._conn)
+        batch = RawBatch(self._topics, self._payloads, self._ids, self._dup, self._first_ms, self._conn)
         self._reset()
         self.queue.put_nowait(batch)
         if self.queue.qsize() >= self.max_pending and self._conn is not None and not self._conn.paused:

@@ -60,8 +60,7 @@ class MqttSettings:
     username: str | None = None
     password: str | None = None
     # the three device-to-gateway channels; not "+/+/+", which would bring our own cmd back
-    topic_filters: tuple[str, ...] = ("eldercare/v1/+/+/telemetry", "eldercare/v1/+/+/event",
-                                      "eldercare/v1/+/+/status")
+    topic_filters: tuple[str, ...] = ("eldercare/v1/+/+/telemetry", "eldercare/v1/+/+/event", "eldercare/v1/+/+/status")
     share_group: str | None = None  # "$share/<group>/..." for several gateway instances
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 86_400
@@ -124,7 +123,8 @@ class IngestConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         waiters: list[asyncio.Future[ControlPacket] | asyncio.Future[None]] = [
-            *self._replies.values(), *self._puback_waiters.values()
+            *self._replies.values(),
+            *self._puback_waiters.values(),
         ]
         for waiter in waiters:
             if not waiter.done():
@@ -213,8 +213,9 @@ class MqttIngestClient:
                 continue
             delay = self.settings.backoff_initial_s
             if state != "up":
-                log.info("MQTT connected to %s:%d as %s", self.settings.host,
-                         self.settings.port, self.settings.client_id)
+                log.info(
+                    "MQTT connected to %s:%d as %s", self.settings.host, self.settings.port, self.settings.client_id
+                )
                 state = "up"
             self.connection = conn
             self.connected.set()
@@ -228,8 +229,9 @@ class MqttIngestClient:
             log.warning("MQTT connection lost; reconnecting")
             state = "lost"
 
-    async def _connect(self, *, subscribe: bool = True, clean_start: bool = False,
-                       session_expiry_s: int | None = None) -> IngestConnection:
+    async def _connect(
+        self, *, subscribe: bool = True, clean_start: bool = False, session_expiry_s: int | None = None
+    ) -> IngestConnection:
         s = self.settings
         loop = asyncio.get_running_loop()
         ssl_context = None
@@ -242,11 +244,17 @@ class MqttIngestClient:
         try:
             async with asyncio.timeout(s.connect_timeout_s):
                 connack = conn.expect(CONNACK)
-                conn.write(encode_connect(
-                    s.client_id, keepalive_s=s.keepalive_s, clean_start=clean_start,
-                    session_expiry_s=s.session_expiry_s if session_expiry_s is None else session_expiry_s,
-                    receive_maximum=s.receive_maximum, username=s.username, password=s.password,
-                ))
+                conn.write(
+                    encode_connect(
+                        s.client_id,
+                        keepalive_s=s.keepalive_s,
+                        clean_start=clean_start,
+                        session_expiry_s=s.session_expiry_s if session_expiry_s is None else session_expiry_s,
+                        receive_maximum=s.receive_maximum,
+                        username=s.username,
+                        password=s.password,
+                    )
+                )
                 session_present, code = connack_result((await connack).body)
             if code >= 0x80:
                 raise MqttConnectError(f"broker refused connection, reason 0x{code:02x}", code)
@@ -294,8 +302,7 @@ class MqttIngestClient:
             if not conn.is_open:
                 return
             if loop.time() - conn.last_heard > self.settings.keepalive_s * 1.5 and not conn.paused:
-                log.warning("MQTT broker silent for %.0f s; dropping connection",
-                            loop.time() - conn.last_heard)
+                log.warning("MQTT broker silent for %.0f s; dropping connection", loop.time() - conn.last_heard)
                 return
             conn.write(PINGREQ_BYTES)
 

@@ -87,12 +87,18 @@ def encode_connect(
     if password is not None:
         flags |= 0x40
     props = (
-        bytes([PROP_SESSION_EXPIRY]) + struct.pack("!I", session_expiry_s)
-        + bytes([PROP_RECEIVE_MAXIMUM]) + struct.pack("!H", receive_maximum)
+        bytes([PROP_SESSION_EXPIRY])
+        + struct.pack("!I", session_expiry_s)
+        + bytes([PROP_RECEIVE_MAXIMUM])
+        + struct.pack("!H", receive_maximum)
     )
     body = (
-        encode_str("MQTT") + bytes([5, flags]) + struct.pack("!H", keepalive_s)
-        + encode_varint(len(props)) + props + encode_str(client_id)
+        encode_str("MQTT")
+        + bytes([5, flags])
+        + struct.pack("!H", keepalive_s)
+        + encode_varint(len(props))
+        + props
+        + encode_str(client_id)
     )
     if will is not None:
         body += encode_varint(0) + encode_str(will.topic) + encode_str(will.payload)
@@ -118,9 +124,7 @@ def encode_unsubscribe(packet_id: int, topic_filters: list[str]) -> bytes:
     return _packet(UNSUBSCRIBE, body)
 
 
-def encode_publish(
-    topic: str, payload: bytes, *, qos: int, packet_id: int = 0, retain: bool = False
-) -> bytes:
+def encode_publish(topic: str, payload: bytes, *, qos: int, packet_id: int = 0, retain: bool = False) -> bytes:
     first = PUBLISH | (qos << 1) | (1 if retain else 0)
     body = encode_str(topic) + (struct.pack("!H", packet_id) if qos else b"") + b"\x00" + payload
     return _packet(first, body)
@@ -162,9 +166,7 @@ class ControlPacket:
     body: bytes
 
 
-def parse_stream(
-    buf: bytearray, publishes: InboundPublishes, controls: list[ControlPacket]
-) -> int:
+def parse_stream(buf: bytearray, publishes: InboundPublishes, controls: list[ControlPacket]) -> int:
     """Parse every complete packet at the front of ``buf``; return the bytes consumed.
 
     PUBLISH frames are appended to ``publishes``; everything else to ``controls``.

@@ -27,8 +27,14 @@ log = logging.getLogger(__name__)
 
 
 class EmergencyPager:
-    def __init__(self, notifiers: Sequence[Notifier], escalation: EscalationConfig, registry: RegistryFile,
-                 clock_ms: Callable[[], int], public_base_url: str) -> None:
+    def __init__(
+        self,
+        notifiers: Sequence[Notifier],
+        escalation: EscalationConfig,
+        registry: RegistryFile,
+        clock_ms: Callable[[], int],
+        public_base_url: str,
+    ) -> None:
         self.notifiers = list(notifiers)
         self.escalation = escalation
         self.elders: dict[str, ElderSpec] = {e.id: e for e in registry.elders}
@@ -51,23 +57,40 @@ class EmergencyPager:
         policy = select_policy(self.escalation, kind, det.severity)
         now = self.clock_ms()
         at = datetime.fromtimestamp(now / 1000, UTC).astimezone(self.escalation.zone)
-        ctx_base = dict(elder_name=elder.name, kind=kind, severity=det.severity, when_ms=det.ts_ms,
-                        alert_code="-", address=elder.address, evidence=det.evidence,
-                        lat=elder.home.lat if elder.home else None, lon=elder.home.lon if elder.home else None)
+        ctx_base = dict(
+            elder_name=elder.name,
+            kind=kind,
+            severity=det.severity,
+            when_ms=det.ts_ms,
+            alert_code="-",
+            address=elder.address,
+            evidence=det.evidence,
+            lat=elder.home.lat if elder.home else None,
+            lon=elder.home.lon if elder.home else None,
+        )
         accepted = 0
         for tier in policy.tiers[: policy.start_tiers]:
             for role, channels in tier.roles.items():
                 for person in resolve_role(role, elder, self.registry, at, tz=self.escalation.zone):
                     china = person.phone.startswith("+86")
-                    ctx = MessageContext(**ctx_base, role=person.role,  # type: ignore[arg-type]
-                                         recipient_language=person.language)
+                    ctx = MessageContext(
+                        **ctx_base,
+                        role=person.role,  # type: ignore[arg-type]
+                        recipient_language=person.language,
+                    )
                     for channel in [c for c in channels if c in person.channels] or list(person.channels[:1]):
                         message = Outbound(
-                            notification_id=0, alert_id=0, purpose="page", channel=channel, phone=person.phone,
-                            language=person.language, recipient_name=person.name,
+                            notification_id=0,
+                            alert_id=0,
+                            purpose="page",
+                            channel=channel,
+                            phone=person.phone,
+                            language=person.language,
+                            recipient_name=person.name,
                             text=render_sms(ctx, "page", replies_supported=False, links_allowed=not china),
                             twiml=render_voice_twiml(ctx, f"{self.public}/twilio/voice/gather/0")
-                            if channel == "voice" else None,
+                            if channel == "voice"
+                            else None,
                         )
                         accepted += await self._send(message)
         self.sent += accepted
@@ -80,6 +103,11 @@ class EmergencyPager:
                 await notifier.send(message)
                 return 1
             except NotifyError as error:
-                log.warning("emergency %s to %s via %s failed: %s", message.channel,
-                            redact_phone(message.phone), notifier.name, error)
+                log.warning(
+                    "emergency %s to %s via %s failed: %s",
+                    message.channel,
+                    redact_phone(message.phone),
+                    notifier.name,
+                    error,
+                )
         return 0

@@ -173,8 +173,16 @@ class _LiveCall:
 class FakeTwilio:
     """Twilio's Messages and Calls API and its webhooks, on a loopback port."""
 
-    def __init__(self, account_sid: str, auth_token: str, *, step_s: float = 0.05,
-                 answered_call_s: float = 10.0, hold_s: float = 30.0, webhook_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        step_s: float = 0.05,
+        answered_call_s: float = 10.0,
+        hold_s: float = 30.0,
+        webhook_s: float = 15.0,
+    ) -> None:
         self.account_sid = account_sid
         self.step_s = step_s
         self.answered_call_s = answered_call_s
@@ -289,8 +297,7 @@ class FakeTwilio:
         with self._lock:
             return self._status.get(sid)
 
-    async def wait_until(self, check: Callable[[], T | None], timeout_s: float = 5.0,
-                         what: str = "condition") -> T:
+    async def wait_until(self, check: Callable[[], T | None], timeout_s: float = 5.0, what: str = "condition") -> T:
         """Wait, from any loop, until ``check()`` returns something truthy; re-checked on
         every change to the records, so there is no polling delay."""
         event = asyncio.Event()
@@ -311,8 +318,7 @@ class FakeTwilio:
             with self._lock:
                 self._async_waiters.discard(waiter)
 
-    def wait_until_sync(self, check: Callable[[], T | None], timeout_s: float = 5.0,
-                        what: str = "condition") -> T:
+    def wait_until_sync(self, check: Callable[[], T | None], timeout_s: float = 5.0, what: str = "condition") -> T:
         """``wait_until`` for threads without a loop (the server must run in another thread)."""
         if threading.current_thread() is self._loop_thread:
             raise RuntimeError("wait_until_sync would block the fake's own loop; await wait_until")
@@ -336,36 +342,40 @@ class FakeTwilio:
     def _webhooks_of(self, kind: WebhookKind | None) -> list[WebhookDelivery]:
         return [w for w in self.webhooks if kind is None or w.kind == kind]
 
-    async def wait_for_messages(self, n: int, timeout_s: float = 5.0, *,
-                                accepted_only: bool = True) -> list[SentMessage]:
+    async def wait_for_messages(
+        self, n: int, timeout_s: float = 5.0, *, accepted_only: bool = True
+    ) -> list[SentMessage]:
         """At least ``n`` messages (accepted ones unless told otherwise), in arrival order."""
-        return await self.wait_until(_at_least(n, lambda: self._accepted_messages(accepted_only)), timeout_s,
-                                     f"{n} messages")
+        return await self.wait_until(
+            _at_least(n, lambda: self._accepted_messages(accepted_only)), timeout_s, f"{n} messages"
+        )
 
-    async def wait_for_calls(self, n: int, timeout_s: float = 5.0, *,
-                             accepted_only: bool = True) -> list[PlacedCall]:
-        return await self.wait_until(_at_least(n, lambda: self._accepted_calls(accepted_only)), timeout_s,
-                                     f"{n} calls")
+    async def wait_for_calls(self, n: int, timeout_s: float = 5.0, *, accepted_only: bool = True) -> list[PlacedCall]:
+        return await self.wait_until(_at_least(n, lambda: self._accepted_calls(accepted_only)), timeout_s, f"{n} calls")
 
-    async def wait_for_webhooks(self, n: int, kind: WebhookKind | None = None,
-                                timeout_s: float = 5.0) -> list[WebhookDelivery]:
-        return await self.wait_until(_at_least(n, lambda: self._webhooks_of(kind)), timeout_s,
-                                     f"{n} {kind or ''} webhooks")
+    async def wait_for_webhooks(
+        self, n: int, kind: WebhookKind | None = None, timeout_s: float = 5.0
+    ) -> list[WebhookDelivery]:
+        return await self.wait_until(
+            _at_least(n, lambda: self._webhooks_of(kind)), timeout_s, f"{n} {kind or ''} webhooks"
+        )
 
-    def wait_for_messages_sync(self, n: int, timeout_s: float = 5.0, *,
-                               accepted_only: bool = True) -> list[SentMessage]:
-        return self.wait_until_sync(_at_least(n, lambda: self._accepted_messages(accepted_only)), timeout_s,
-                                    f"{n} messages")
+    def wait_for_messages_sync(
+        self, n: int, timeout_s: float = 5.0, *, accepted_only: bool = True
+    ) -> list[SentMessage]:
+        return self.wait_until_sync(
+            _at_least(n, lambda: self._accepted_messages(accepted_only)), timeout_s, f"{n} messages"
+        )
 
-    def wait_for_calls_sync(self, n: int, timeout_s: float = 5.0, *,
-                            accepted_only: bool = True) -> list[PlacedCall]:
-        return self.wait_until_sync(_at_least(n, lambda: self._accepted_calls(accepted_only)), timeout_s,
-                                    f"{n} calls")
+    def wait_for_calls_sync(self, n: int, timeout_s: float = 5.0, *, accepted_only: bool = True) -> list[PlacedCall]:
+        return self.wait_until_sync(_at_least(n, lambda: self._accepted_calls(accepted_only)), timeout_s, f"{n} calls")
 
-    def wait_for_webhooks_sync(self, n: int, kind: WebhookKind | None = None,
-                               timeout_s: float = 5.0) -> list[WebhookDelivery]:
-        return self.wait_until_sync(_at_least(n, lambda: self._webhooks_of(kind)), timeout_s,
-                                    f"{n} {kind or ''} webhooks")
+    def wait_for_webhooks_sync(
+        self, n: int, kind: WebhookKind | None = None, timeout_s: float = 5.0
+    ) -> list[WebhookDelivery]:
+        return self.wait_until_sync(
+            _at_least(n, lambda: self._webhooks_of(kind)), timeout_s, f"{n} {kind or ''} webhooks"
+        )
 
     # --- behaviour and failures (any thread) -------------------------------------------------------
 
@@ -404,23 +414,42 @@ class FakeTwilio:
 
     # --- playing the people ------------------------------------------------------------------------
 
-    async def press_key(self, call_sid: str, digits: str, *, unsigned: bool = False,
-                        bad_signature: bool = False) -> WebhookDelivery:
+    async def press_key(
+        self, call_sid: str, digits: str, *, unsigned: bool = False, bad_signature: bool = False
+    ) -> WebhookDelivery:
         """The person on the call presses ``digits``: POST the Gather webhook, return what
         the gateway answered. A genuine press ends the call unless the answer holds another
         ``<Gather>``; a forged one (``unsigned``, ``bad_signature``) changes nothing."""
         return await self._on_loop(self._press_key(call_sid, digits, unsigned, bad_signature))
 
-    async def reply_sms(self, from_number: str, to_number: str, body: str, webhook_url: str, *,
-                        unsigned: bool = False, bad_signature: bool = False) -> WebhookDelivery:
+    async def reply_sms(
+        self,
+        from_number: str,
+        to_number: str,
+        body: str,
+        webhook_url: str,
+        *,
+        unsigned: bool = False,
+        bad_signature: bool = False,
+    ) -> WebhookDelivery:
         """Someone texts ``body`` from ``from_number`` to our number ``to_number``."""
         sid = _sid("SM")
-        params = {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid, "AccountSid": self.account_sid,
-                  "From": from_number, "To": to_number, "Body": body, "NumMedia": "0",
-                  "NumSegments": str(max(1, sms_segments(body))), "SmsStatus": "received",
-                  "ApiVersion": API_VERSION}
-        return await self._on_loop(self._webhook("incoming_sms", webhook_url, params,
-                                                 sign=_sign_mode(unsigned, bad_signature)))
+        params = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "SmsMessageSid": sid,
+            "AccountSid": self.account_sid,
+            "From": from_number,
+            "To": to_number,
+            "Body": body,
+            "NumMedia": "0",
+            "NumSegments": str(max(1, sms_segments(body))),
+            "SmsStatus": "received",
+            "ApiVersion": API_VERSION,
+        }
+        return await self._on_loop(
+            self._webhook("incoming_sms", webhook_url, params, sign=_sign_mode(unsigned, bad_signature))
+        )
 
     async def hang_up(self, call_sid: str) -> None:
         """The person hangs up an answered call without pressing anything."""
@@ -435,8 +464,9 @@ class FakeTwilio:
                     raise FakeTwilioError("no webhook has been sent yet")
                 delivery = self._webhooks[-1]
         d = delivery
-        return await self._on_loop(self._send(d.kind, d.url, d.method, d.params, d.signature,
-                                              d.idempotency_token, redelivery=True))
+        return await self._on_loop(
+            self._send(d.kind, d.url, d.method, d.params, d.signature, d.idempotency_token, redelivery=True)
+        )
 
     def run_blocking(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
         """Run one of the async helpers from a thread without a loop (the fake must be
@@ -456,8 +486,7 @@ class FakeTwilio:
         callback = _field(form, "StatusCallback") or None
 
         def record(outcome: str, status: int, code: int | None = None, sid: str | None = None) -> SentMessage:
-            entry = SentMessage(sid, to, from_, body, callback, service, arrived_ms, arrived, outcome, status,
-                                code)
+            entry = SentMessage(sid, to, from_, body, callback, service, arrived_ms, arrived, outcome, status, code)
             self._append(self._messages, entry)
             return entry
 
@@ -474,11 +503,25 @@ class FakeTwilio:
         log.info("fake Twilio accepted message %s", sid)
         log.debug("message %s from %s to %s: %r", sid, from_, to, body)
         self._spawn(self._run_message(entry), f"fake-twilio-{sid}")
-        return web.json_response(self._resource(sid, "Messages", {
-            "body": body, "date_sent": None, "error_code": None, "error_message": None, "from": from_ or None,
-            "messaging_service_sid": service, "num_media": "0", "num_segments": str(sms_segments(body)),
-            "to": to, "subresource_uris": {"media": f"{self._path('Messages', sid)}/Media.json"},
-        }), status=201)
+        return web.json_response(
+            self._resource(
+                sid,
+                "Messages",
+                {
+                    "body": body,
+                    "date_sent": None,
+                    "error_code": None,
+                    "error_message": None,
+                    "from": from_ or None,
+                    "messaging_service_sid": service,
+                    "num_media": "0",
+                    "num_segments": str(sms_segments(body)),
+                    "to": to,
+                    "subresource_uris": {"media": f"{self._path('Messages', sid)}/Media.json"},
+                },
+            ),
+            status=201,
+        )
 
     async def _calls_api(self, request: web.Request) -> web.StreamResponse:
         arrived_ms, arrived = _wall_ms(), time.monotonic()
@@ -492,8 +535,9 @@ class FakeTwilio:
             gather = _gather_of(twiml, url) if twiml else (None, "POST")
 
         def record(outcome: str, status: int, code: int | None = None, sid: str | None = None) -> PlacedCall:
-            entry = PlacedCall(sid, to, from_, twiml, url, callback, events, gather[0], arrived_ms, arrived,
-                               outcome, status, code)
+            entry = PlacedCall(
+                sid, to, from_, twiml, url, callback, events, gather[0], arrived_ms, arrived, outcome, status, code
+            )
             self._append(self._calls, entry)
             return entry
 
@@ -514,19 +558,49 @@ class FakeTwilio:
         log.info("fake Twilio accepted call %s", sid)
         log.debug("call %s from %s to %s will be %s", sid, from_, to, outcome)
         self._spawn(self._run_call(live), f"fake-twilio-{sid}")
-        return web.json_response(self._resource(sid, "Calls", {
-            "annotation": None, "answered_by": None, "caller_name": None, "duration": None, "end_time": None,
-            "forwarded_from": None, "from": from_, "from_formatted": from_, "group_sid": None,
-            "parent_call_sid": None, "phone_number_sid": None, "queue_time": "0", "start_time": None,
-            "to": to, "to_formatted": to, "trunk_sid": None, "subresource_uris": {},
-        }), status=201)
+        return web.json_response(
+            self._resource(
+                sid,
+                "Calls",
+                {
+                    "annotation": None,
+                    "answered_by": None,
+                    "caller_name": None,
+                    "duration": None,
+                    "end_time": None,
+                    "forwarded_from": None,
+                    "from": from_,
+                    "from_formatted": from_,
+                    "group_sid": None,
+                    "parent_call_sid": None,
+                    "phone_number_sid": None,
+                    "queue_time": "0",
+                    "start_time": None,
+                    "to": to,
+                    "to_formatted": to,
+                    "trunk_sid": None,
+                    "subresource_uris": {},
+                },
+            ),
+            status=201,
+        )
 
     def _resource(self, sid: str, collection: str, fields: dict[str, Any]) -> dict[str, Any]:
         """The JSON of a new resource, as ``MessageInstance`` / ``CallInstance`` read it."""
         now = _rfc2822()
-        return {"account_sid": self.account_sid, "api_version": API_VERSION, "date_created": now,
-                "date_updated": now, "direction": "outbound-api", "price": None, "price_unit": "USD",
-                "sid": sid, "status": "queued", "uri": f"{self._path(collection, sid)}.json", **fields}
+        return {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "date_created": now,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": "queued",
+            "uri": f"{self._path(collection, sid)}.json",
+            **fields,
+        }
 
     def _path(self, collection: str, sid: str) -> str:
         return f"/{API_VERSION}/Accounts/{self.account_sid}/{collection}/{sid}"
@@ -534,8 +608,9 @@ class FakeTwilio:
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         return _error(404, 20404, f"The requested resource {request.path} was not found")
 
-    async def _gate(self, request: web.Request, api: Api, to: str,
-                    record: Callable[[str, int, int | None], object]) -> web.StreamResponse | None:
+    async def _gate(
+        self, request: web.Request, api: Api, to: str, record: Callable[[str, int, int | None], object]
+    ) -> web.StreamResponse | None:
         """Authentication, then any injected failure: the answer that refuses the request."""
         if not self._authorised(request):
             record("auth_failed", 401, 20003)
@@ -564,9 +639,12 @@ class FakeTwilio:
             user, sep, password = base64.b64decode(encoded, validate=True).decode("latin-1").partition(":")
         except (binascii.Error, ValueError):
             return False
-        return (bool(sep) and hmac.compare_digest(user.encode(), self.account_sid.encode())
-                and hmac.compare_digest(password.encode("latin-1"), self._token)
-                and request.match_info.get("account") == self.account_sid)
+        return (
+            bool(sep)
+            and hmac.compare_digest(user.encode(), self.account_sid.encode())
+            and hmac.compare_digest(password.encode("latin-1"), self._token)
+            and request.match_info.get("account") == self.account_sid
+        )
 
     def _take_failure(self, api: Api, to: str) -> FailureMode | None:
         with self._lock:
@@ -587,14 +665,21 @@ class FakeTwilio:
         assert msg.sid is not None
         with self._lock:
             outcome, code = self._deliveries.get(msg.to, ("delivered", None))
-        for status in (("failed",) if outcome == "failed" else ("sent", outcome)):
+        for status in ("failed",) if outcome == "failed" else ("sent", outcome):
             await asyncio.sleep(self.step_s)
             self._set_status(msg.sid, status)
             if not msg.status_callback:
                 continue
-            params = {"MessageSid": msg.sid, "SmsSid": msg.sid, "MessageStatus": status, "SmsStatus": status,
-                      "AccountSid": self.account_sid, "From": msg.from_, "To": msg.to,
-                      "ApiVersion": API_VERSION}
+            params = {
+                "MessageSid": msg.sid,
+                "SmsSid": msg.sid,
+                "MessageStatus": status,
+                "SmsStatus": status,
+                "AccountSid": self.account_sid,
+                "From": msg.from_,
+                "To": msg.to,
+                "ApiVersion": API_VERSION,
+            }
             if msg.messaging_service_sid:
                 params["MessagingServiceSid"] = msg.messaging_service_sid
             if status in _DEFAULT_ERROR:
@@ -613,10 +698,18 @@ class FakeTwilio:
             self._set_status(sid, status)
             if not rec.status_callback or name not in wanted:
                 return
-            params = {"CallSid": sid, "AccountSid": self.account_sid, "From": rec.from_, "To": rec.to,
-                      "CallStatus": status, "Direction": "outbound-api", "ApiVersion": API_VERSION,
-                      "CallbackSource": "call-progress-events", "SequenceNumber": str(sequence),
-                      "Timestamp": _rfc2822()}
+            params = {
+                "CallSid": sid,
+                "AccountSid": self.account_sid,
+                "From": rec.from_,
+                "To": rec.to,
+                "CallStatus": status,
+                "Direction": "outbound-api",
+                "ApiVersion": API_VERSION,
+                "CallbackSource": "call-progress-events",
+                "SequenceNumber": str(sequence),
+                "Timestamp": _rfc2822(),
+            }
             if duration_s is not None:
                 params["CallDuration"] = str(duration_s)
             sequence += 1
@@ -647,8 +740,7 @@ class FakeTwilio:
         live.ended = True
         await event("completed", "completed", max(1, round(time.monotonic() - answered_at)))
 
-    async def _press_key(self, call_sid: str, digits: str, unsigned: bool,
-                         bad_signature: bool) -> WebhookDelivery:
+    async def _press_key(self, call_sid: str, digits: str, unsigned: bool, bad_signature: bool) -> WebhookDelivery:
         live = self._live_call(call_sid)
         if live.outcome != "answered":
             raise FakeTwilioError(f"call {call_sid} was not answered ({live.outcome})")
@@ -661,12 +753,21 @@ class FakeTwilio:
         if not live.gather_action:
             raise FakeTwilioError(f"call {call_sid} has no <Gather action> to press keys for")
         rec = live.record
-        params = {"AccountSid": self.account_sid, "CallSid": call_sid, "From": rec.from_, "To": rec.to,
-                  "CallStatus": "in-progress", "Direction": "outbound-api", "ApiVersion": API_VERSION,
-                  "Digits": digits, "msg": "Gather End"}
+        params = {
+            "AccountSid": self.account_sid,
+            "CallSid": call_sid,
+            "From": rec.from_,
+            "To": rec.to,
+            "CallStatus": "in-progress",
+            "Direction": "outbound-api",
+            "ApiVersion": API_VERSION,
+            "Digits": digits,
+            "msg": "Gather End",
+        }
         forged = unsigned or bad_signature
-        delivery = await self._webhook("gather", live.gather_action, params, method=live.gather_method,
-                                       sign=_sign_mode(unsigned, bad_signature))
+        delivery = await self._webhook(
+            "gather", live.gather_action, params, method=live.gather_method, sign=_sign_mode(unsigned, bad_signature)
+        )
         if forged:
             return delivery
         following: tuple[str | None, str] = (None, "POST")
@@ -691,8 +792,15 @@ class FakeTwilio:
 
     # --- webhooks ----------------------------------------------------------------------------------
 
-    async def _webhook(self, kind: WebhookKind, url: str, params: Mapping[str, str], *, method: str = "POST",
-                       sign: Literal["valid", "missing", "wrong"] = "valid") -> WebhookDelivery:
+    async def _webhook(
+        self,
+        kind: WebhookKind,
+        url: str,
+        params: Mapping[str, str],
+        *,
+        method: str = "POST",
+        sign: Literal["valid", "missing", "wrong"] = "valid",
+    ) -> WebhookDelivery:
         """Sign as Twilio does: HMAC-SHA1 of the full URL followed by the POST parameters
         sorted by name (for GET the parameters are in the URL and nothing is appended)."""
         method = method.upper()
@@ -704,12 +812,25 @@ class FakeTwilio:
             signature = signer.compute_signature(target, signed)
         return await self._send(kind, target, method, params, signature, f"{self.account_sid}-{uuid.uuid4()}")
 
-    async def _send(self, kind: WebhookKind, url: str, method: str, params: Mapping[str, str],
-                    signature: str | None, token: str, *, redelivery: bool = False) -> WebhookDelivery:
+    async def _send(
+        self,
+        kind: WebhookKind,
+        url: str,
+        method: str,
+        params: Mapping[str, str],
+        signature: str | None,
+        token: str,
+        *,
+        redelivery: bool = False,
+    ) -> WebhookDelivery:
         if self._session is None or self._session.closed:
             raise RuntimeError("the fake is not running")
-        headers = {"User-Agent": USER_AGENT, "I-Twilio-Idempotency-Token": token,
-                   "Accept": "*/*", "Cache-Control": "max-age=259200"}
+        headers = {
+            "User-Agent": USER_AGENT,
+            "I-Twilio-Idempotency-Token": token,
+            "Accept": "*/*",
+            "Cache-Control": "max-age=259200",
+        }
         if signature is not None:
             headers["X-Twilio-Signature"] = signature
         data = None
@@ -724,8 +845,9 @@ class FakeTwilio:
         except (ClientError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.info("fake Twilio could not deliver a %s webhook: %s", kind, type(exc).__name__)
-        delivery = WebhookDelivery(kind, url, method, dict(params), signature, token, status, body, error,
-                                   sent_ms, sent, redelivery)
+        delivery = WebhookDelivery(
+            kind, url, method, dict(params), signature, token, status, body, error, sent_ms, sent, redelivery
+        )
         self._append(self._webhooks, delivery)
         return delivery
 
@@ -773,8 +895,9 @@ class FakeTwilio:
 
 
 @contextlib.contextmanager
-def running_in_thread(fake: FakeTwilio, host: str = "127.0.0.1", port: int = 0, *,
-                      timeout_s: float = 10.0) -> Iterator[FakeTwilio]:
+def running_in_thread(
+    fake: FakeTwilio, host: str = "127.0.0.1", port: int = 0, *, timeout_s: float = 10.0
+) -> Iterator[FakeTwilio]:
     """Run ``fake`` on its own event loop in a daemon thread for the ``with`` block."""
     loop = asyncio.new_event_loop()
 
@@ -802,6 +925,7 @@ def running_in_thread(fake: FakeTwilio, host: str = "127.0.0.1", port: int = 0, 
 
 # --- validation, formats ----------------------------------------------------------------------------
 
+
 def is_plausible_number(number: str) -> bool:
     """E.164, and for China (+86) and NANP (+1) the right national length."""
     if not _E164.fullmatch(number):
@@ -813,8 +937,9 @@ def is_plausible_number(number: str) -> bool:
     return True
 
 
-def _message_problem(to: str, from_: str, body: str, service: str | None,
-                     callback: str | None) -> tuple[int, str] | None:
+def _message_problem(
+    to: str, from_: str, body: str, service: str | None, callback: str | None
+) -> tuple[int, str] | None:
     if not to:
         return 21604, "A 'To' phone number is required."
     if not is_plausible_number(to):
@@ -836,8 +961,9 @@ def _message_problem(to: str, from_: str, body: str, service: str | None,
     return None
 
 
-def _call_problem(to: str, from_: str, twiml: str | None, url: str | None,
-                  callback: str | None) -> tuple[int, str] | None:
+def _call_problem(
+    to: str, from_: str, twiml: str | None, url: str | None, callback: str | None
+) -> tuple[int, str] | None:
     if not to:
         return 21201, "No 'To' number is specified"
     if not is_plausible_number(to):
@@ -881,9 +1007,11 @@ def _is_url(url: str) -> bool:
 
 def _error(status: int, code: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     """Twilio's error body; ``twilio`` turns it into ``TwilioRestException(status, code, msg)``."""
-    return web.json_response({"code": code, "message": message, "status": status,
-                              "more_info": f"https://www.twilio.com/docs/errors/{code}"},
-                             status=status, headers=dict(headers or {}))
+    return web.json_response(
+        {"code": code, "message": message, "status": status, "more_info": f"https://www.twilio.com/docs/errors/{code}"},
+        status=status,
+        headers=dict(headers or {}),
+    )
 
 
 def _field(form: Mapping[str, Any], name: str) -> str:
@@ -895,6 +1023,7 @@ def _at_least(n: int, found: Callable[[], list[R]]) -> Callable[[], list[R] | No
     def check() -> list[R] | None:
         items = found()
         return items if len(items) >= n else None
+
     return check
 
 

@@ -80,8 +80,10 @@ coalesce(e.name, a.device_id) AS elder_name, coalesce(e.profile->>'address', '')
 
 _CONTEXT = f"SELECT {_CONTEXT_COLUMNS} FROM alerts a LEFT JOIN elders e USING (elder_id) WHERE a.alert_id = ANY(%s)"
 
-_RECENT_CALLS = ("SELECT count(*) FROM notifications v WHERE v.channel = 'voice' AND v.status NOT IN "
-                 "('pending', 'sending', 'failed') AND v.updated_at > %(hour_ago)s AND v.phone = c.phone")
+_RECENT_CALLS = (
+    "SELECT count(*) FROM notifications v WHERE v.channel = 'voice' AND v.status NOT IN "
+    "('pending', 'sending', 'failed') AND v.updated_at > %(hour_ago)s AND v.phone = c.phone"
+)
 
 # The rows the engine created already claimed: take them only while that first lease holds
 # (attempts = 1, lease not run out) and renew it, so the poller cannot send them as well.
@@ -98,13 +100,35 @@ FROM c JOIN alerts a USING (alert_id) LEFT JOIN elders e USING (elder_id)
 ORDER BY c.id
 """
 
-_ROW_COLUMNS = ("id", "alert_id", "purpose", "tier", "round", "recipient_key", "recipient_name", "role", "phone",
-                "language", "channel", "channels", "provider", "idempotency_key", "attempts", "recent_calls")
+_ROW_COLUMNS = (
+    "id",
+    "alert_id",
+    "purpose",
+    "tier",
+    "round",
+    "recipient_key",
+    "recipient_name",
+    "role",
+    "phone",
+    "language",
+    "channel",
+    "channels",
+    "provider",
+    "idempotency_key",
+    "attempts",
+    "recent_calls",
+)
 
 
 class OutboxSender:
-    def __init__(self, pool: AsyncConnectionPool, notifiers: Sequence[Notifier], settings: OutboxSettings,
-                 clock_ms: Callable[[], int], seed: int | None = None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        notifiers: Sequence[Notifier],
+        settings: OutboxSettings,
+        clock_ms: Callable[[], int],
+        seed: int | None = None,
+    ) -> None:
         self.pool = pool
         self.notifiers = list(notifiers)
         self.settings = settings
@@ -125,8 +149,10 @@ class OutboxSender:
         """Claim and send what is due; return how many rows were handled."""
         now = self.clock_ms()
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_CLAIM, {"now": store.ts(now), "limit": limit,
-                                       "lease": store.ts(now + int(self.settings.lease_s * 1000))})
+            await cur.execute(
+                _CLAIM,
+                {"now": store.ts(now), "limit": limit, "lease": store.ts(now + int(self.settings.lease_s * 1000))},
+            )
             rows = list(await cur.fetchall())
             if not rows:
                 return 0
@@ -139,14 +165,22 @@ class OutboxSender:
         """Send rows the alert engine created already claimed (the low-latency path)."""
         now = self.clock_ms()
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_CLAIMED, {"ids": ids, "now": store.ts(now), "hour_ago": store.ts(now - 3_600_000),
-                                         "lease": store.ts(now + int(self.settings.lease_s * 1000))})
+            await cur.execute(
+                _CLAIMED,
+                {
+                    "ids": ids,
+                    "now": store.ts(now),
+                    "hour_ago": store.ts(now - 3_600_000),
+                    "lease": store.ts(now + int(self.settings.lease_s * 1000)),
+                },
+            )
             joined = list(await cur.fetchall())
         if not joined:
             return
         rows = [{k: r[k] for k in _ROW_COLUMNS} for r in joined]
-        contexts = {r["alert_id"]: {k: v for k, v in r.items() if k not in _ROW_COLUMNS or k == "alert_id"}
-                    for r in joined}
+        contexts = {
+            r["alert_id"]: {k: v for k, v in r.items() if k not in _ROW_COLUMNS or k == "alert_id"} for r in joined
+        }
         await self._dispatch(rows, contexts, now)
 
     async def _dispatch(self, rows: list[dict[str, Any]], contexts: dict[int, dict[str, Any]], now: int) -> None:
@@ -185,8 +219,9 @@ class OutboxSender:
             if row["channel"] == "voice":
                 recent[row["phone"]] = recent.get(row["phone"], 0) + 1
                 if recent[row["phone"]] > self.settings.calls_per_hour and "sms" in row["channels"]:
-                    await self._failover(row, f"more than {self.settings.calls_per_hour} calls an hour "
-                                              "to this phone", now, to="sms")
+                    await self._failover(
+                        row, f"more than {self.settings.calls_per_hour} calls an hour to this phone", now, to="sms"
+                    )
                     continue
             out.append(row)
         return out
@@ -196,19 +231,29 @@ class OutboxSender:
             cur = await conn.execute(
                 "SELECT phone, count(*) FROM notifications WHERE channel = 'voice' AND status NOT IN "
                 "('pending', 'sending', 'failed') AND updated_at > %s AND phone = ANY(%s) GROUP BY phone",
-                (store.ts(now - 3_600_000), phones))
+                (store.ts(now - 3_600_000), phones),
+            )
             return {phone: int(n) for phone, n in await cur.fetchall()}
 
     def _context(self, ctx: dict[str, Any], row: dict[str, Any]) -> MessageContext:
         evidence = ctx["evidence"] or {}
         # where the elder is: the fix that triggered the alert (a geofence exit), else home
-        lat, lon = (evidence["lat"], evidence["lon"]) if "lat" in evidence and "lon" in evidence else (
-            ctx["lat"], ctx["lon"])
+        lat, lon = (
+            (evidence["lat"], evidence["lon"]) if "lat" in evidence and "lon" in evidence else (ctx["lat"], ctx["lon"])
+        )
         return MessageContext(
-            elder_name=ctx["elder_name"], kind=ctx["kind"], severity=ctx["severity"],
-            when_ms=store.ms(ctx["opened_at"]) or 0, alert_code=ctx["code"], address=ctx["address"],
-            lat=lat, lon=lon, evidence=evidence,
-            taken_by=ctx["acknowledged_by"], outcome=ctx["outcome"], role=row["role"],
+            elder_name=ctx["elder_name"],
+            kind=ctx["kind"],
+            severity=ctx["severity"],
+            when_ms=store.ms(ctx["opened_at"]) or 0,
+            alert_code=ctx["code"],
+            address=ctx["address"],
+            lat=lat,
+            lon=lon,
+            evidence=evidence,
+            taken_by=ctx["acknowledged_by"],
+            outcome=ctx["outcome"],
+            role=row["role"],
             recipient_language=row["language"],
         )
 
@@ -218,17 +263,26 @@ class OutboxSender:
         china = row["phone"].startswith(self.settings.no_reply_prefixes)
         twiml = None
         if len(group) > 1:
-            text = render_summary_sms([self._context(contexts[r["alert_id"]], r) for r in group],
-                                      replies_supported=not china, links_allowed=not china)
+            text = render_summary_sms(
+                [self._context(contexts[r["alert_id"]], r) for r in group],
+                replies_supported=not china,
+                links_allowed=not china,
+            )
         else:
             ctx = self._context(contexts[row["alert_id"]], row)
             text = render_sms(ctx, row["purpose"], replies_supported=not china, links_allowed=not china)
             if row["channel"] == "voice":
                 twiml = render_voice_twiml(ctx, f"{base}/twilio/voice/gather/{row['id']}")
         return Outbound(
-            notification_id=row["id"], alert_id=row["alert_id"], purpose=row["purpose"],
-            channel=row["channel"], phone=row["phone"], language=row["language"],
-            recipient_name=row["recipient_name"], text=text, twiml=twiml,
+            notification_id=row["id"],
+            alert_id=row["alert_id"],
+            purpose=row["purpose"],
+            channel=row["channel"],
+            phone=row["phone"],
+            language=row["language"],
+            recipient_name=row["recipient_name"],
+            text=text,
+            twiml=twiml,
             callback_url=f"{base}/twilio/status/{row['id']}",
         )
 
@@ -241,8 +295,9 @@ class OutboxSender:
                 sent = await notifier.send(message)
             except NotifyError as failure:
                 error = failure
-                log.warning("%s via %s to %s failed: %s", row["channel"], notifier.name,
-                            redact_phone(row["phone"]), failure)
+                log.warning(
+                    "%s via %s to %s failed: %s", row["channel"], notifier.name, redact_phone(row["phone"]), failure
+                )
                 if failure.retryable:
                     break  # retry the preferred provider first, after back-off
                 continue  # permanent for this provider: try the next provider
@@ -278,10 +333,19 @@ class OutboxSender:
                 await conn.execute(
                     "UPDATE notifications SET status = 'sent', provider_sid = %s, provider = %s, "
                     "last_error = NULL, updated_at = %s WHERE id = %s",
-                    (sent.provider_sid, sent.provider, store.ts(now), row["id"]))
-                await store.event(conn, row["alert_id"], now, "notified", actor=row["recipient_name"],
-                                  channel=row["channel"], purpose=row["purpose"], tier=row["tier"],
-                                  summary=len(group) > 1)
+                    (sent.provider_sid, sent.provider, store.ts(now), row["id"]),
+                )
+                await store.event(
+                    conn,
+                    row["alert_id"],
+                    now,
+                    "notified",
+                    actor=row["recipient_name"],
+                    channel=row["channel"],
+                    purpose=row["purpose"],
+                    tier=row["tier"],
+                    summary=len(group) > 1,
+                )
         self.sent_count[row["channel"]] = self.sent_count.get(row["channel"], 0) + len(group)
 
     async def _retry(self, row: dict[str, Any], error: NotifyError, now: int) -> None:
@@ -290,10 +354,12 @@ class OutboxSender:
             await conn.execute(
                 "UPDATE notifications SET status = 'pending', next_attempt_at = %s, last_error = %s, "
                 "updated_at = %s WHERE id = %s",
-                (store.ts(now + int(delay * 1000)), str(error)[:500], store.ts(now), row["id"]))
+                (store.ts(now + int(delay * 1000)), str(error)[:500], store.ts(now), row["id"]),
+            )
 
-    async def _failover(self, row: dict[str, Any], reason: str, now: int, to: str | None = None, *,
-                        keep_trying: bool = False) -> None:
+    async def _failover(
+        self, row: dict[str, Any], reason: str, now: int, to: str | None = None, *, keep_trying: bool = False
+    ) -> None:
         """This channel is done for this person: try their other channel, else record no answer.
 
         With ``keep_trying`` and no other channel taking over, the row stays pending at the
@@ -312,25 +378,60 @@ class OutboxSender:
                     "SELECT 1 FROM notifications WHERE alert_id = %s AND recipient_key = %s AND channel = %s "
                     "AND purpose = %s AND tier IS NOT DISTINCT FROM %s AND round IS NOT DISTINCT FROM %s "
                     "AND status <> 'failed') ON CONFLICT DO NOTHING",
-                    (row["alert_id"], row["purpose"], row["tier"], row["round"], row["recipient_key"],
-                     row["recipient_name"], row["role"], row["phone"], row["language"], other,
-                     Jsonb(row["channels"]), row["provider"], f"{row['idempotency_key']}:failover",
-                     store.ts(now), row["alert_id"], row["recipient_key"], other, row["purpose"],
-                     row["tier"], row["round"]))
+                    (
+                        row["alert_id"],
+                        row["purpose"],
+                        row["tier"],
+                        row["round"],
+                        row["recipient_key"],
+                        row["recipient_name"],
+                        row["role"],
+                        row["phone"],
+                        row["language"],
+                        other,
+                        Jsonb(row["channels"]),
+                        row["provider"],
+                        f"{row['idempotency_key']}:failover",
+                        store.ts(now),
+                        row["alert_id"],
+                        row["recipient_key"],
+                        other,
+                        row["purpose"],
+                        row["tier"],
+                        row["round"],
+                    ),
+                )
                 inserted = cur.rowcount
             if keep_trying and not inserted:
                 delay = backoff_s(row["attempts"], self.settings, self.rnd)
                 await conn.execute(
                     "UPDATE notifications SET status = 'pending', next_attempt_at = %s, last_error = %s, "
                     "updated_at = %s WHERE id = %s",
-                    (store.ts(now + int(delay * 1000)), reason[:500], store.ts(now), row["id"]))
+                    (store.ts(now + int(delay * 1000)), reason[:500], store.ts(now), row["id"]),
+                )
                 if row["attempts"] == self.settings.max_attempts:
-                    await store.event(conn, row["alert_id"], now, "notify_failed", actor=row["recipient_name"],
-                                      channel=row["channel"], reason=reason[:200], still_trying=True)
+                    await store.event(
+                        conn,
+                        row["alert_id"],
+                        now,
+                        "notify_failed",
+                        actor=row["recipient_name"],
+                        channel=row["channel"],
+                        reason=reason[:200],
+                        still_trying=True,
+                    )
                 return
             await conn.execute(
                 "UPDATE notifications SET status = 'failed', last_error = %s, updated_at = %s WHERE id = %s",
-                (reason[:500], store.ts(now), row["id"]))
-            await store.event(conn, row["alert_id"], now, "notify_failover" if inserted else "notify_failed",
-                              actor=row["recipient_name"], channel=row["channel"], reason=reason[:200],
-                              to_channel=other if inserted else None)
+                (reason[:500], store.ts(now), row["id"]),
+            )
+            await store.event(
+                conn,
+                row["alert_id"],
+                now,
+                "notify_failover" if inserted else "notify_failed",
+                actor=row["recipient_name"],
+                channel=row["channel"],
+                reason=reason[:200],
+                to_channel=other if inserted else None,
+            )

@@ -19,8 +19,14 @@ def build_notifiers(config: GatewayConfig) -> list[Notifier]:
     n = config.notify
     notifiers: list[Notifier] = []
     if n.twilio is not None:
-        settings = TwilioSettings(n.twilio.account_sid, twilio_token(config), n.twilio.sms_from,
-                                  n.twilio.voice_from, n.twilio.base_url, n.twilio.timeout_s)
+        settings = TwilioSettings(
+            n.twilio.account_sid,
+            twilio_token(config),
+            n.twilio.sms_from,
+            n.twilio.voice_from,
+            n.twilio.base_url,
+            n.twilio.timeout_s,
+        )
         notifiers += [TwilioSms(settings), TwilioVoice(settings)]
     if n.webhook is not None:
         notifiers.append(SignedWebhook(n.webhook.url, webhook_secret(config)))
@@ -33,7 +39,12 @@ def build_notifiers(config: GatewayConfig) -> list[Notifier]:
 
 def outbox_settings(config: GatewayConfig) -> OutboxSettings:
     n = config.notify
-    return OutboxSettings(public_base_url=n.public_base_url, max_attempts=n.max_attempts,
-                          backoff_initial_s=n.backoff_initial_s, backoff_max_s=n.backoff_max_s,
-                          lease_s=n.lease_s, calls_per_hour=n.calls_per_hour,
-                          keep_trying_s=n.keep_trying_s)
+    return OutboxSettings(
+        public_base_url=n.public_base_url,
+        max_attempts=n.max_attempts,
+        backoff_initial_s=n.backoff_initial_s,
+        backoff_max_s=n.backoff_max_s,
+        lease_s=n.lease_s,
+        calls_per_hour=n.calls_per_hour,
+        keep_trying_s=n.keep_trying_s,
+    )

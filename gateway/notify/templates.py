@@ -175,8 +175,7 @@ def render_sms(ctx: MessageContext, purpose: str, *, replies_supported: bool, li
     return _fit(lambda n: f"Resolved: {n}'s {what} ({code}), {result}{by}.", name)
 
 
-def render_summary_sms(contexts: Sequence[MessageContext], *, replies_supported: bool,
-                       links_allowed: bool) -> str:
+def render_summary_sms(contexts: Sequence[MessageContext], *, replies_supported: bool, links_allowed: bool) -> str:
     """Several open alerts for one recipient in one SMS (carriers block a sender that
     texts one phone too often). Most severe and oldest first; what does not fit is
     counted ("+2 more"). ``links_allowed`` is accepted for symmetry: a summary has no links.
@@ -188,16 +187,22 @@ def render_summary_sms(contexts: Sequence[MessageContext], *, replies_supported:
         return render_sms(contexts[0], "page", replies_supported=replies_supported, links_allowed=False)
     lang = language_for(contexts[0].recipient_language)
     order = sorted(contexts, key=lambda c: (-_severity_rank(c.severity), c.when_ms))
-    lines = [f"{_name(c.elder_name, 12)} {kind_name(c.kind, lang)} {_clean(c.alert_code)} "
-             f"{_local(c.when_ms).strftime('%H:%M')}" for c in order]
+    lines = [
+        f"{_name(c.elder_name, 12)} {kind_name(c.kind, lang)} {_clean(c.alert_code)} "
+        f"{_local(c.when_ms).strftime('%H:%M')}"
+        for c in order
+    ]
     if lang == "zh":
         head = f"您有 {len(order)} 条未处理告警："
         ack = "回复 1 加编号确认处理，如 1 " if replies_supported else "请接听来电并按 1 确认。"
         more = "另有 {} 条"
     else:
         head = f"{len(order)} open alerts:"
-        ack = "Reply 1 and the code to take one, e.g. 1 " if replies_supported else \
-            "Answer our call and press 1 to take one."
+        ack = (
+            "Reply 1 and the code to take one, e.g. 1 "
+            if replies_supported
+            else "Answer our call and press 1 to take one."
+        )
         more = "+{} more"
     if replies_supported:
         ack += _clean(order[0].alert_code)
@@ -219,12 +224,18 @@ def render_voice_twiml(ctx: MessageContext, gather_action_url: str, *, voice: st
     lang = language_for(ctx.recipient_language)
     speech = _spoken_alert(ctx, lang)
     response = ET.Element("Response")
-    gather = ET.SubElement(response, "Gather", {
-        "numDigits": "1", "action": _clean_xml(gather_action_url), "method": "POST", "timeout": "8"})
+    gather = ET.SubElement(
+        response,
+        "Gather",
+        {"numDigits": "1", "action": _clean_xml(gather_action_url), "method": "POST", "timeout": "8"},
+    )
     for _ in range(2):
         _say(gather, speech, lang, voice)
-    goodbye = ("没有收到按键，我们将联系其他人。再见。" if lang == "zh"
-               else "We did not get a key press. We will contact someone else. Goodbye.")
+    goodbye = (
+        "没有收到按键，我们将联系其他人。再见。"
+        if lang == "zh"
+        else "We did not get a key press. We will contact someone else. Goodbye."
+    )
     _say(response, goodbye, lang, voice)
     return '<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(response, encoding="unicode")
 
@@ -239,16 +250,21 @@ def render_gather_reply(language: str, accepted: bool | None, taken_by_other: st
     lang = language_for(language)
     if taken_by_other:
         other = _name(taken_by_other, 24)
-        text = (f"{other} 已在处理，谢谢您。" if lang == "zh"
-                else f"{other} is already handling it. Thank you.")
+        text = f"{other} 已在处理，谢谢您。" if lang == "zh" else f"{other} is already handling it. Thank you."
     elif accepted is True:
-        text = "谢谢，您已确认处理，请尽快前往。" if lang == "zh" else \
-            "Thank you. You have taken this alert. Please go as soon as you can."
+        text = (
+            "谢谢，您已确认处理，请尽快前往。"
+            if lang == "zh"
+            else "Thank you. You have taken this alert. Please go as soon as you can."
+        )
     elif accepted is False:
         text = "好的，已转给下一位。" if lang == "zh" else "All right, we are passing it to the next person."
     else:
-        text = "未识别的按键，我们将联系其他人。再见。" if lang == "zh" else \
-            "Sorry, we did not recognise that key. We will contact someone else. Goodbye."
+        text = (
+            "未识别的按键，我们将联系其他人。再见。"
+            if lang == "zh"
+            else "Sorry, we did not recognise that key. We will contact someone else. Goodbye."
+        )
     holder = ET.Element("Response")
     _say(holder, text, lang, None)
     ET.SubElement(holder, "Hangup")
@@ -256,6 +272,7 @@ def render_gather_reply(language: str, accepted: bool | None, taken_by_other: st
 
 
 # --- the page -------------------------------------------------------------------------------------
+
 
 def _page(ctx: MessageContext, lang: Language, *, replies_supported: bool, links_allowed: bool) -> str:
     code = _clean(ctx.alert_code)
@@ -332,10 +349,17 @@ def _evidence(ctx: MessageContext, lang: Language, *, spoken: bool) -> str:
 
 
 _EVIDENCE_FIRST: dict[str, tuple[str, ...]] = {
-    "hypoglycaemia": ("glucose",), "hyperglycaemia": ("glucose",), "hypertensive_crisis": ("bp",),
-    "hypotension": ("bp",), "hr_high": ("hr",), "hr_low": ("hr",), "spo2_low": ("spo2",),
-    "low_battery": ("battery_pct",), "geofence_exit": ("metres_outside",),
-    "fall_no_recovery": ("no_movement_for_s",), "device_silent": ("silent_for_s",),
+    "hypoglycaemia": ("glucose",),
+    "hyperglycaemia": ("glucose",),
+    "hypertensive_crisis": ("bp",),
+    "hypotension": ("bp",),
+    "hr_high": ("hr",),
+    "hr_low": ("hr",),
+    "spo2_low": ("spo2",),
+    "low_battery": ("battery_pct",),
+    "geofence_exit": ("metres_outside",),
+    "fall_no_recovery": ("no_movement_for_s",),
+    "device_silent": ("silent_for_s",),
     "inactivity": ("hours_without_movement",),
 }
 _EVIDENCE_ANY: tuple[str, ...] = ("glucose", "bp", "spo2", "hr", "battery_pct", "metres_outside")
@@ -368,19 +392,24 @@ def _spoken_alert(ctx: MessageContext, lang: Language) -> str:
     address = _cut(_clean(ctx.address), 80, _ellipsis(lang))
     family = ctx.role == "family"
     if lang == "zh":
-        parts = [f"这里是社区养老紧急呼叫。{'您的家人' if family else ''}{name}，{what}",
-                 f"时间 {local.hour}点{local.minute:02d}分"]
+        parts = [
+            f"这里是社区养老紧急呼叫。{'您的家人' if family else ''}{name}，{what}",
+            f"时间 {local.hour}点{local.minute:02d}分",
+        ]
         parts += [evidence] if evidence else []
         parts += [f"地址 {address}"] if address else []
         return "，".join(parts) + f"。告警编号 {code}。确认处理请按 1，转给下一位请按 2。"
-    parts = [f"This is the community eldercare alert line. {'Your family member ' if family else ''}"
-             f"{name}: {what}", f"at {local.hour}:{local.minute:02d}"]
+    parts = [
+        f"This is the community eldercare alert line. {'Your family member ' if family else ''}{name}: {what}",
+        f"at {local.hour}:{local.minute:02d}",
+    ]
     parts += [evidence] if evidence else []
     parts += [f"address {address}"] if address else []
     return ", ".join(parts) + f". Alert code {code}. Press 1 to take it, press 2 to pass it on."
 
 
 # --- small helpers --------------------------------------------------------------------------------
+
 
 def _say(parent: ET.Element, text: str, lang: Language, voice: str | None) -> None:
     attrs = {"language": SAY_LANGUAGE[lang]}

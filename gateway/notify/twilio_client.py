@@ -36,8 +36,9 @@ class TwilioSettings:
 
 
 def make_client(settings: TwilioSettings) -> Client:
-    client = Client(settings.account_sid, settings.auth_token,
-                    http_client=AsyncTwilioHttpClient(timeout=settings.timeout_s))
+    client = Client(
+        settings.account_sid, settings.auth_token, http_client=AsyncTwilioHttpClient(timeout=settings.timeout_s)
+    )
     if settings.base_url:
         client.api.base_url = settings.base_url.rstrip("/")
     return client

@@ -10,8 +10,12 @@ class TwilioSms(TwilioChannel):
     channels = frozenset({"sms"})
 
     async def send(self, message: Outbound) -> Sent:
-        sent = await self.guarded(self.client.messages.create_async(
-            to=message.phone, from_=self.settings.sms_from, body=message.text,
-            status_callback=message.callback_url or None,
-        ))
+        sent = await self.guarded(
+            self.client.messages.create_async(
+                to=message.phone,
+                from_=self.settings.sms_from,
+                body=message.text,
+                status_callback=message.callback_url or None,
+            )
+        )
         return Sent(str(sent.sid), self.name)

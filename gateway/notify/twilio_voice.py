@@ -18,10 +18,14 @@ class TwilioVoice(TwilioChannel):
     async def send(self, message: Outbound) -> Sent:
         if not message.twiml:
             raise PermanentError("a voice notification needs TwiML")
-        call = await self.guarded(self.client.calls.create_async(
-            to=message.phone, from_=self.settings.voice_from, twiml=message.twiml,
-            status_callback=message.callback_url or None,
-            status_callback_event=CALL_EVENTS if message.callback_url else None,
-            timeout=25,
-        ))
+        call = await self.guarded(
+            self.client.calls.create_async(
+                to=message.phone,
+                from_=self.settings.voice_from,
+                twiml=message.twiml,
+                status_callback=message.callback_url or None,
+                status_callback_event=CALL_EVENTS if message.callback_url else None,
+                timeout=25,
+            )
+        )
         return Sent(str(call.sid), self.name)

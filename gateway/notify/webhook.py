@@ -33,16 +33,28 @@ class SignedWebhook:
         self.timeout_s = timeout_s
 
     async def send(self, message: Outbound) -> Sent:
-        body = json.dumps({
-            "notification_id": message.notification_id, "alert_id": message.alert_id,
-            "purpose": message.purpose, "recipient": message.recipient_name, "phone": message.phone,
-            "language": message.language, "text": message.text,
-        }, ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json", "X-Eldercare-Signature": sign(self.secret, body),
-                   "Idempotency-Key": f"eldercare-{message.notification_id}"}
+        body = json.dumps(
+            {
+                "notification_id": message.notification_id,
+                "alert_id": message.alert_id,
+                "purpose": message.purpose,
+                "recipient": message.recipient_name,
+                "phone": message.phone,
+                "language": message.language,
+                "text": message.text,
+            },
+            ensure_ascii=False,
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Eldercare-Signature": sign(self.secret, body),
+            "Idempotency-Key": f"eldercare-{message.notification_id}",
+        }
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as session, \
-                    session.post(self.url, data=body, headers=headers) as response:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as session,
+                session.post(self.url, data=body, headers=headers) as response,
+            ):
                 if response.status >= 300:
                     raise classify_http(response.status, None, f"webhook answered {response.status}")
         except (RetryableError, PermanentError):

@@ -44,13 +44,18 @@ DELIVERY_FAILED = frozenset({"failed", "undelivered"})
 
 
 def twiml(body: str = "") -> Response:
-    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>',
-                    media_type="application/xml")
+    return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>', media_type="application/xml")
 
 
 class TwilioWebhooks:
-    def __init__(self, pool: AsyncConnectionPool, engine: AlertEngine, auth_token: str, public_base_url: str,
-                 clock_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        engine: AlertEngine,
+        auth_token: str,
+        public_base_url: str,
+        clock_ms: Callable[[], int],
+    ) -> None:
         self.pool = pool
         self.engine = engine
         self.validator = RequestValidator(auth_token)
@@ -76,11 +81,13 @@ class TwilioWebhooks:
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not self.validator.validate(url, params, signature):
             self.refused += 1
-            log.warning("refused a webhook to %s: %s signature", request.url.path,
-                        "missing" if not signature else "wrong")
+            log.warning(
+                "refused a webhook to %s: %s signature", request.url.path, "missing" if not signature else "wrong"
+            )
             return PlainTextResponse("invalid signature", status_code=403)
-        problem = next((f"{' or '.join(names)} missing" for names in required
-                        if not any(params.get(name) for name in names)), None)
+        problem = next(
+            (f"{' or '.join(names)} missing" for names in required if not any(params.get(name) for name in names)), None
+        )
         if problem is None and any("\x00" in k or "\x00" in v for k, v in params.items()):
             problem = "NUL in a parameter"  # Twilio never sends one; PostgreSQL text cannot hold it
         if problem is not None:
@@ -91,8 +98,9 @@ class TwilioWebhooks:
 
     async def _first_time(self, key: str) -> bool:
         async with self.pool.connection() as conn:
-            cur = await conn.execute("INSERT INTO webhook_receipts (receipt) VALUES (%s) ON CONFLICT DO NOTHING",
-                                     (key,))
+            cur = await conn.execute(
+                "INSERT INTO webhook_receipts (receipt) VALUES (%s) ON CONFLICT DO NOTHING", (key,)
+            )
             return cur.rowcount == 1
 
     async def sms(self, request: Request) -> Response:
@@ -112,7 +120,8 @@ class TwilioWebhooks:
                 "JOIN alerts a USING (alert_id) WHERE n.phone = %s AND n.purpose = 'page' "
                 "AND a.state <> 'resolved' AND (%s::text IS NULL OR a.code = upper(%s) "
                 "OR a.alert_id::text = %s) ORDER BY a.opened_at DESC, n.id DESC LIMIT 1",
-                (phone, code, code, code))
+                (phone, code, code, code),
+            )
             row = await cur.fetchone()
         if row is None:
             log.info("an SMS reply from %s matched no open alert", redact_phone(phone))
@@ -128,8 +137,9 @@ class TwilioWebhooks:
         nid = int(request.path_params["notification_id"])
         digits = params.get("Digits", "")
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT alert_id, recipient_name, recipient_key, language FROM notifications "
-                                     "WHERE id = %s", (nid,))
+            cur = await conn.execute(
+                "SELECT alert_id, recipient_name, recipient_key, language FROM notifications WHERE id = %s", (nid,)
+            )
             row = await cur.fetchone()
         if row is None:
             return twiml()
@@ -142,8 +152,7 @@ class TwilioWebhooks:
         await self._answer(alert_id, name, key, "voice", digits)
         taken_by = await self._taken_by(alert_id)
         other = taken_by if taken_by and taken_by != name else None
-        return twiml(render_gather_reply(language, accepted=digits == "1" and other is None,
-                                         taken_by_other=other))
+        return twiml(render_gather_reply(language, accepted=digits == "1" and other is None, taken_by_other=other))
 
     async def _answer(self, alert_id: int, name: str, key: str, channel: str, digit: str) -> str:
         try:
@@ -168,8 +177,10 @@ class TwilioWebhooks:
 
     async def _mark(self, nid: int, status: str) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute("UPDATE notifications SET status = %s, updated_at = %s WHERE id = %s",
-                               (status, store.ts(self.clock_ms()), nid))
+            await conn.execute(
+                "UPDATE notifications SET status = %s, updated_at = %s WHERE id = %s",
+                (status, store.ts(self.clock_ms()), nid),
+            )
 
     async def status(self, request: Request) -> Response:
         params = await self._verified(request, ("CallSid", "MessageSid"))
@@ -180,8 +191,9 @@ class TwilioWebhooks:
         message_status = params.get("MessageStatus")
         now = self.clock_ms()
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute("SELECT alert_id, status, recipient_name, channel FROM notifications "
-                                     "WHERE id = %s FOR UPDATE", (nid,))
+            cur = await conn.execute(
+                "SELECT alert_id, status, recipient_name, channel FROM notifications WHERE id = %s FOR UPDATE", (nid,)
+            )
             row = await cur.fetchone()
             if row is None:
                 return PlainTextResponse("")
@@ -196,10 +208,18 @@ class TwilioWebhooks:
             elif call_status == "completed" and current not in ("answered",):
                 new = "no_answer"  # the call ended without a key press
             if new and current not in ("answered", new):
-                await conn.execute("UPDATE notifications SET status = %s, updated_at = %s WHERE id = %s",
-                                   (new, store.ts(now), nid))
-                await store.event(conn, alert_id, now, f"notification_{new}", actor=name, channel=channel,
-                                  provider_status=call_status or message_status)
+                await conn.execute(
+                    "UPDATE notifications SET status = %s, updated_at = %s WHERE id = %s", (new, store.ts(now), nid)
+                )
+                await store.event(
+                    conn,
+                    alert_id,
+                    now,
+                    f"notification_{new}",
+                    actor=name,
+                    channel=channel,
+                    provider_status=call_status or message_status,
+                )
         return PlainTextResponse("")
 
 

@@ -79,9 +79,7 @@ class DecodedBatch:
         return None
 
 
-def float_column(
-    kind: Kind, values: list[float | None], dtype: type[np.floating[Any]] = np.float64
-) -> Column:
+def float_column(kind: Kind, values: list[float | None], dtype: type[np.floating[Any]] = np.float64) -> Column:
     """A nullable numeric column from a list where None means NULL."""
     n = len(values)
     valid: NDArray[np.bool_] = np.fromiter((v is not None for v in values), bool, n)

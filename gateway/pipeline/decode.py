@@ -82,9 +82,7 @@ class BatchDecoder:
         limiter = self.rate_limiter if rate_limit else None
         dead: list[DeadLetter] = []
         # contract type -> (records, routes, message index)
-        buckets: dict[type[Payload], tuple[list[Any], list[Route], list[int]]] = defaultdict(
-            lambda: ([], [], [])
-        )
+        buckets: dict[type[Payload], tuple[list[Any], list[Route], list[int]]] = defaultdict(lambda: ([], [], []))
         for i, (topic, payload) in enumerate(zip(raw.topics, raw.payloads, strict=True)):
             route = routes.get(topic) or self._route(topic)
             if isinstance(route, Rejected):
@@ -95,8 +93,13 @@ class BatchDecoder:
                 continue
             if len(payload) > max_bytes:
                 dead.append(
-                    DeadLetter(now, _text(topic), f"payload of {len(payload)} bytes exceeds "
-                               f"the limit of {max_bytes}", payload[:max_bytes], i)
+                    DeadLetter(
+                        now,
+                        _text(topic),
+                        f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}",
+                        payload[:max_bytes],
+                        i,
+                    )
                 )
                 continue
             if payload[:1] == b"{":
@@ -137,12 +140,10 @@ class BatchDecoder:
     def _report_drops(self, limiter: DeviceRateLimiter, now: int, index: int, out: DecodedBatch) -> None:
         for report in limiter.due_reports(now):
             log.warning("device %s over its rate: %d messages dropped", report.device_id, report.dropped)
-            out.dead_letters.append(DeadLetter(now, report.topic, report.reason(limiter.limits), report.sample,
-                                               index))
+            out.dead_letters.append(DeadLetter(now, report.topic, report.reason(limiter.limits), report.sample, index))
         if now - self._forgot_ms > 600_000:
             limiter.forget_idle(now)
             self._forgot_ms = now
-
 
     def _columns(
         self,
@@ -154,18 +155,20 @@ class BatchDecoder:
         out: DecodedBatch,
     ) -> None:
         now = raw.received_ms
-        ts = np.fromiter(
-            (r.ts if r.ts.__class__ is int else ts_to_ms(r.ts, now) for r in recs), np.int64, len(recs)
-        )
+        ts = np.fromiter((r.ts if r.ts.__class__ is int else ts_to_ms(r.ts, now) for r in recs), np.int64, len(recs))
         bad = (ts < now - self.limits.max_past_ms) | (ts > now + self.limits.max_future_ms)
         if bad.any():
             for j in np.flatnonzero(bad):
                 i = idx[j]
                 when = "future" if ts[j] > now else "past"
                 out.dead_letters.append(
-                    DeadLetter(now, _text(raw.topics[i]),
-                               f"timestamp {int(ts[j])} ms is too far in the {when}",
-                               raw.payloads[i], i)
+                    DeadLetter(
+                        now,
+                        _text(raw.topics[i]),
+                        f"timestamp {int(ts[j])} ms is too far in the {when}",
+                        raw.payloads[i],
+                        i,
+                    )
                 )
             keep = ~bad
             recs = [r for r, k in zip(recs, keep, strict=True) if k]
@@ -182,42 +185,72 @@ class BatchDecoder:
             if accel:
                 out.tables.append(_accel(recs, accel, ts, ids))
         elif contract is GlucoseReading:
-            out.tables.append(TableRows(tables.GLUCOSE, (
-                time_col, id_col,
-                Column("float4", np.array([glucose_mmol(r) for r in recs], np.float32)),
-                Column("text", np.array([r.context.encode() for r in recs], dtype=object)),
-            )))
+            out.tables.append(
+                TableRows(
+                    tables.GLUCOSE,
+                    (
+                        time_col,
+                        id_col,
+                        Column("float4", np.array([glucose_mmol(r) for r in recs], np.float32)),
+                        Column("text", np.array([r.context.encode() for r in recs], dtype=object)),
+                    ),
+                )
+            )
         elif contract is BloodPressureReading:
-            out.tables.append(TableRows(tables.BLOOD_PRESSURE, (
-                time_col, id_col,
-                Column("float4", np.array([r.systolic for r in recs], np.float32)),
-                Column("float4", np.array([r.diastolic for r in recs], np.float32)),
-                float_column("float4", [r.pulse for r in recs], np.float32),
-                Column("bool", np.array([r.irregular for r in recs], bool)),
-            )))
+            out.tables.append(
+                TableRows(
+                    tables.BLOOD_PRESSURE,
+                    (
+                        time_col,
+                        id_col,
+                        Column("float4", np.array([r.systolic for r in recs], np.float32)),
+                        Column("float4", np.array([r.diastolic for r in recs], np.float32)),
+                        float_column("float4", [r.pulse for r in recs], np.float32),
+                        Column("bool", np.array([r.irregular for r in recs], bool)),
+                    ),
+                )
+            )
         elif contract in (WristbandEvent, PagerEvent, MeterEvent):
             details = [getattr(r, "code", None) or getattr(r, "alert", None) for r in recs]
             detail_valid = np.array([d is not None for d in details], bool)
-            out.tables.append(TableRows(tables.EVENTS, (
-                time_col, id_col,
-                Column("text", np.array([r.device_type.encode() for r in rts], dtype=object)),
-                Column("text", np.array([r.event.encode() for r in recs], dtype=object)),
-                Column("text", np.array([(d or "").encode() for d in details], dtype=object),
-                       None if detail_valid.all() else detail_valid),
-                Column("timestamptz_ms", np.full(len(recs), now, np.int64)),
-            )))
+            out.tables.append(
+                TableRows(
+                    tables.EVENTS,
+                    (
+                        time_col,
+                        id_col,
+                        Column("text", np.array([r.device_type.encode() for r in rts], dtype=object)),
+                        Column("text", np.array([r.event.encode() for r in recs], dtype=object)),
+                        Column(
+                            "text",
+                            np.array([(d or "").encode() for d in details], dtype=object),
+                            None if detail_valid.all() else detail_valid,
+                        ),
+                        Column("timestamptz_ms", np.full(len(recs), now, np.int64)),
+                    ),
+                )
+            )
         elif contract is DeviceStatus:
             firmware = [r.firmware for r in recs]
             fw_valid = np.array([f is not None for f in firmware], bool)
-            out.tables.append(TableRows(tables.STATUS, (
-                time_col, id_col,
-                Column("text", np.array([r.device_type.encode() for r in rts], dtype=object)),
-                float_column("float4", [r.battery for r in recs], np.float32),
-                float_column("float4", [r.rssi_dbm for r in recs], np.float32),
-                Column("text", np.array([(f or "").encode() for f in firmware], dtype=object),
-                       None if fw_valid.all() else fw_valid),
-                _bool_column([r.online for r in recs]),
-            )))
+            out.tables.append(
+                TableRows(
+                    tables.STATUS,
+                    (
+                        time_col,
+                        id_col,
+                        Column("text", np.array([r.device_type.encode() for r in rts], dtype=object)),
+                        float_column("float4", [r.battery for r in recs], np.float32),
+                        float_column("float4", [r.rssi_dbm for r in recs], np.float32),
+                        Column(
+                            "text",
+                            np.array([(f or "").encode() for f in firmware], dtype=object),
+                            None if fw_valid.all() else fw_valid,
+                        ),
+                        _bool_column([r.online for r in recs]),
+                    ),
+                )
+            )
 
 
 def _text(topic: bytes) -> str:
@@ -232,17 +265,21 @@ def _bool_column(values: list[bool | None]) -> Column:
 
 
 def _wristband(recs: list[WristbandTelemetry], time_col: Column, id_col: Column) -> TableRows:
-    return TableRows(tables.WRISTBAND, (
-        time_col, id_col,
-        float_column("float8", [r.lat for r in recs]),
-        float_column("float8", [r.lon for r in recs]),
-        float_column("float4", [r.gps_acc_m for r in recs], np.float32),
-        float_column("float4", [r.hr for r in recs], np.float32),
-        float_column("float4", [r.spo2 for r in recs], np.float32),
-        _int_column([r.steps for r in recs]),
-        float_column("float4", [r.battery for r in recs], np.float32),
-        _bool_column([r.worn for r in recs]),
-    ))
+    return TableRows(
+        tables.WRISTBAND,
+        (
+            time_col,
+            id_col,
+            float_column("float8", [r.lat for r in recs]),
+            float_column("float8", [r.lon for r in recs]),
+            float_column("float4", [r.gps_acc_m for r in recs], np.float32),
+            float_column("float4", [r.hr for r in recs], np.float32),
+            float_column("float4", [r.spo2 for r in recs], np.float32),
+            _int_column([r.steps for r in recs]),
+            float_column("float4", [r.battery for r in recs], np.float32),
+            _bool_column([r.worn for r in recs]),
+        ),
+    )
 
 
 def _int_column(values: list[int | None]) -> Column:
@@ -252,16 +289,19 @@ def _int_column(values: list[int | None]) -> Column:
 
 
 def _accel(
-    recs: list[WristbandTelemetry], which: list[int], ts: np.ndarray[Any, Any],
+    recs: list[WristbandTelemetry],
+    which: list[int],
+    ts: np.ndarray[Any, Any],
     ids: np.ndarray[Any, Any],
 ) -> TableRows:
     chosen = [recs[j] for j in which]
-    samples = np.array(
-        [np.asarray(r.accel.samples, dtype="<f4").tobytes() for r in chosen if r.accel], dtype=object
+    samples = np.array([np.asarray(r.accel.samples, dtype="<f4").tobytes() for r in chosen if r.accel], dtype=object)
+    return TableRows(
+        tables.ACCEL,
+        (
+            Column("timestamptz_ms", ts[which]),
+            Column("text", ids[which]),
+            Column("float4", np.array([r.accel.rate_hz for r in chosen if r.accel], np.float32)),
+            Column("bytea", samples),
+        ),
     )
-    return TableRows(tables.ACCEL, (
-        Column("timestamptz_ms", ts[which]),
-        Column("text", ids[which]),
-        Column("float4", np.array([r.accel.rate_hz for r in chosen if r.accel], np.float32)),
-        Column("bytea", samples),
-    ))

@@ -42,9 +42,11 @@ class DropReport:
     sample: bytes
 
     def reason(self, limits: RateLimits) -> str:
-        return (f"rate limited: {self.dropped} messages from device {self.device_id} dropped "
-                f"(limit {limits.rate_per_s:g}/s, burst {limits.burst:g}; events "
-                f"{limits.event_rate_per_s:g}/s)")
+        return (
+            f"rate limited: {self.dropped} messages from device {self.device_id} dropped "
+            f"(limit {limits.rate_per_s:g}/s, burst {limits.burst:g}; events "
+            f"{limits.event_rate_per_s:g}/s)"
+        )
 
 
 @dataclass(slots=True)
@@ -61,8 +63,7 @@ class DeviceRateLimiter:
         key = (device_id, is_event)
         bucket = self._buckets.get(key)
         limits = self.limits
-        rate, burst = ((limits.event_rate_per_s, limits.event_burst) if is_event
-                       else (limits.rate_per_s, limits.burst))
+        rate, burst = (limits.event_rate_per_s, limits.event_burst) if is_event else (limits.rate_per_s, limits.burst)
         if bucket is None:
             self._buckets[key] = [burst - 1.0, float(now_ms)]
             return True

@@ -63,9 +63,7 @@ CREATE INDEX IF NOT EXISTS dead_letters_received_at ON dead_letters (received_at
 
 
 def _has_timescale(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
     return row is not None
 
 
@@ -88,19 +86,16 @@ def _migration_1(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePo
     )
 
 
-def _make_hypertable(
-    conn: psycopg.Connection[tuple[object, ...]], table: TableSpec, policy: StoragePolicy
-) -> None:
+def _make_hypertable(conn: psycopg.Connection[tuple[object, ...]], table: TableSpec, policy: StoragePolicy) -> None:
     name = table.name
     conn.execute(
-        "SELECT create_hypertable(%s, 'time', chunk_time_interval => interval '1 day', "
-        "if_not_exists => true)",
+        "SELECT create_hypertable(%s, 'time', chunk_time_interval => interval '1 day', if_not_exists => true)",
         (name,),
     )
     conn.execute(
-        sql.SQL(
-            "ALTER TABLE {} SET (timescaledb.compress, timescaledb.compress_segmentby = {})"
-        ).format(sql.Identifier(name), sql.Literal(table.segment_by))
+        sql.SQL("ALTER TABLE {} SET (timescaledb.compress, timescaledb.compress_segmentby = {})").format(
+            sql.Identifier(name), sql.Literal(table.segment_by)
+        )
     )
     conn.execute(
         "SELECT add_compression_policy(%s, make_interval(days => %s), if_not_exists => true)",
@@ -317,10 +312,12 @@ def _migration_6(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePo
     """
     conn.execute(REGISTRY_VERSION_SQL)
     for table in ("elders", "devices", "geofences", "responders", "roster_overrides"):
-        conn.execute(sql.SQL(
-            "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION bump_registry_version()"
-        ).format(sql.Identifier(f"{table}_registry_version"), sql.Identifier(table)))
+        conn.execute(
+            sql.SQL(
+                "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION bump_registry_version()"
+            ).format(sql.Identifier(f"{table}_registry_version"), sql.Identifier(table))
+        )
 
 
 CLUSTER_SQL = """
@@ -437,10 +434,7 @@ def maintain_partitions(
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         existing: set[str] = {
-            str(r[0])
-            for r in conn.execute(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            )
+            str(r[0]) for r in conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid")
         }
         for table in TIME_SERIES:
             for day in sorted(days):
@@ -450,10 +444,9 @@ def maintain_partitions(
                 if name in existing:
                     continue
                 conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
-                    ).format(
-                        sql.Identifier(name), sql.Identifier(table.name),
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                        sql.Identifier(name),
+                        sql.Identifier(table.name),
                         sql.Literal(day.isoformat() + "T00:00:00Z"),
                         sql.Literal((day + timedelta(days=1)).isoformat() + "T00:00:00Z"),
                     )
@@ -464,7 +457,7 @@ def maintain_partitions(
                 if not name.startswith(prefix):
                     continue
                 try:
-                    day = datetime.strptime(name[len(prefix):], "%Y%m%d").date()
+                    day = datetime.strptime(name[len(prefix) :], "%Y%m%d").date()
                 except ValueError:
                     continue
                 if day < oldest_kept:

@@ -52,14 +52,9 @@ class TableSpec:
         return tuple(c.name for c in self.columns)
 
     def create_sql(self, partitioned: bool) -> str:
-        cols = ",\n  ".join(
-            f"{c.name} {c.sql_type}{'' if c.nullable else ' NOT NULL'}" for c in self.columns
-        )
+        cols = ",\n  ".join(f"{c.name} {c.sql_type}{'' if c.nullable else ' NOT NULL'}" for c in self.columns)
         suffix = " PARTITION BY RANGE (time)" if partitioned else ""
-        return (
-            f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols},\n"
-            f"  PRIMARY KEY ({', '.join(self.key)})\n){suffix}"
-        )
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols},\n  PRIMARY KEY ({', '.join(self.key)})\n){suffix}"
 
 
 def _time() -> ColumnSpec:
@@ -73,51 +68,79 @@ def _device() -> ColumnSpec:
 WRISTBAND = TableSpec(
     "telemetry_wristband",
     (
-        _time(), _device(),
-        ColumnSpec("lat", "float8"), ColumnSpec("lon", "float8"),
-        ColumnSpec("gps_acc_m", "float4"), ColumnSpec("hr", "float4"),
-        ColumnSpec("spo2", "float4"), ColumnSpec("steps", "int4"),
-        ColumnSpec("battery", "float4"), ColumnSpec("worn", "bool"),
+        _time(),
+        _device(),
+        ColumnSpec("lat", "float8"),
+        ColumnSpec("lon", "float8"),
+        ColumnSpec("gps_acc_m", "float4"),
+        ColumnSpec("hr", "float4"),
+        ColumnSpec("spo2", "float4"),
+        ColumnSpec("steps", "int4"),
+        ColumnSpec("battery", "float4"),
+        ColumnSpec("worn", "bool"),
     ),
     key=("device_id", "time"),
 )
 
 GLUCOSE = TableSpec(
     "telemetry_glucose",
-    (_time(), _device(), ColumnSpec("glucose_mmol", "float4", nullable=False),
-     ColumnSpec("context", "text", nullable=False)),
+    (
+        _time(),
+        _device(),
+        ColumnSpec("glucose_mmol", "float4", nullable=False),
+        ColumnSpec("context", "text", nullable=False),
+    ),
     key=("device_id", "time"),
 )
 
 BLOOD_PRESSURE = TableSpec(
     "telemetry_bp",
-    (_time(), _device(), ColumnSpec("systolic", "float4", nullable=False),
-     ColumnSpec("diastolic", "float4", nullable=False), ColumnSpec("pulse", "float4"),
-     ColumnSpec("irregular", "bool", nullable=False)),
+    (
+        _time(),
+        _device(),
+        ColumnSpec("systolic", "float4", nullable=False),
+        ColumnSpec("diastolic", "float4", nullable=False),
+        ColumnSpec("pulse", "float4"),
+        ColumnSpec("irregular", "bool", nullable=False),
+    ),
     key=("device_id", "time"),
 )
 
 ACCEL = TableSpec(
     "wristband_accel",
-    (_time(), _device(), ColumnSpec("rate_hz", "float4", nullable=False),
-     ColumnSpec("samples", "bytea", nullable=False,
-                comment="float32 little-endian x,y,z interleaved, in g")),
+    (
+        _time(),
+        _device(),
+        ColumnSpec("rate_hz", "float4", nullable=False),
+        ColumnSpec("samples", "bytea", nullable=False, comment="float32 little-endian x,y,z interleaved, in g"),
+    ),
     key=("device_id", "time"),
 )
 
 EVENTS = TableSpec(
     "device_events",
-    (_time(), _device(), ColumnSpec("device_type", "text", nullable=False),
-     ColumnSpec("event", "text", nullable=False), ColumnSpec("detail", "text"),
-     ColumnSpec("received_at", "timestamptz_ms", nullable=False)),
+    (
+        _time(),
+        _device(),
+        ColumnSpec("device_type", "text", nullable=False),
+        ColumnSpec("event", "text", nullable=False),
+        ColumnSpec("detail", "text"),
+        ColumnSpec("received_at", "timestamptz_ms", nullable=False),
+    ),
     key=("device_id", "time", "event"),
 )
 
 STATUS = TableSpec(
     "device_status",
-    (_time(), _device(), ColumnSpec("device_type", "text", nullable=False),
-     ColumnSpec("battery", "float4"), ColumnSpec("rssi_dbm", "float4"),
-     ColumnSpec("firmware", "text"), ColumnSpec("online", "bool")),
+    (
+        _time(),
+        _device(),
+        ColumnSpec("device_type", "text", nullable=False),
+        ColumnSpec("battery", "float4"),
+        ColumnSpec("rssi_dbm", "float4"),
+        ColumnSpec("firmware", "text"),
+        ColumnSpec("online", "bool"),
+    ),
     key=("device_id", "time"),
 )
 

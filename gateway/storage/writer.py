@@ -84,9 +84,18 @@ class TelemetryWriter:
                     await cur.executemany(
                         "INSERT INTO detections (elder_id, device_id, kind, severity, ts, cleared, "
                         "evidence) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        [(d.elder_id, d.device_id, d.kind, d.severity,
-                          datetime.fromtimestamp(d.ts_ms / 1000, UTC), d.cleared, Jsonb(d.evidence))
-                         for d in decoded.detections],
+                        [
+                            (
+                                d.elder_id,
+                                d.device_id,
+                                d.kind,
+                                d.severity,
+                                datetime.fromtimestamp(d.ts_ms / 1000, UTC),
+                                d.cleared,
+                                Jsonb(d.evidence),
+                            )
+                            for d in decoded.detections
+                        ],
                     )
             if decoded.dead_letters:
                 async with conn.cursor().copy(
@@ -94,37 +103,27 @@ class TelemetryWriter:
                 ) as copy:
                     for d in decoded.dead_letters:
                         await copy.write_row(
-                            (datetime.fromtimestamp(d.received_ms / 1000, UTC), d.topic,
-                             d.reason, d.payload)
+                            (datetime.fromtimestamp(d.received_ms / 1000, UTC), d.topic, d.reason, d.payload)
                         )
 
-    async def _copy(
-        self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: TableRows, idempotent: bool
-    ) -> None:
+    async def _copy(self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: TableRows, idempotent: bool) -> None:
         data = COPY_HEADER + encode_rows(list(rows.columns)) + COPY_TRAILER
         spec = rows.spec
         if not idempotent:
-            statement = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(
-                sql.Identifier(spec.name)
-            )
+            statement = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(spec.name))
             async with conn.cursor().copy(statement) as copy:
                 await copy.write(data)
             return
         stage = sql.Identifier(f"stage_{spec.name}")
         await conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
-                "ON COMMIT DELETE ROWS"
-            ).format(stage, sql.Identifier(spec.name))
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+                stage, sql.Identifier(spec.name)
+            )
         )
-        async with conn.cursor().copy(
-            sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(stage)
-        ) as copy:
+        async with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(stage)) as copy:
             await copy.write(data)
         await conn.execute(
-            sql.SQL("INSERT INTO {} SELECT * FROM {} ON CONFLICT DO NOTHING").format(
-                sql.Identifier(spec.name), stage
-            )
+            sql.SQL("INSERT INTO {} SELECT * FROM {} ON CONFLICT DO NOTHING").format(sql.Identifier(spec.name), stage)
         )
 
     async def _ensure_partitions(self, decoded: DecodedBatch) -> None:

@@ -55,7 +55,10 @@ from simulators.devices.pager import Pager
 from simulators.devices.wristband import Wristband
 
 DEVICE_CLASSES: dict[str, type[SimulatedDevice]] = {
-    "wristband": Wristband, "pager": Pager, "glucose": GlucoseMeter, "bp": BloodPressureCuff,
+    "wristband": Wristband,
+    "pager": Pager,
+    "glucose": GlucoseMeter,
+    "bp": BloodPressureCuff,
 }
 
 __all__ = [

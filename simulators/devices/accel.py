@@ -30,8 +30,13 @@ ARM_HANGING = np.array([0.9, -0.3, -0.3]) / np.linalg.norm([0.9, -0.3, -0.3])
 FOREARM_ON_LAP = np.array([0.15, -0.25, 0.95]) / np.linalg.norm([0.15, -0.25, 0.95])
 LYING_POSES = tuple(
     v / np.linalg.norm(v)
-    for v in (np.array([-0.2, -0.4, -0.9]), np.array([-0.1, 0.95, 0.2]), np.array([0.3, 0.2, 0.93]),
-              np.array([-0.6, 0.1, -0.8]), np.array([0.1, -0.97, 0.2]))
+    for v in (
+        np.array([-0.2, -0.4, -0.9]),
+        np.array([-0.1, 0.95, 0.2]),
+        np.array([0.3, 0.2, 0.93]),
+        np.array([-0.6, 0.1, -0.8]),
+        np.array([0.1, -0.97, 0.2]),
+    )
 )
 
 
@@ -45,8 +50,9 @@ def _near(v: NDArray[np.float64], spread: float, rng: np.random.Generator) -> ND
     return _unit(v + rng.normal(0.0, spread, 3))
 
 
-def still(seconds: float, rng: np.random.Generator, pose: NDArray[np.float64] | None = None,
-          tremor_g: float = 0.01) -> Signal:
+def still(
+    seconds: float, rng: np.random.Generator, pose: NDArray[np.float64] | None = None, tremor_g: float = 0.01
+) -> Signal:
     """A wrist at rest (sitting, lying, asleep): gravity, sensor noise and a slow drift."""
     n = max(1, round(seconds * RATE_HZ))
     g = _near(ARM_HANGING if pose is None else pose, 0.03, rng)
@@ -55,8 +61,9 @@ def still(seconds: float, rng: np.random.Generator, pose: NDArray[np.float64] | 
     return out
 
 
-def walking(seconds: float, rng: np.random.Generator, cadence_spm: float | None = None,
-            heel_strike_g: float | None = None) -> Signal:
+def walking(
+    seconds: float, rng: np.random.Generator, cadence_spm: float | None = None, heel_strike_g: float | None = None
+) -> Signal:
     """Arm swing at half the step cadence and a jolt at every heel strike.
 
     Older people walk at 90-115 steps a minute with smaller swings and softer strikes than
@@ -68,14 +75,20 @@ def walking(seconds: float, rng: np.random.Generator, cadence_spm: float | None 
     strike = heel_strike_g if heel_strike_g is not None else rng.uniform(0.4, 1.0)
     swing = np.radians(rng.uniform(12, 28)) * np.sin(2 * np.pi * steps_per_s / 2 * t + rng.uniform(0, 6.3))
     base = _near(ARM_HANGING, 0.05, rng)
-    g = np.stack([np.cos(swing) * base[0] - np.sin(swing) * base[1],
-                  np.sin(swing) * base[0] + np.cos(swing) * base[1],
-                  np.full(n, base[2])], axis=1)
+    g = np.stack(
+        [
+            np.cos(swing) * base[0] - np.sin(swing) * base[1],
+            np.sin(swing) * base[0] + np.cos(swing) * base[1],
+            np.full(n, base[2]),
+        ],
+        axis=1,
+    )
     phase = (t * steps_per_s + rng.uniform()) % 1.0
     jolt = strike * np.exp(-(((phase - 0.1) / 0.035) ** 2)) * rng.uniform(0.7, 1.15, n)
     bob = 0.08 * np.sin(2 * np.pi * steps_per_s * t)
-    out: Signal = g * (1.0 + bob)[:, None] + jolt[:, None] * _unit(g + np.array([0.0, 0.0, 0.4])) \
-        + rng.normal(0.0, 0.03, (n, 3))
+    out: Signal = (
+        g * (1.0 + bob)[:, None] + jolt[:, None] * _unit(g + np.array([0.0, 0.0, 0.4])) + rng.normal(0.0, 0.03, (n, 3))
+    )
     return out
 
 
@@ -96,8 +109,9 @@ def sitting_down(rng: np.random.Generator, before_s: float = 3.0, after_s: float
     tb = np.arange(15) / RATE_HZ
     bump = lap[None, :] * (1.0 + bump_g * np.exp(-tb / 0.04) * np.cos(2 * np.pi * 6 * tb))[:, None]
     rest = still(after_s, rng, lap)
-    out: Signal = np.concatenate([stand, lower, bump, rest]) + rng.normal(0.0, 0.015, (
-        stand.shape[0] + n_turn + 15 + rest.shape[0], 3))
+    out: Signal = np.concatenate([stand, lower, bump, rest]) + rng.normal(
+        0.0, 0.015, (stand.shape[0] + n_turn + 15 + rest.shape[0], 3)
+    )
     return out
 
 
@@ -121,8 +135,14 @@ class FallSignal:
     lying_pose: NDArray[np.float64]
 
 
-def fall(rng: np.random.Generator, *, before_s: float = 5.0, after_s: float = 6.0,
-         walking_before: bool | None = None, recover_after_s: float | None = None) -> FallSignal:
+def fall(
+    rng: np.random.Generator,
+    *,
+    before_s: float = 5.0,
+    after_s: float = 6.0,
+    walking_before: bool | None = None,
+    recover_after_s: float | None = None,
+) -> FallSignal:
     """Walking or standing, a trip: 0.2-0.45 s of free fall while the arm turns, an impact of
     3.6-6.5 g over a few samples, a bounce, then lying still; with ``recover_after_s``, getting up
     that long after the impact (the recording then runs until ``after_s`` past getting up).

@@ -83,8 +83,15 @@ class SimulatedDevice:
     firmware: ClassVar[str] = "1.0.0"
     receipt: ClassVar[type[Payload] | None] = None  # event contract with a ``received`` kind
 
-    def __init__(self, device_id: str, *, clock: Clock | None = None, seed: int | None = None,
-                 battery: float = 90.0, status_every_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        battery: float = 90.0,
+        status_every_s: float = 3600.0,
+    ) -> None:
         self.device_id = device_id
         self.clock: Clock = clock or wall_clock_ms
         self.rng = np.random.default_rng(zlib.crc32(device_id.encode()) if seed is None else seed)
@@ -114,8 +121,9 @@ class SimulatedDevice:
         self._last_ts[key] = ts_ms
         return ts_ms
 
-    def message(self, channel: str, contract: type[P], *, ts: int | None, stamp_key: str | None = None,
-                **fields: Any) -> Outgoing:
+    def message(
+        self, channel: str, contract: type[P], *, ts: int | None, stamp_key: str | None = None, **fields: Any
+    ) -> Outgoing:
         """Build (not send) a message on ``channel`` under ``contract``."""
         with self._lock:
             if ts is not None:
@@ -145,8 +153,9 @@ class SimulatedDevice:
             if self._next_status_ms is None:
                 self._next_status_ms = now_ms + self.status_every_ms
             while self._next_status_ms <= now_ms:
-                heapq.heappush(self._due, (self._next_status_ms, next(self._seq),
-                                           self.status_message(self._next_status_ms)))
+                heapq.heappush(
+                    self._due, (self._next_status_ms, next(self._seq), self.status_message(self._next_status_ms))
+                )
                 self._next_status_ms += self.status_every_ms
             out: list[Outgoing] = []
             while self._due and self._due[0][0] <= now_ms:
@@ -159,22 +168,41 @@ class SimulatedDevice:
         return []
 
     def status_message(self, ts_ms: int | None = None, online: bool = True) -> Outgoing:
-        return self.message("status", DeviceStatus, ts=self.now_ms() if ts_ms is None else ts_ms,
-                            battery=round(self.battery, 1), rssi_dbm=round(self.rssi_dbm),
-                            firmware=self.firmware, online=online)
+        return self.message(
+            "status",
+            DeviceStatus,
+            ts=self.now_ms() if ts_ms is None else ts_ms,
+            battery=round(self.battery, 1),
+            rssi_dbm=round(self.rssi_dbm),
+            firmware=self.firmware,
+            online=online,
+        )
 
     # -- network -------------------------------------------------------------------------------
 
-    def connect(self, host: str = "127.0.0.1", port: int = 1883, *, password: str | None = None,
-                wait_s: float | None = 10.0, **options: Any) -> DeviceConnection:
+    def connect(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        password: str | None = None,
+        wait_s: float | None = 10.0,
+        **options: Any,
+    ) -> DeviceConnection:
         """Open the device's own connection (username = device id); wait for it unless ``wait_s`` is None.
 
         Raises :class:`~simulators.devices.connection.DeviceRefused` if the broker refuses it
         (the device keeps retrying with back-off until ``close``).
         """
         self.connection = DeviceConnection(
-            self.device_type, self.device_id, host=host, port=port, password=password,
-            on_command=self._command, on_online=self._online, **options,
+            self.device_type,
+            self.device_id,
+            host=host,
+            port=port,
+            password=password,
+            on_command=self._command,
+            on_online=self._online,
+            **options,
         ).start()
         if wait_s is not None:
             self.connection.wait_connected(wait_s)
@@ -225,11 +253,19 @@ class SimulatedDevice:
     def show(self, command: DeviceCommand, now_ms: int) -> None:
         """Show the command to the elder, log it, and confirm with a ``received`` event."""
         if command.cmd == "help_coming":
-            log.info("%s: help is coming (%s%s)", self.device_id, command.alert or "no alert",
-                     f", by {command.by}" if command.by else "")
+            log.info(
+                "%s: help is coming (%s%s)",
+                self.device_id,
+                command.alert or "no alert",
+                f", by {command.by}" if command.by else "",
+            )
         elif command.cmd == "confirm":
-            log.info("%s: asks the elder \"are you OK?\" (%s, %s s)", self.device_id, command.alert or "no alert",
-                     command.timeout_s)
+            log.info(
+                '%s: asks the elder "are you OK?" (%s, %s s)',
+                self.device_id,
+                command.alert or "no alert",
+                command.timeout_s,
+            )
         else:
             log.info("%s: command %s (%s)", self.device_id, command.cmd, command.alert or "no alert")
         if self.receipt is None:

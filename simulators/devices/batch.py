@@ -43,9 +43,18 @@ I64 = NDArray[np.int64]
 class FleetModel:
     """State of ``len(device_ids)`` devices of mixed types, stepped a batch at a time."""
 
-    def __init__(self, device_ids: Sequence[str], device_types: Sequence[str], *, seed: int = 1,
-                 centre: tuple[float, float] = (31.2304, 121.4737), spread_m: float = 3000.0,
-                 tz: str = "Asia/Shanghai", plans: int = 16, plan_step_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        device_ids: Sequence[str],
+        device_types: Sequence[str],
+        *,
+        seed: int = 1,
+        centre: tuple[float, float] = (31.2304, 121.4737),
+        spread_m: float = 3000.0,
+        tz: str = "Asia/Shanghai",
+        plans: int = 16,
+        plan_step_s: float = 5.0,
+    ) -> None:
         n = len(device_ids)
         if len(device_types) != n:
             raise ValueError("one type per device")
@@ -121,18 +130,43 @@ class FleetModel:
         lon = np.round(self.home_lon[idx] + (self.east[k, j] + de) / self.m_per_deg_lon, 6)
         hr = phys.heart_rate(act, self.rest_bpm[idx], self.rng)
         spo2 = phys.spo2(act, self.spo2_pct[idx], self.rng)
-        steps = phys.step_count(self.walking_s[k, j].astype(np.float64), self.cadence[idx], self.pottering[idx],
-                                self.sitting_s[k, j] / 3600.0)
+        steps = phys.step_count(
+            self.walking_s[k, j].astype(np.float64),
+            self.cadence[idx],
+            self.pottering[idx],
+            self.sitting_s[k, j] / 3600.0,
+        )
         self._drain(idx, ts, ~worn)
         battery = np.round(self.battery[idx], 1)
         out = []
-        for t, la, lo, a, h, s, st, b, w in zip(ts.tolist(), lat.tolist(), lon.tolist(), acc.tolist(), hr.tolist(),
-                                                 spo2.tolist(), steps.tolist(), battery.tolist(), worn.tolist(),
-                                                 strict=True):
+        for t, la, lo, a, h, s, st, b, w in zip(
+            ts.tolist(),
+            lat.tolist(),
+            lon.tolist(),
+            acc.tolist(),
+            hr.tolist(),
+            spo2.tolist(),
+            steps.tolist(),
+            battery.tolist(),
+            worn.tolist(),
+            strict=True,
+        ):
             fix = a == a  # NaN: no fix
-            out.append(encode(WristbandTelemetryOut(
-                ts=t, lat=la if fix else None, lon=lo if fix else None, gps_acc_m=a if fix else None,
-                hr=h if w else None, spo2=s if w else None, steps=st, battery=b, worn=w)))
+            out.append(
+                encode(
+                    WristbandTelemetryOut(
+                        ts=t,
+                        lat=la if fix else None,
+                        lon=lo if fix else None,
+                        gps_acc_m=a if fix else None,
+                        hr=h if w else None,
+                        spo2=s if w else None,
+                        steps=st,
+                        battery=b,
+                        worn=w,
+                    )
+                )
+            )
         return out
 
     def _drain(self, idx: I64, ts: I64, charging: NDArray[np.bool_]) -> None:
@@ -144,25 +178,40 @@ class FleetModel:
     def _glucose(self, idx: I64, ts: I64, local_s: NDArray[np.float64]) -> list[bytes]:
         hour = np.mod(local_s, 86_400.0) / 3600.0
         context = np.select(
-            [(hour >= 5) & (hour < 8), (hour >= 8) & (hour < 10.5), (hour >= 10.5) & (hour < 12),
-             (hour >= 12) & (hour < 14), (hour >= 16.5) & (hour < 18), (hour >= 18) & (hour < 20.5)],
+            [
+                (hour >= 5) & (hour < 8),
+                (hour >= 8) & (hour < 10.5),
+                (hour >= 10.5) & (hour < 12),
+                (hour >= 12) & (hour < 14),
+                (hour >= 16.5) & (hour < 18),
+                (hour >= 18) & (hour < 20.5),
+            ],
             [phys.FASTING, phys.AFTER_MEAL, phys.BEFORE_MEAL, phys.AFTER_MEAL, phys.BEFORE_MEAL, phys.AFTER_MEAL],
-            default=phys.RANDOM).astype(np.int8)
+            default=phys.RANDOM,
+        ).astype(np.int8)
         value = phys.glucose_mmol(context, np.zeros(idx.shape[0], np.int8), self.control_mmol[idx], self.rng)
         names = phys.CONTEXTS
-        return [encode(GlucoseReadingOut(ts=t, glucose=v, unit="mmol/L", context=names[c]))  # type: ignore[arg-type]
-                for t, v, c in zip(ts.tolist(), value.tolist(), context.tolist(), strict=True)]
+        return [
+            encode(GlucoseReadingOut(ts=t, glucose=v, unit="mmol/L", context=names[c]))  # type: ignore[arg-type]
+            for t, v, c in zip(ts.tolist(), value.tolist(), context.tolist(), strict=True)
+        ]
 
     def _bp(self, idx: I64, ts: I64, local_s: NDArray[np.float64]) -> list[bytes]:
         hour = np.mod(local_s, 86_400.0) / 3600.0
-        sys_, dia, pulse, irregular = phys.blood_pressure(hour, np.zeros(idx.shape[0], bool), self.systolic[idx],
-                                                          self.diastolic[idx], self.rest_bpm[idx], self.rng)
-        return [encode(BloodPressureReadingOut(ts=t, systolic=s, diastolic=d, pulse=p, irregular=i))
-                for t, s, d, p, i in zip(ts.tolist(), sys_.tolist(), dia.tolist(), pulse.tolist(),
-                                         irregular.tolist(), strict=True)]
+        sys_, dia, pulse, irregular = phys.blood_pressure(
+            hour, np.zeros(idx.shape[0], bool), self.systolic[idx], self.diastolic[idx], self.rest_bpm[idx], self.rng
+        )
+        return [
+            encode(BloodPressureReadingOut(ts=t, systolic=s, diastolic=d, pulse=p, irregular=i))
+            for t, s, d, p, i in zip(
+                ts.tolist(), sys_.tolist(), dia.tolist(), pulse.tolist(), irregular.tolist(), strict=True
+            )
+        ]
 
     def _status(self, idx: I64, ts: I64) -> list[bytes]:
         types = self.type_code[idx].tolist()
         battery = np.round(self.battery[idx], 1).tolist()
-        return [encode(DeviceStatusOut(ts=t, battery=b, rssi_dbm=r, firmware=FIRMWARE[c], online=True))
-                for t, b, r, c in zip(ts.tolist(), battery, self.rssi[idx].tolist(), types, strict=True)]
+        return [
+            encode(DeviceStatusOut(ts=t, battery=b, rssi_dbm=r, firmware=FIRMWARE[c], online=True))
+            for t, b, r, c in zip(ts.tolist(), battery, self.rssi[idx].tolist(), types, strict=True)
+        ]

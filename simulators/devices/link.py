@@ -36,9 +36,18 @@ _PID = [i.to_bytes(2, "big") for i in range(65_536)]
 _QOS1 = b"\x32"
 _QOS0 = b"\x30"
 PROP_RECEIVE_MAXIMUM = 0x21
-REASONS = {0x80: "unspecified error", 0x81: "malformed packet", 0x84: "unsupported protocol version",
-           0x85: "client identifier not valid", 0x86: "bad user name or password", 0x87: "not authorized",
-           0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned", 0x97: "quota exceeded"}
+REASONS = {
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x97: "quota exceeded",
+}
 
 
 class LinkRefused(ConnectionError):
@@ -127,8 +136,9 @@ class PublisherLink(asyncio.Protocol):
         table = self.table
         if table.up[self.index]:
             lost = int(table.inflight[self.index])
-            table.error(lost, f"{self.client_id}: connection lost with {lost} unacknowledged"
-                        + (f" ({exc})" if exc else ""))
+            table.error(
+                lost, f"{self.client_id}: connection lost with {lost} unacknowledged" + (f" ({exc})" if exc else "")
+            )
         table.up[self.index] = False
         table.inflight[self.index] = 0
         if not self.connack.done():
@@ -222,17 +232,39 @@ def _receive_maximum(body: bytes) -> int | None:
     return None
 
 
-async def open_link(table: LinkTable, index: int, host: str, port: int, client_id: str, *,
-                    username: str | None = None, password: str | None = None, will: Will | None = None,
-                    keepalive_s: int = 60, window: int = 1000, timeout_s: float = 10.0) -> PublisherLink:
+async def open_link(
+    table: LinkTable,
+    index: int,
+    host: str,
+    port: int,
+    client_id: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    will: Will | None = None,
+    keepalive_s: int = 60,
+    window: int = 1000,
+    timeout_s: float = 10.0,
+) -> PublisherLink:
     """Connect, log in and return the link (``table.up[index]`` set); :class:`LinkRefused` if refused."""
     loop = asyncio.get_running_loop()
     pid_space = min(65_535, max(2, 2 * window))
     transport, link = await asyncio.wait_for(
-        loop.create_connection(lambda: PublisherLink(table, index, client_id, pid_space), host, port), timeout_s)
+        loop.create_connection(lambda: PublisherLink(table, index, client_id, pid_space), host, port), timeout_s
+    )
     link.transport = transport  # uvloop may report connection_made only after this returns
-    transport.write(encode_connect(client_id, keepalive_s=keepalive_s, clean_start=True, session_expiry_s=0,
-                                        receive_maximum=65_535, username=username, password=password, will=will))
+    transport.write(
+        encode_connect(
+            client_id,
+            keepalive_s=keepalive_s,
+            clean_start=True,
+            session_expiry_s=0,
+            receive_maximum=65_535,
+            username=username,
+            password=password,
+            will=will,
+        )
+    )
     try:
         body = await asyncio.wait_for(link.connack, timeout_s)
     except BaseException:

@@ -26,8 +26,11 @@ from simulators.devices.base import Clock, Outgoing, SimulatedDevice
 HOUR_MS = 3_600_000
 # (context, earliest hour, latest hour, probability on a given day)
 GLUCOSE_ROUTINE: tuple[tuple[str, float, float, float], ...] = (
-    ("fasting", 6.0, 7.5, 0.95), ("after_meal", 9.0, 10.0, 0.5), ("before_meal", 11.0, 11.8, 0.3),
-    ("after_meal", 19.0, 20.0, 0.5), ("random", 21.0, 22.0, 0.15),
+    ("fasting", 6.0, 7.5, 0.95),
+    ("after_meal", 9.0, 10.0, 0.5),
+    ("before_meal", 11.0, 11.8, 0.3),
+    ("after_meal", 19.0, 20.0, 0.5),
+    ("random", 21.0, 22.0, 0.15),
 )
 BP_ROUTINE: tuple[tuple[str, float, float, float], ...] = (("morning", 6.5, 8.5, 0.95), ("evening", 19.0, 21.0, 0.8))
 
@@ -37,8 +40,17 @@ class _Meter(SimulatedDevice):
     manual_context = "random"
     error_codes: tuple[str, ...] = ("E-1",)
 
-    def __init__(self, device_id: str, *, clock: Clock | None = None, seed: int | None = None, tz: str,
-                 battery: float, status_every_s: float, error_rate: float) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        tz: str,
+        battery: float,
+        status_every_s: float,
+        error_rate: float,
+    ) -> None:
         super().__init__(device_id, clock=clock, seed=seed, battery=battery, status_every_s=status_every_s)
         self.tz = ZoneInfo(tz)
         self.error_rate = error_rate
@@ -88,8 +100,9 @@ class _Meter(SimulatedDevice):
 
     def error(self, code: str | None = None) -> Outgoing:
         """The meter fails a measurement now."""
-        return self.act(self.message("event", MeterEvent, ts=self.clock(), event="error",
-                                     code=code or self.error_codes[0]))
+        return self.act(
+            self.message("event", MeterEvent, ts=self.clock(), event="error", code=code or self.error_codes[0])
+        )
 
 
 GlucoseMode = Literal["normal", "hypo", "hyper"]
@@ -104,12 +117,29 @@ class GlucoseMeter(_Meter):
     routine = GLUCOSE_ROUTINE
     error_codes = ("E-3", "E-5")  # used strip, too little blood
 
-    def __init__(self, device_id: str, *, clock: Clock | None = None, seed: int | None = None,
-                 tz: str = "Asia/Shanghai", control_mmol: float | None = None,
-                 unit: Literal["mmol/L", "mg/dL"] = "mmol/L", mode: GlucoseMode = "normal",
-                 battery: float = 80.0, status_every_s: float = 86_400.0, error_rate: float = 0.02) -> None:
-        super().__init__(device_id, clock=clock, seed=seed, tz=tz, battery=battery, status_every_s=status_every_s,
-                         error_rate=error_rate)
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        tz: str = "Asia/Shanghai",
+        control_mmol: float | None = None,
+        unit: Literal["mmol/L", "mg/dL"] = "mmol/L",
+        mode: GlucoseMode = "normal",
+        battery: float = 80.0,
+        status_every_s: float = 86_400.0,
+        error_rate: float = 0.02,
+    ) -> None:
+        super().__init__(
+            device_id,
+            clock=clock,
+            seed=seed,
+            tz=tz,
+            battery=battery,
+            status_every_s=status_every_s,
+            error_rate=error_rate,
+        )
         self.control_mmol = float(control_mmol if control_mmol is not None else self.rng.uniform(5.5, 8.0))
         self.unit = unit
         self.mode: GlucoseMode = mode
@@ -121,8 +151,14 @@ class GlucoseMeter(_Meter):
 
     def reading(self, at_ms: int, context: str) -> Outgoing:
         ctx = phys.CONTEXTS.index(context)
-        mmol = float(phys.glucose_mmol(np.array([ctx], np.int8), np.array([_GLUCOSE_MODES[self.mode]], np.int8),
-                                       np.array([self.control_mmol]), self.rng)[0])
+        mmol = float(
+            phys.glucose_mmol(
+                np.array([ctx], np.int8),
+                np.array([_GLUCOSE_MODES[self.mode]], np.int8),
+                np.array([self.control_mmol]),
+                self.rng,
+            )[0]
+        )
         value = mmol if self.unit == "mmol/L" else float(round(mmol * MG_PER_DL_PER_MMOL_PER_L))
         return self.message("telemetry", GlucoseReading, ts=at_ms, glucose=value, unit=self.unit, context=context)
 
@@ -138,12 +174,30 @@ class BloodPressureCuff(_Meter):
     routine = BP_ROUTINE
     error_codes = ("CUFF-LOOSE", "MOTION")
 
-    def __init__(self, device_id: str, *, clock: Clock | None = None, seed: int | None = None,
-                 tz: str = "Asia/Shanghai", systolic: float | None = None, diastolic: float | None = None,
-                 pulse: float | None = None, mode: BpMode = "normal", battery: float = 75.0,
-                 status_every_s: float = 86_400.0, error_rate: float = 0.02) -> None:
-        super().__init__(device_id, clock=clock, seed=seed, tz=tz, battery=battery, status_every_s=status_every_s,
-                         error_rate=error_rate)
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        tz: str = "Asia/Shanghai",
+        systolic: float | None = None,
+        diastolic: float | None = None,
+        pulse: float | None = None,
+        mode: BpMode = "normal",
+        battery: float = 75.0,
+        status_every_s: float = 86_400.0,
+        error_rate: float = 0.02,
+    ) -> None:
+        super().__init__(
+            device_id,
+            clock=clock,
+            seed=seed,
+            tz=tz,
+            battery=battery,
+            status_every_s=status_every_s,
+            error_rate=error_rate,
+        )
         self.systolic = float(systolic if systolic is not None else self.rng.uniform(125.0, 150.0))
         self.diastolic = float(diastolic if diastolic is not None else self.rng.uniform(75.0, 92.0))
         self.pulse = float(pulse if pulse is not None else self.rng.uniform(62.0, 80.0))
@@ -157,8 +211,20 @@ class BloodPressureCuff(_Meter):
     def reading(self, at_ms: int, context: str) -> Outgoing:
         local = datetime.fromtimestamp(at_ms / 1000, self.tz)
         hour = np.array([local.hour + local.minute / 60])
-        sys_, dia, pulse, irregular = phys.blood_pressure(hour, np.array([self.mode == "crisis"]),
-                                                          np.array([self.systolic]), np.array([self.diastolic]),
-                                                          np.array([self.pulse]), self.rng)
-        return self.message("telemetry", BloodPressureReading, ts=at_ms, systolic=float(sys_[0]),
-                            diastolic=float(dia[0]), pulse=float(pulse[0]), irregular=bool(irregular[0]))
+        sys_, dia, pulse, irregular = phys.blood_pressure(
+            hour,
+            np.array([self.mode == "crisis"]),
+            np.array([self.systolic]),
+            np.array([self.diastolic]),
+            np.array([self.pulse]),
+            self.rng,
+        )
+        return self.message(
+            "telemetry",
+            BloodPressureReading,
+            ts=at_ms,
+            systolic=float(sys_[0]),
+            diastolic=float(dia[0]),
+            pulse=float(pulse[0]),
+            irregular=bool(irregular[0]),
+        )

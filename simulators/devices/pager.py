@@ -19,8 +19,16 @@ class Pager(SimulatedDevice):
     firmware = "1.3.0"
     receipt = PagerEvent
 
-    def __init__(self, device_id: str, *, clock: Clock | None = None, seed: int | None = None,
-                 battery: float = 95.0, status_every_s: float = 3600.0, calls_per_day: float = 0.0) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        battery: float = 95.0,
+        status_every_s: float = 3600.0,
+        calls_per_day: float = 0.0,
+    ) -> None:
         super().__init__(device_id, clock=clock, seed=seed, battery=battery, status_every_s=status_every_s)
         self.calls_per_day = calls_per_day
         self._next_call_ms = self._draw_call(self.clock())

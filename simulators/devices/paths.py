@@ -28,14 +28,22 @@ M_PER_DEG_LAT = 110_574.0
 Kind = Literal["sleep", "home", "walk", "visit", "charging", "wander", "lying"]
 # Activity codes shared with the vitals model and the fleet's arrays.
 SITTING, WALKING, SLEEPING, LYING, OFF_WRIST = 0, 1, 2, 3, 4
-ACTIVITY: dict[str, int] = {"sleep": SLEEPING, "home": SITTING, "walk": WALKING, "visit": SITTING,
-                            "charging": OFF_WRIST, "wander": WALKING, "lying": LYING}
+ACTIVITY: dict[str, int] = {
+    "sleep": SLEEPING,
+    "home": SITTING,
+    "walk": WALKING,
+    "visit": SITTING,
+    "charging": OFF_WRIST,
+    "wander": WALKING,
+    "lying": LYING,
+}
 
 Points = NDArray[np.float64]  # (k, 2): east, north in metres
 
 
-def to_latlon(home_lat: float, home_lon: float, east_m: NDArray[np.float64] | float,
-              north_m: NDArray[np.float64] | float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def to_latlon(
+    home_lat: float, home_lon: float, east_m: NDArray[np.float64] | float, north_m: NDArray[np.float64] | float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Degrees for offsets in metres around ``home`` (flat-earth; fine within a few km)."""
     lat = home_lat + np.asarray(north_m) / M_PER_DEG_LAT
     lon = home_lon + np.asarray(east_m) / (111_320.0 * math.cos(math.radians(home_lat)))
@@ -59,6 +67,7 @@ def _mid_block(bx: int, by: int) -> tuple[float, float]:
 
 def neighbourhood(rng: np.random.Generator) -> dict[str, Place]:
     """Home and the usual places of an elder's week, a few blocks away in random directions."""
+
     def block(lo: int, hi: int) -> tuple[float, float]:
         while True:
             bx, by = (int(v) for v in rng.integers(-hi, hi + 1, 2))
@@ -96,8 +105,10 @@ def route_home(position: tuple[float, float], home: tuple[float, float], rng: np
     """From anywhere on or near the streets back to the home door: to the nearest corner, then
     along the grid to the corner by the home gate."""
     half = BLOCK_M / 2
-    corner = (round((position[0] - half) / BLOCK_M) * BLOCK_M + half,
-              round((position[1] - half) / BLOCK_M) * BLOCK_M + half)
+    corner = (
+        round((position[0] - half) / BLOCK_M) * BLOCK_M + half,
+        round((position[1] - half) / BLOCK_M) * BLOCK_M + half,
+    )
     gate = _gate(*home)
     home_corner = (gate[0] + (half if corner[0] > gate[0] else -half), gate[1])
     turn = (corner[0], home_corner[1]) if rng.random() < 0.5 else (home_corner[0], corner[1])
@@ -166,8 +177,9 @@ class Habits:
     )
 
 
-def plan_day(day_start_ms: int, rng: np.random.Generator, places: dict[str, Place],
-             habits: Habits | None = None) -> list[Segment]:
+def plan_day(
+    day_start_ms: int, rng: np.random.Generator, places: dict[str, Place], habits: Habits | None = None
+) -> list[Segment]:
     """The segments of one day from local midnight ``day_start_ms`` to the next midnight."""
     h = habits or Habits()
     home = places["home"]
@@ -183,11 +195,13 @@ def plan_day(day_start_ms: int, rng: np.random.Generator, places: dict[str, Plac
             continue
         leave = max(t + 60_000, day_start_ms + round(rng.uniform(earliest, latest) * HOUR_MS))
         place = places[name]
-        there = walk(leave, street_route((home.east_m, home.north_m), (place.east_m, place.north_m), rng), speed,
-                     place=name)
+        there = walk(
+            leave, street_route((home.east_m, home.north_m), (place.east_m, place.north_m), rng), speed, place=name
+        )
         stay_end = there.end_ms + round(rng.uniform(*place.dwell_s) * 1000)
-        back = walk(stay_end, street_route((place.east_m, place.north_m), (home.east_m, home.north_m), rng),
-                    speed, place="home")
+        back = walk(
+            stay_end, street_route((place.east_m, place.north_m), (home.east_m, home.north_m), rng), speed, place="home"
+        )
         if back.end_ms >= charge - 600_000:
             continue
         segments.append(_stay("home", t, leave, home))
@@ -195,13 +209,18 @@ def plan_day(day_start_ms: int, rng: np.random.Generator, places: dict[str, Plac
         t = back.end_ms
     charged = charge + round(rng.uniform(0.8, 1.3) * HOUR_MS)
     sleep = max(charged + 300_000, day_start_ms + round(rng.uniform(*h.sleep_h) * HOUR_MS))
-    segments += [_stay("home", t, charge, home), _stay("charging", charge, charged, home),
-                 _stay("home", charged, sleep, home), _stay("sleep", sleep, day_start_ms + DAY_MS, home)]
+    segments += [
+        _stay("home", t, charge, home),
+        _stay("charging", charge, charged, home),
+        _stay("home", charged, sleep, home),
+        _stay("sleep", sleep, day_start_ms + DAY_MS, home),
+    ]
     return [s for s in segments if s.end_ms > s.start_ms]
 
 
-def wander(start_ms: int, origin: tuple[float, float], rng: np.random.Generator, hops: int = 80,
-           speed_mps: float = 0.7) -> Segment:
+def wander(
+    start_ms: int, origin: tuple[float, float], rng: np.random.Generator, hops: int = 80, speed_mps: float = 0.7
+) -> Segment:
     """A dementia walk: out of the gate, street after street, mostly away from home."""
     gate = _gate(*origin)
     half = BLOCK_M / 2

@@ -23,6 +23,7 @@ def _whole(x: F64, lo: float, hi: float) -> F64:
     out: F64 = np.rint(np.clip(x, lo, hi)).astype(np.float64)
     return out
 
+
 # Glucose meter contexts (indices into CONTEXTS) and modes.
 CONTEXTS = ("fasting", "before_meal", "after_meal", "random")
 FASTING, BEFORE_MEAL, AFTER_MEAL, RANDOM = range(4)
@@ -59,15 +60,15 @@ def step_count(walking_s: F64, cadence_spm: F64, indoor_steps_per_h: F64, hours_
     return np.floor(steps).astype(np.int64)
 
 
-def glucose_mmol(context: NDArray[np.int8], mode: NDArray[np.int8], control: F64,
-                 rng: np.random.Generator) -> F64:
+def glucose_mmol(context: NDArray[np.int8], mode: NDArray[np.int8], control: F64, rng: np.random.Generator) -> F64:
     """A meter reading in mmol/L (one decimal) for the meal context and the elder's state.
 
     ``control`` is the elder's usual fasting level (about 5 well controlled, 8 poorly).
     Hypoglycaemia reads 2.2-3.6 mmol/L; a hyperglycaemic episode 16-25.
     """
-    offset = np.select([context == FASTING, context == BEFORE_MEAL, context == AFTER_MEAL],
-                       [0.0, 0.4, 3.0], default=1.2)
+    offset = np.select(
+        [context == FASTING, context == BEFORE_MEAL, context == AFTER_MEAL], [0.0, 0.4, 3.0], default=1.2
+    )
     value = control + offset + rng.normal(0.0, 0.6, control.shape)
     value = np.where(mode == HYPO, rng.uniform(2.2, 3.6, control.shape), value)
     value = np.where(mode == HYPER, rng.uniform(16.0, 25.0, control.shape), value)
@@ -75,8 +76,14 @@ def glucose_mmol(context: NDArray[np.int8], mode: NDArray[np.int8], control: F64
     return out
 
 
-def blood_pressure(hour: F64, crisis: NDArray[np.bool_], base_systolic: F64, base_diastolic: F64,
-                   rest_bpm: F64, rng: np.random.Generator) -> tuple[F64, F64, F64, NDArray[np.bool_]]:
+def blood_pressure(
+    hour: F64,
+    crisis: NDArray[np.bool_],
+    base_systolic: F64,
+    base_diastolic: F64,
+    rest_bpm: F64,
+    rng: np.random.Generator,
+) -> tuple[F64, F64, F64, NDArray[np.bool_]]:
     """(systolic, diastolic, pulse, irregular) in mmHg and bpm, whole numbers.
 
     Morning readings run 5-10 mmHg above evening ones (the morning surge). A hypertensive

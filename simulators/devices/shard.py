@@ -44,10 +44,11 @@ class FleetProgress:
     connections: int
 
     def line(self) -> str:
-        return (f"[{self.elapsed_s:6.1f} s] {self.phase:<10} sent {self.sent:>11,}  acked {self.acked:>11,}  "
-                f"rate {self.rate:>9,.0f} msg/s  errors {self.errors:,}  connections {self.connected:,}/"
-                f"{self.connections:,}")
-
+        return (
+            f"[{self.elapsed_s:6.1f} s] {self.phase:<10} sent {self.sent:>11,}  acked {self.acked:>11,}  "
+            f"rate {self.rate:>9,.0f} msg/s  errors {self.errors:,}  connections {self.connected:,}/"
+            f"{self.connections:,}"
+        )
 
 
 class FleetShard:
@@ -84,25 +85,40 @@ class FleetShard:
         if self.per_device:
             device = self.ids[k]
             creds = self.config.credentials or {}
-            will = Will(topic_for(TYPES[self.model.type_code[k]], device, "status"), WILL_PAYLOAD, qos=1,
-                        retain=False)
+            will = Will(topic_for(TYPES[self.model.type_code[k]], device, "status"), WILL_PAYLOAD, qos=1, retain=False)
             return device, device, creds.get(device), will
-        return (f"{self.config.id_prefix}fleet-{os.getpid()}-{self.index}-{k}", self.config.username,
-                self.config.password, None)
+        return (
+            f"{self.config.id_prefix}fleet-{os.getpid()}-{self.index}-{k}",
+            self.config.username,
+            self.config.password,
+            None,
+        )
 
     async def _connect(self, k: int, gate: asyncio.Semaphore) -> None:
         client_id, user, password, will = self._client(k)
         async with gate:
             try:
-                self.links[k] = await open_link(self.table, k, self.config.host, self.config.port, client_id,
-                                                username=user, password=password, will=will,
-                                                keepalive_s=self.config.keepalive_s, window=self.window)
+                self.links[k] = await open_link(
+                    self.table,
+                    k,
+                    self.config.host,
+                    self.config.port,
+                    client_id,
+                    username=user,
+                    password=password,
+                    will=will,
+                    keepalive_s=self.config.keepalive_s,
+                    window=self.window,
+                )
             except LinkRefused as error:
                 self.refused += 1
                 self.table.error(1, str(error))
             except (OSError, TimeoutError, ConnectionError) as error:
-                self.table.error(1, f"{client_id}: cannot connect to {self.config.host}:{self.config.port}: "
-                                 f"{error or type(error).__name__}")
+                self.table.error(
+                    1,
+                    f"{client_id}: cannot connect to {self.config.host}:{self.config.port}: "
+                    f"{error or type(error).__name__}",
+                )
 
     async def connect(self) -> None:
         started = time.monotonic()
@@ -154,8 +170,11 @@ class FleetShard:
         qos = self.config.qos
         if self.per_device and qos:
             own = self.links
-            written = [d for d, c, p, kind in zip(devices, chans, payloads, kinds, strict=True)
-                       if (link := own[d]) is not None and link.write_one(topics[c][d], p, kind)]
+            written = [
+                d
+                for d, c, p, kind in zip(devices, chans, payloads, kinds, strict=True)
+                if (link := own[d]) is not None and link.write_one(topics[c][d], p, kind)
+            ]
             self.table.inflight[written] += 1  # a device (and so its link) appears once per batch
             self.table.sent += len(written)
             return
@@ -171,8 +190,9 @@ class FleetShard:
             if link is None:
                 continue
             sel = np.flatnonzero(links == k).tolist()
-            link.publish([topics[chans[j]][devices[j]] for j in sel], [payloads[j] for j in sel],
-                         [kinds[j] for j in sel], qos)
+            link.publish(
+                [topics[chans[j]][devices[j]] for j in sel], [payloads[j] for j in sel], [kinds[j] for j in sel], qos
+            )
 
     async def run(self, stop: Callable[[], bool], rate: float, started: Callable[[], None] | None = None) -> None:
         config = self.config
@@ -244,10 +264,21 @@ class FleetShard:
     def progress(self, prev_acked: int, dt: float) -> FleetProgress:
         t = self.table
         elapsed = time.monotonic() - self.t0
-        return FleetProgress(self.phase, elapsed, t.sent, t.acked, t.errors,
-                             (t.acked - prev_acked) / dt if dt > 0 else 0.0, int(t.up.sum()), len(self.links))
+        return FleetProgress(
+            self.phase,
+            elapsed,
+            t.sent,
+            t.acked,
+            t.errors,
+            (t.acked - prev_acked) / dt if dt > 0 else 0.0,
+            int(t.up.sum()),
+            len(self.links),
+        )
 
     def acked_by_topic(self) -> dict[str, int]:
         """Acknowledged messages per ``type/channel``."""
-        return {f"{TYPES[k // len(CHANNELS)]}/{CHANNELS[k % len(CHANNELS)]}": int(v)
-                for k, v in enumerate(self.table.acked_by_kind.tolist()) if v}
+        return {
+            f"{TYPES[k // len(CHANNELS)]}/{CHANNELS[k % len(CHANNELS)]}": int(v)
+            for k, v in enumerate(self.table.acked_by_kind.tolist())
+            if v
+        }

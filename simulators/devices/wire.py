@@ -54,8 +54,12 @@ class DeviceStatusOut(DeviceStatus, frozen=True, kw_only=True, omit_defaults=Tru
 
 P = TypeVar("P", bound=Payload)
 _OUT: dict[type[Payload], type[Payload]] = {
-    WristbandTelemetry: WristbandTelemetryOut, WristbandEvent: WristbandEventOut, PagerEvent: PagerEventOut,
-    GlucoseReading: GlucoseReadingOut, BloodPressureReading: BloodPressureReadingOut, MeterEvent: MeterEventOut,
+    WristbandTelemetry: WristbandTelemetryOut,
+    WristbandEvent: WristbandEventOut,
+    PagerEvent: PagerEventOut,
+    GlucoseReading: GlucoseReadingOut,
+    BloodPressureReading: BloodPressureReadingOut,
+    MeterEvent: MeterEventOut,
     DeviceStatus: DeviceStatusOut,
 }
 _ENCODER = msgspec.json.Encoder()

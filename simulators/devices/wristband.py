@@ -55,12 +55,25 @@ class Wristband(SimulatedDevice):
     firmware = "2.4.1"
     receipt = WristbandEvent
 
-    def __init__(self, device_id: str, *, home: tuple[float, float] = (31.2304, 121.4737),
-                 clock: Clock | None = None, seed: int | None = None, interval_s: float = 60.0,
-                 tz: str = SHANGHAI, habits: Habits | None = None, accel: AccelMode = "impacts",
-                 accel_window_s: float = 2.0, rest_bpm: float | None = None, spo2_pct: float | None = None,
-                 battery: float = 85.0, drain_pct_per_h: float = 1.2, band_detects_falls: bool = True,
-                 status_every_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        home: tuple[float, float] = (31.2304, 121.4737),
+        clock: Clock | None = None,
+        seed: int | None = None,
+        interval_s: float = 60.0,
+        tz: str = SHANGHAI,
+        habits: Habits | None = None,
+        accel: AccelMode = "impacts",
+        accel_window_s: float = 2.0,
+        rest_bpm: float | None = None,
+        spo2_pct: float | None = None,
+        battery: float = 85.0,
+        drain_pct_per_h: float = 1.2,
+        band_detects_falls: bool = True,
+        status_every_s: float = 3600.0,
+    ) -> None:
         super().__init__(device_id, clock=clock, seed=seed, battery=battery, status_every_s=status_every_s)
         self.home = home
         self.tz = ZoneInfo(tz)
@@ -109,8 +122,14 @@ class Wristband(SimulatedDevice):
             self.itinerary.replace_from(day, plan_day(day, self.rng, self.places, self.habits))
         self.itinerary.drop_before(self.midnight(t_ms) - HOUR_MS)
 
-    def _stay(self, kind: Literal["home", "sleep", "lying", "visit"], start: int, end: int,
-              at: tuple[float, float] = (0.0, 0.0), indoor: bool = True) -> Segment:
+    def _stay(
+        self,
+        kind: Literal["home", "sleep", "lying", "visit"],
+        start: int,
+        end: int,
+        at: tuple[float, float] = (0.0, 0.0),
+        indoor: bool = True,
+    ) -> Segment:
         return Segment(kind, start, end, np.array([at], dtype=np.float64), indoor, "home" if at == (0, 0) else "")
 
     def _rest_of_day(self, t_ms: int) -> list[Segment]:
@@ -165,8 +184,14 @@ class Wristband(SimulatedDevice):
         self._was_worn = worn
         charging = seg.kind == "charging" and not self.removed
         drain = self.drain_pct_per_h * (1.0 if worn else 0.4) + (0.0 if seg.indoor else 0.8)
-        self.battery = float(phys.battery_step(np.array([self.battery]), np.array([(t - self._battery_ms) / 1000]),
-                                               np.array([charging]), np.array([drain]))[0])
+        self.battery = float(
+            phys.battery_step(
+                np.array([self.battery]),
+                np.array([(t - self._battery_ms) / 1000]),
+                np.array([charging]),
+                np.array([drain]),
+            )[0]
+        )
         self._battery_ms = t
         indoor = np.array([seg.indoor or not worn])
         de, dn, accuracy = phys.gps_fix(indoor, self.rng)
@@ -189,8 +214,14 @@ class Wristband(SimulatedDevice):
         day = self.midnight(t_ms)
         walking_s = self.itinerary.seconds(WALKING, day, t_ms)
         home_s = self.itinerary.seconds(SITTING, day, t_ms)
-        return int(phys.step_count(np.array([walking_s]), np.array([self.cadence_spm]),
-                                   np.array([self.pottering_steps_per_h]), np.array([home_s / 3600]))[0])
+        return int(
+            phys.step_count(
+                np.array([walking_s]),
+                np.array([self.cadence_spm]),
+                np.array([self.pottering_steps_per_h]),
+                np.array([home_s / 3600]),
+            )[0]
+        )
 
     # -- raw acceleration ------------------------------------------------------------------------
 
@@ -214,7 +245,7 @@ class Wristband(SimulatedDevice):
             if lo < hi:
                 a, b = (lo - start_ms) // acc.DT_MS, (hi - start_ms) // acc.DT_MS
                 k = (lo - s_ms) // acc.DT_MS
-                samples[a:b] = sig[k:k + b - a]
+                samples[a:b] = sig[k : k + b - a]
         self._accel_script = keep
         return samples
 
@@ -275,8 +306,13 @@ class Wristband(SimulatedDevice):
         seg, here = self._where(now)
         moving = (not self.removed) and seg.activity == WALKING
         down_ms = round(recover_after_s * 1000) if recover_after_s is not None else 12 * HOUR_MS
-        signal = acc.fall(self.rng, before_s=5.0, after_s=5.0, walking_before=moving,
-                          recover_after_s=recover_after_s if self.accel_mode == "stream" else None)
+        signal = acc.fall(
+            self.rng,
+            before_s=5.0,
+            after_s=5.0,
+            walking_before=moving,
+            recover_after_s=recover_after_s if self.accel_mode == "stream" else None,
+        )
         start_ms = now - signal.impact_index * acc.DT_MS
         lying = self._stay("lying", now, now + down_ms, here, seg.indoor)
         after = self._up_and_home(now + down_ms, here) if recover_after_s is not None else []
@@ -284,8 +320,9 @@ class Wristband(SimulatedDevice):
         if self.accel_mode == "stream":
             self._accel_script.append((start_ms, signal.samples))
         elif self.accel_mode == "impacts":
-            self.queue(self._accel_message(start_ms, signal.samples),
-                       release_ms=start_ms + signal.samples.shape[0] * acc.DT_MS)
+            self.queue(
+                self._accel_message(start_ms, signal.samples), release_ms=start_ms + signal.samples.shape[0] * acc.DT_MS
+            )
             if recover_after_s is not None:
                 self._queue_getting_up(now + down_ms, signal.lying_pose)
         event = None

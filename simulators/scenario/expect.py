@@ -55,9 +55,13 @@ def _expected(e: Expectation) -> str:
 def _alerts(e: Expectation, obs: Observed) -> list[AlertSeen]:
     sel = e.alert
     assert sel is not None
-    return [a for a in obs.alerts
-            if (sel.elder is None or a.elder_id == sel.elder) and (sel.kind is None or a.kind == sel.kind)
-            and (sel.severity is None or a.severity == sel.severity)]
+    return [
+        a
+        for a in obs.alerts
+        if (sel.elder is None or a.elder_id == sel.elder)
+        and (sel.kind is None or a.kind == sel.kind)
+        and (sel.severity is None or a.severity == sel.severity)
+    ]
 
 
 def describe(e: Expectation) -> str:
@@ -140,21 +144,28 @@ def _detections(e: Expectation, obs: Observed, closed: bool) -> Verdict:
     sel = e.detection
     assert sel is not None
     cleared = bool(sel.cleared)
-    found = [d for d in obs.detections
-             if (sel.elder is None or d.elder_id == sel.elder) and (sel.kind is None or d.kind == sel.kind)
-             and (sel.severity is None or d.severity == sel.severity) and d.cleared == cleared]
+    found = [
+        d
+        for d in obs.detections
+        if (sel.elder is None or d.elder_id == sel.elder)
+        and (sel.kind is None or d.kind == sel.kind)
+        and (sel.severity is None or d.severity == sel.severity)
+        and d.cleared == cleared
+    ]
     if e.check == "no_detection":
         inside = [d for d in found if not _outside(e, d.at_s)]
         if inside:
             d = inside[0]
-            return _fail(f"{d.kind}{' cleared' if d.cleared else ''} ({d.severity}) of {d.elder_id} "
-                         f"detected at {fmt(d.at_s)}")
+            return _fail(
+                f"{d.kind}{' cleared' if d.cleared else ''} ({d.severity}) of {d.elder_id} detected at {fmt(d.at_s)}"
+            )
         return _pass("none detected") if closed else PENDING
     return _counted(e, "detection(s)", [(f"{d.kind} of {d.elder_id} detected", d.at_s) for d in found], closed)
 
 
-def _each_alert(e: Expectation, obs: Observed, closed: bool,
-                verdicts: Iterable[tuple[AlertSeen, Verdict]], n_alerts: int) -> Verdict:
+def _each_alert(
+    e: Expectation, obs: Observed, closed: bool, verdicts: Iterable[tuple[AlertSeen, Verdict]], n_alerts: int
+) -> Verdict:
     """Combine per-alert verdicts: any fail fails; pass when enough alerts passed."""
     passed: list[Verdict] = []
     waiting: list[Verdict] = []
@@ -172,8 +183,7 @@ def _each_alert(e: Expectation, obs: Observed, closed: bool,
     if closed:
         if waiting and waiting[0].detail:
             return _fail(waiting[0].detail)
-        return _fail(f"{len(passed)} alerts {e.alert.describe()} by {fmt(e.window.hi)}, "
-                     f"expected {e.count.describe()}")
+        return _fail(f"{len(passed)} alerts {e.alert.describe()} by {fmt(e.window.hi)}, expected {e.count.describe()}")
     return PENDING
 
 
@@ -221,14 +231,20 @@ def _notified(e: Expectation, obs: Observed, closed: bool) -> Verdict:
             by_alert.setdefault(n.alert_id, []).append(n)
 
     def relevant(n: NotificationSeen) -> bool:
-        return ((r.tier is None or n.tier == r.tier - 1) and (not r.phones or n.phone in r.phones)
-                and (r.role is None or n.role == r.role))
+        return (
+            (r.tier is None or n.tier == r.tier - 1)
+            and (not r.phones or n.phone in r.phones)
+            and (r.role is None or n.role == r.role)
+        )
 
     def one(a: AlertSeen) -> Verdict:
         pages = [n for n in by_alert.get(a.alert_id, []) if relevant(n)]
         if e.check == "not_notified":
-            sent = [n for n in pages if n.sent_s is not None and (not r.channels or n.channel in r.channels)
-                    and not _outside(e, n.sent_s)]
+            sent = [
+                n
+                for n in pages
+                if n.sent_s is not None and (not r.channels or n.channel in r.channels) and not _outside(e, n.sent_s)
+            ]
             if sent:
                 n = sent[0]
                 return _fail(f"{n.name} ({n.role}) got a {n.channel} page about {a.label()} at {fmt(n.sent_s or 0)}")
@@ -248,8 +264,10 @@ def _notified(e: Expectation, obs: Observed, closed: bool) -> Verdict:
                     return Verdict("pending", f"{who} not paged {how} about {a.label()} by {fmt(e.window.hi)}")
                 t = min(x for x in times if x is not None)
                 if _outside(e, t):
-                    return _fail(f"{who} paged{f' by {channel}' if channel else ''} about {a.label()} at "
-                                 f"{fmt(t)}, {_expected(e)}")
+                    return _fail(
+                        f"{who} paged{f' by {channel}' if channel else ''} about {a.label()} at "
+                        f"{fmt(t)}, {_expected(e)}"
+                    )
                 last = max(last, t)
         return _pass(f"{len(phones)} recipient(s) paged about {a.label()} by {fmt(last)}")
 
@@ -309,11 +327,16 @@ def _notification_count(e: Expectation, obs: Observed, closed: bool) -> Verdict:
         a = alerts.get(n.alert_id)
         if n.sent_s is None or a is None:
             continue
-        if ((sel.elder is None or a.elder_id == sel.elder) and (sel.kind is None or a.kind == sel.kind)
-                and (sel.tier is None or n.tier == sel.tier - 1) and (sel.role is None or n.role == sel.role)
-                and (sel.channel is None or n.channel == sel.channel)
-                and (sel.purpose is None or n.purpose == sel.purpose)
-                and (not sel.phones or n.phone in sel.phones) and not _outside(e, n.sent_s)):
+        if (
+            (sel.elder is None or a.elder_id == sel.elder)
+            and (sel.kind is None or a.kind == sel.kind)
+            and (sel.tier is None or n.tier == sel.tier - 1)
+            and (sel.role is None or n.role == sel.role)
+            and (sel.channel is None or n.channel == sel.channel)
+            and (sel.purpose is None or n.purpose == sel.purpose)
+            and (not sel.phones or n.phone in sel.phones)
+            and not _outside(e, n.sent_s)
+        ):
             found.append(n)
     n_found = len(found)
     if n_found > e.count.hi:

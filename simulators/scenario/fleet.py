@@ -78,8 +78,9 @@ class ScenarioFleet:
                 self._schedule(0.0, d.id)
         self.sent = 0
         self._inflight: list[mqtt.MQTTMessageInfo] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"scenario-fleet-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"scenario-fleet-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+        )
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.connect(host, port)
@@ -95,8 +96,11 @@ class ScenarioFleet:
 
     def publish(self, device_id: str, channel: str, payload: dict[str, Any]) -> None:
         device = self.devices[device_id]
-        self._inflight.append(self.client.publish(topic_for(device.type, device_id, channel),
-                                                  json.dumps(payload, ensure_ascii=False), qos=1))
+        self._inflight.append(
+            self.client.publish(
+                topic_for(device.type, device_id, channel), json.dumps(payload, ensure_ascii=False), qos=1
+            )
+        )
         self.sent += 1
 
     def unacknowledged(self) -> int:
@@ -128,9 +132,17 @@ class ScenarioFleet:
         if device.type == "wristband":
             band = self._move(device.id, now_s)
             payload: dict[str, Any] = {
-                "ts": ts, "lat": round(band.lat, 7), "lon": round(band.lon, 7), "gps_acc_m": band.gps_acc_m,
-                "hr": band.hr, "spo2": band.spo2, "steps": band.steps, "battery": band.battery,
-                "worn": band.worn, **band.extra}
+                "ts": ts,
+                "lat": round(band.lat, 7),
+                "lon": round(band.lon, 7),
+                "gps_acc_m": band.gps_acc_m,
+                "hr": band.hr,
+                "spo2": band.spo2,
+                "steps": band.steps,
+                "battery": band.battery,
+                "worn": band.worn,
+                **band.extra,
+            }
         elif device.type == "glucose":
             payload = {"ts": ts, "glucose": 6.2, "context": "random"}
         elif device.type == "bp":
@@ -183,8 +195,11 @@ class ScenarioFleet:
             target = (elder.lat, elder.lon)
         else:
             assert isinstance(to, PlaceIn)
-            target = (to.lat, to.lon) if to.lat is not None and to.lon is not None else offset(
-                elder.lat, elder.lon, to.east_m or 0.0, to.north_m or 0.0)
+            target = (
+                (to.lat, to.lon)
+                if to.lat is not None and to.lon is not None
+                else offset(elder.lat, elder.lon, to.east_m or 0.0, to.north_m or 0.0)
+            )
         band.walk = _Walk(now_s, origin, target, spec.speed, distance_m(origin, target), band.steps)
 
     def get_up(self, device_id: str, steps: int, now_s: float) -> None:

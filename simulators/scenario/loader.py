@@ -59,13 +59,24 @@ from simulators.scenario.world import build_world
 ALERT_KINDS = frozenset(KNOWN_KINDS - {"fall_no_recovery", "cancel_late"})
 DETECTION_KINDS = frozenset(KNOWN_KINDS | {"cancel", "cmd_received"})
 READING_DEVICE = {
-    "glucose": "glucose", "unit": "glucose", "context": "glucose",
-    "systolic": "bp", "diastolic": "bp", "pulse": "bp", "irregular": "bp",
-    "hr": "wristband", "spo2": "wristband", "battery": "wristband", "worn": "wristband", "steps": "wristband",
+    "glucose": "glucose",
+    "unit": "glucose",
+    "context": "glucose",
+    "systolic": "bp",
+    "diastolic": "bp",
+    "pulse": "bp",
+    "irregular": "bp",
+    "hr": "wristband",
+    "spo2": "wristband",
+    "battery": "wristband",
+    "worn": "wristband",
+    "steps": "wristband",
     "gps_acc_m": "wristband",
 }
-DEVICE_EVENTS: dict[str, frozenset[str]] = {"wristband": frozenset(get_args(WristbandEventKind)),
-                                            "pager": frozenset(get_args(PagerEventKind))}
+DEVICE_EVENTS: dict[str, frozenset[str]] = {
+    "wristband": frozenset(get_args(WristbandEventKind)),
+    "pager": frozenset(get_args(PagerEventKind)),
+}
 
 
 def _yaml_with_lines(text: str, file: str) -> tuple[Any, dict[Path, int]]:
@@ -77,8 +88,9 @@ def _yaml_with_lines(text: str, file: str) -> tuple[Any, dict[Path, int]]:
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        raise ScenarioError(file, mark.line + 1 if mark else None, "",
-                            f"not valid YAML: {error.problem or error}") from None
+        raise ScenarioError(
+            file, mark.line + 1 if mark else None, "", f"not valid YAML: {error.problem or error}"
+        ) from None
     except yaml.YAMLError as error:
         raise ScenarioError(file, None, "", f"not valid YAML: {error}") from None
     finally:
@@ -207,20 +219,35 @@ class _Compiler:
         # negative checks without a window hold until the end
         expectations = [
             _with_window(e, Window(e.window.lo, end, e.window.text)) if e.window.hi == math.inf else e
-            for e in expectations]
+            for e in expectations
+        ]
         return Scenario(
-            name=s.name or self.stem, path=self.loc.file, description=s.description.strip(),
-            start_local=start, timezone=s.timezone, end_s=end, speed=s.speed, max_speed=s.max_speed,
-            gateway=dict(s.gateway), world=self.world, timeline=tuple(steps), expectations=tuple(expectations),
-            labels=dict(self.labels))
+            name=s.name or self.stem,
+            path=self.loc.file,
+            description=s.description.strip(),
+            start_local=start,
+            timezone=s.timezone,
+            end_s=end,
+            speed=s.speed,
+            max_speed=s.max_speed,
+            gateway=dict(s.gateway),
+            world=self.world,
+            timeline=tuple(steps),
+            expectations=tuple(expectations),
+            labels=dict(self.labels),
+        )
 
     def _gateway(self, sections: dict[str, Any]) -> None:
         """Overrides of the gateway config: the same types (and policy checks) as ``config.yaml``."""
         from gateway.config import DetectConfig, IngestConfig, NotifyConfig
         from rules.policy import EscalationConfig, PolicyError, validate
 
-        types: dict[str, type[Any]] = {"detect": DetectConfig, "escalation": EscalationConfig,
-                                       "notify": NotifyConfig, "ingest": IngestConfig}
+        types: dict[str, type[Any]] = {
+            "detect": DetectConfig,
+            "escalation": EscalationConfig,
+            "notify": NotifyConfig,
+            "ingest": IngestConfig,
+        }
         for key, value in sections.items():
             if key not in types:
                 raise self.loc.error(("gateway", key), f"only {', '.join(types)} can be set for a scenario's gateway")
@@ -299,17 +326,24 @@ class _Compiler:
     def _device_for(self, elder: Elder, action: str, value: Any, ref: str | None, where: Path) -> str:
         wanted: list[str]
         if action == "event":
-            wanted = (["pager", "wristband"] if value in ("sos", "cancel") else
-                      ["pager"] if value == "call" else ["wristband"])
+            wanted = (
+                ["pager", "wristband"]
+                if value in ("sos", "cancel")
+                else ["pager"]
+                if value == "call"
+                else ["wristband"]
+            )
         elif action == "reading":
             kinds = {READING_DEVICE.get(k) for k in value}
             if None in kinds:
                 bad = sorted(k for k in value if k not in READING_DEVICE)
-                raise self.loc.error((*where, "reading", bad[0]),
-                                     f"unknown measurement (known: {', '.join(READING_DEVICE)})")
+                raise self.loc.error(
+                    (*where, "reading", bad[0]), f"unknown measurement (known: {', '.join(READING_DEVICE)})"
+                )
             if len(kinds) != 1:
-                raise self.loc.error((*where, "reading"), "measurements of one device per reading (a band, a "
-                                                          "glucose meter or a cuff)")
+                raise self.loc.error(
+                    (*where, "reading"), "measurements of one device per reading (a band, a glucose meter or a cuff)"
+                )
             wanted = [str(kinds.pop())]
         elif action in ("walk", "accel", "get_up"):
             wanted = ["wristband"]
@@ -318,11 +352,17 @@ class _Compiler:
         if ref is not None:
             device = elder.device(ref)
             if device is None:
-                raise self.loc.error((*where, "device"), f"elder {elder.id} has no device {ref!r} "
-                                                         f"(has: {', '.join(d.id for d in elder.devices)})")
+                raise self.loc.error(
+                    (*where, "device"),
+                    f"elder {elder.id} has no device {ref!r} (has: {', '.join(d.id for d in elder.devices)})",
+                )
             if device.type not in wanted:
-                raise self.loc.error((*where, "device"), f"a {device.type} cannot do {action} {value!r}"
-                                     if action == "event" else f"{action} needs a {' or '.join(wanted)}")
+                raise self.loc.error(
+                    (*where, "device"),
+                    f"a {device.type} cannot do {action} {value!r}"
+                    if action == "event"
+                    else f"{action} needs a {' or '.join(wanted)}",
+                )
         else:
             device = next((d for t in wanted for d in elder.devices if d.type == t), None)
             if device is None:
@@ -372,8 +412,10 @@ class _Compiler:
         if checks and subject != "alert":
             raise self.loc.error((*where, checks[0]), f"{checks[0]} is a check on an alert (use alert: ...)")
         if len(checks) > 1:
-            raise self.loc.error((*where, checks[1]), f"one check per expectation ({', '.join(checks)} given); "
-                                                      "write one expectation each")
+            raise self.loc.error(
+                (*where, checks[1]),
+                f"one check per expectation ({', '.join(checks)} given); write one expectation each",
+            )
         window = ANY_TIME
         if e.at is not None:
             try:
@@ -392,14 +434,21 @@ class _Compiler:
                 count = parse_range(e.count)
             except SpecError as error:
                 raise self.loc.error((*where, "count"), str(error)) from None
-        common: dict[str, Any] = {"number": i + 1, "line": line, "window": window, "count": count,
-                                  "note": e.note, "count_given": e.count is not None}
+        common: dict[str, Any] = {
+            "number": i + 1,
+            "line": line,
+            "window": window,
+            "count": count,
+            "note": e.note,
+            "count_given": e.count is not None,
+        }
         if subject in ("detection", "no_detection"):
             sel = getattr(e, subject)
             self._elders(sel.elder, (*where, subject, "elder"))
             if sel.kind is not None and sel.kind not in DETECTION_KINDS:
-                raise self.loc.error((*where, subject, "kind"), f"unknown detection kind {sel.kind!r}"
-                                                                f"{_known(DETECTION_KINDS)}")
+                raise self.loc.error(
+                    (*where, subject, "kind"), f"unknown detection kind {sel.kind!r}{_known(DETECTION_KINDS)}"
+                )
             selector = DetectionSelector(sel.elder, sel.kind, sel.severity, sel.cleared)
             return Expectation(check=cast(Check, subject), detection=selector, **common)
         if subject == "notifications":
@@ -408,8 +457,13 @@ class _Compiler:
             self._elders(n.elder, (*where, subject, "elder"))
             self._alert_kind(n.kind, (*where, subject, "kind"))
             phones = frozenset(self._person(n.person, (*where, subject, "person"))) if n.person else frozenset()
-            return Expectation(check="notifications", notifications=NotificationSelector(
-                n.elder, n.kind, n.tier, n.role, n.channel, n.purpose, n.person, phones), **common)
+            return Expectation(
+                check="notifications",
+                notifications=NotificationSelector(
+                    n.elder, n.kind, n.tier, n.role, n.channel, n.purpose, n.person, phones
+                ),
+                **common,
+            )
         sel = e.alert if subject == "alert" else e.no_alert
         assert sel is not None
         self._elders(sel.elder, (*where, subject, "elder"))

@@ -168,8 +168,18 @@ class StepIn(_In, frozen=True, kw_only=True):
     resolve: ResolveIn | None = None
 
 
-ACTIONS: tuple[str, ...] = ("event", "reading", "walk", "accel", "get_up", "silent", "status", "press", "sms",
-                            "resolve")
+ACTIONS: tuple[str, ...] = (
+    "event",
+    "reading",
+    "walk",
+    "accel",
+    "get_up",
+    "silent",
+    "status",
+    "press",
+    "sms",
+    "resolve",
+)
 
 
 class AlertSel(_In, frozen=True, kw_only=True):
@@ -235,8 +245,15 @@ class ExpectIn(_In, frozen=True, kw_only=True):
 
 
 SUBJECTS: tuple[str, ...] = ("alert", "no_alert", "detection", "no_detection", "notifications")
-ALERT_CHECKS: tuple[str, ...] = ("tier_reached", "no_tier_beyond", "notified", "not_notified", "retraction",
-                                 "acknowledged", "resolved")
+ALERT_CHECKS: tuple[str, ...] = (
+    "tier_reached",
+    "no_tier_beyond",
+    "notified",
+    "not_notified",
+    "retraction",
+    "acknowledged",
+    "resolved",
+)
 
 
 class ScenarioFile(_In, frozen=True, kw_only=True):

@@ -105,8 +105,9 @@ def _ts(ms: int) -> datetime:
 
 
 class Observer:
-    def __init__(self, dsn: str, fake: FakeTwilio, clock: ScenarioClock, gateway: Gateway,
-                 settle_real_s: float = 0.3) -> None:
+    def __init__(
+        self, dsn: str, fake: FakeTwilio, clock: ScenarioClock, gateway: Gateway, settle_real_s: float = 0.3
+    ) -> None:
         self.dsn = dsn
         self.fake = fake
         self.clock = clock
@@ -118,8 +119,9 @@ class Observer:
 
     def _sent_at(self) -> dict[str, float]:
         messages, calls = self.fake.messages, self.fake.calls
-        for sid, accepted, at in [(m.sid, m.accepted, m.received_monotonic) for m in messages[self._seen[0]:]] + [
-                (c.sid, c.accepted, c.received_monotonic) for c in calls[self._seen[1]:]]:
+        for sid, accepted, at in [(m.sid, m.accepted, m.received_monotonic) for m in messages[self._seen[0] :]] + [
+            (c.sid, c.accepted, c.received_monotonic) for c in calls[self._seen[1] :]
+        ]:
             if sid and accepted:
                 self._sent[sid] = at
         self._seen = (len(messages), len(calls))
@@ -164,33 +166,89 @@ class Observer:
             severity_s: dict[int, dict[str, float]] = {}
             cur = await conn.execute(
                 "SELECT alert_id, min(at), detail->>'severity' FROM alert_events "
-                "WHERE event IN ('opened', 'detection') AND detail ? 'severity' GROUP BY alert_id, detail->>'severity'")
+                "WHERE event IN ('opened', 'detection') AND detail ? 'severity' GROUP BY alert_id, detail->>'severity'"
+            )
             for alert_id, at, severity in await cur.fetchall():
                 severity_s.setdefault(alert_id, {})[severity] = self._s(at) or 0.0
             cur = await conn.execute(
                 "SELECT alert_id, code, elder_id, kind, severity, state, opened_at, acknowledged_at, acknowledged_by, "
-                "resolved_at, resolved_by, outcome FROM alerts ORDER BY alert_id")
+                "resolved_at, resolved_by, outcome FROM alerts ORDER BY alert_id"
+            )
             alerts = []
-            for (alert_id, code, elder, kind, severity, state, opened, acked, acked_by, resolved, resolved_by,
-                 outcome) in await cur.fetchall():
+            for (
+                alert_id,
+                code,
+                elder,
+                kind,
+                severity,
+                state,
+                opened,
+                acked,
+                acked_by,
+                resolved,
+                resolved_by,
+                outcome,
+            ) in await cur.fetchall():
                 opened_s = self._s(opened) or 0.0
                 reached = {severity: opened_s, **severity_s.get(alert_id, {})}
-                alerts.append(AlertSeen(alert_id, code, elder, kind, severity, state, opened_s, reached,
-                                        self._s(acked), acked_by, self._s(resolved), resolved_by, outcome))
+                alerts.append(
+                    AlertSeen(
+                        alert_id,
+                        code,
+                        elder,
+                        kind,
+                        severity,
+                        state,
+                        opened_s,
+                        reached,
+                        self._s(acked),
+                        acked_by,
+                        self._s(resolved),
+                        resolved_by,
+                        outcome,
+                    )
+                )
             cur = await conn.execute("SELECT alert_id, tier, round, at, reached FROM tier_firings")
             firings = tuple(FiringSeen(a, t, r, self._s(at) or 0.0, n) for a, t, r, at, n in await cur.fetchall())
             sent_at = self._sent_at()
             cur = await conn.execute(
                 "SELECT id, alert_id, purpose, tier, round, recipient_key, recipient_name, role, phone, channel, "
-                "status, provider_sid FROM notifications ORDER BY id")
+                "status, provider_sid FROM notifications ORDER BY id"
+            )
             notifications = []
-            for nid, alert_id, purpose, tier, round_, key, name, role, phone, channel, status, sid in \
-                    await cur.fetchall():
+            for (
+                nid,
+                alert_id,
+                purpose,
+                tier,
+                round_,
+                key,
+                name,
+                role,
+                phone,
+                channel,
+                status,
+                sid,
+            ) in await cur.fetchall():
                 mono = sent_at.get(sid) if sid else None
-                notifications.append(NotificationSeen(nid, alert_id, purpose, tier, round_, key, name, role, phone,
-                                                      channel, status, None if mono is None
-                                                      else self.clock.at_monotonic(mono)))
-        detections = tuple(DetectionSeen(d.elder_id, d.device_id, d.kind, d.severity,
-                                         self.clock.scenario_s(d.ts_ms), d.cleared)
-                           for d in list(self.gateway.detections))
+                notifications.append(
+                    NotificationSeen(
+                        nid,
+                        alert_id,
+                        purpose,
+                        tier,
+                        round_,
+                        key,
+                        name,
+                        role,
+                        phone,
+                        channel,
+                        status,
+                        None if mono is None else self.clock.at_monotonic(mono),
+                    )
+                )
+        detections = tuple(
+            DetectionSeen(d.elder_id, d.device_id, d.kind, d.severity, self.clock.scenario_s(d.ts_ms), d.cleared)
+            for d in list(self.gateway.detections)
+        )
         return Observed(now, settled, tuple(alerts), firings, tuple(notifications), detections)

@@ -26,8 +26,9 @@ Narrate = Callable[[str], None]
 
 
 class People:
-    def __init__(self, world: World, fake: FakeTwilio, clock: ScenarioClock, sms_from: str, sms_url: str,
-                 narrate: Narrate) -> None:
+    def __init__(
+        self, world: World, fake: FakeTwilio, clock: ScenarioClock, sms_from: str, sms_url: str, narrate: Narrate
+    ) -> None:
         self.fake = fake
         self.clock = clock
         self.sms_from = sms_from
@@ -62,16 +63,18 @@ class People:
     def notice(self, obs: Observed) -> None:
         """New pages that arrived at the fake: schedule the answers of people who answer."""
         calls, messages = self.fake.calls, self.fake.messages
-        for c in calls[self._seen_calls:]:
+        for c in calls[self._seen_calls :]:
             match = _NOTIFICATION.search(c.status_callback or "")
             if c.accepted and match and c.to in self.by_phone:
-                self._unplaced.append(("call", c.to, int(match.group(1)), self.clock.at_monotonic(
-                    c.received_monotonic), c.sid))
-        for m in messages[self._seen_messages:]:
+                self._unplaced.append(
+                    ("call", c.to, int(match.group(1)), self.clock.at_monotonic(c.received_monotonic), c.sid)
+                )
+        for m in messages[self._seen_messages :]:
             match = _NOTIFICATION.search(m.status_callback or "")
             if m.accepted and match and m.to in self.by_phone:
-                self._unplaced.append(("sms", m.to, int(match.group(1)), self.clock.at_monotonic(
-                    m.received_monotonic), None))
+                self._unplaced.append(
+                    ("sms", m.to, int(match.group(1)), self.clock.at_monotonic(m.received_monotonic), None)
+                )
         self._seen_calls, self._seen_messages = len(calls), len(messages)
         rows = {n.id: n for n in obs.notifications}
         waiting = []
@@ -91,11 +94,17 @@ class People:
             code = f"A{row.alert_id}"
             if answer.by == "key":
                 assert sid is not None
-                self._later(at_s + answer.after_s, f"{person.name} presses {answer.reply} on the call about {code}",
-                            self._press(person, sid, answer.reply))
+                self._later(
+                    at_s + answer.after_s,
+                    f"{person.name} presses {answer.reply} on the call about {code}",
+                    self._press(person, sid, answer.reply),
+                )
             else:
-                self._later(at_s + answer.after_s, f"{person.name} texts {answer.reply!r} back about {code}",
-                            self._text(person, answer.reply))
+                self._later(
+                    at_s + answer.after_s,
+                    f"{person.name} texts {answer.reply!r} back about {code}",
+                    self._text(person, answer.reply),
+                )
         self._unplaced = waiting
 
     def due(self, now_s: float) -> int:
@@ -114,8 +123,11 @@ class People:
     @property
     def unseen(self) -> bool:
         """Pages have reached the fake that :meth:`notice` has not looked at yet."""
-        return (bool(self._unplaced) or len(self.fake.calls) > self._seen_calls
-                or len(self.fake.messages) > self._seen_messages)
+        return (
+            bool(self._unplaced)
+            or len(self.fake.calls) > self._seen_calls
+            or len(self.fake.messages) > self._seen_messages
+        )
 
     @property
     def busy(self) -> bool:
@@ -144,6 +156,7 @@ class People:
                 return
             if delivery.status != 200:
                 self.notes.append(f"the gateway answered {person.name}'s key press with HTTP {delivery.status}")
+
         return act
 
     def _text(self, person: Person, body: str) -> Callable[[], Coroutine[Any, Any, None]]:
@@ -151,6 +164,7 @@ class People:
             delivery = await self.fake.reply_sms(person.phone, self.sms_from, body, self.sms_url)
             if delivery.status != 200:
                 self.notes.append(f"the gateway answered {person.name}'s SMS with HTTP {delivery.status}")
+
         return act
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -131,8 +131,11 @@ class Recipients:
     phones: frozenset[str] = frozenset()  # resolved from ``person``
 
     def describe(self) -> str:
-        who = (f"every recipient of tier {self.tier}" if self.tier and not self.person and not self.role
-               else self.person or (f"role {self.role}" if self.role else "anyone"))
+        who = (
+            f"every recipient of tier {self.tier}"
+            if self.tier and not self.person and not self.role
+            else self.person or (f"role {self.role}" if self.role else "anyone")
+        )
         if self.tier and (self.person or self.role):
             who += f" in tier {self.tier}"
         return who + (f" by {'+'.join(self.channels)}" if self.channels else "")
@@ -158,8 +161,20 @@ class NotificationSelector:
         return " ".join(parts)
 
 
-Check = Literal["opened", "tier_reached", "no_tier_beyond", "notified", "not_notified", "retraction",
-                "acknowledged", "resolved", "no_alert", "detection", "no_detection", "notifications"]
+Check = Literal[
+    "opened",
+    "tier_reached",
+    "no_tier_beyond",
+    "notified",
+    "not_notified",
+    "retraction",
+    "acknowledged",
+    "resolved",
+    "no_alert",
+    "detection",
+    "no_detection",
+    "notifications",
+]
 
 
 @dataclass(frozen=True, slots=True)

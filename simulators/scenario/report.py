@@ -21,7 +21,7 @@ def _brief(result: ScenarioResult) -> str:
         return ""
     first = failures[0].brief()
     if len(first) > BRIEF_CHARS:
-        first = first[:BRIEF_CHARS - 1] + "…"
+        first = first[: BRIEF_CHARS - 1] + "…"
     return first + (f" (+{len(failures) - 1} more)" if len(failures) > 1 else "")
 
 
@@ -32,7 +32,8 @@ def render_table(results: Sequence[ScenarioResult]) -> str:
         ok = sum(e.passed for e in r.expectations)
         lines.append(
             f"{r.name:<{width}}  {r.status.upper():<6}  {r.real_s:6.1f}s  {format_duration(r.scenario_s):>8}  "
-            f"{r.speed:>4g}x  {ok:>3}/{len(r.expectations):<3} {_brief(r)}".rstrip())
+            f"{r.speed:>4g}x  {ok:>3}/{len(r.expectations):<3} {_brief(r)}".rstrip()
+        )
     passed = sum(r.passed for r in results)
     lines.append(f"scenarios passed={passed} failed={len(results) - passed}")
     return "\n".join(lines)

@@ -177,26 +177,45 @@ def _prepare_database(dsn: str, registry: RegistryFile) -> None:
         import_registry(conn, registry)
 
 
-def _gateway_config(scenario: Scenario, services: ScenarioServices, dsn: str, fake: FakeTwilio, http_port: int,
-                    workdir: Path, speed: float, base: dict[str, Any]) -> dict[str, Any]:
+def _gateway_config(
+    scenario: Scenario,
+    services: ScenarioServices,
+    dsn: str,
+    fake: FakeTwilio,
+    http_port: int,
+    workdir: Path,
+    speed: float,
+    base: dict[str, Any],
+) -> dict[str, Any]:
     over = scenario.gateway
-    escalation = {**(base.get("escalation") or msgspec.to_builtins(DEFAULT_ESCALATION)),
-                  **over.get("escalation", {})}
+    escalation = {**(base.get("escalation") or msgspec.to_builtins(DEFAULT_ESCALATION)), **over.get("escalation", {})}
     public = f"http://127.0.0.1:{http_port}"
     return {
-        "mqtt": {"host": services.broker_host, "port": services.broker_port,
-                 "client_id": f"scenario-gw-{uuid.uuid4().hex[:10]}", "session_expiry_s": 30},
+        "mqtt": {
+            "host": services.broker_host,
+            "port": services.broker_port,
+            "client_id": f"scenario-gw-{uuid.uuid4().hex[:10]}",
+            "session_expiry_s": 30,
+        },
         "database": {"dsn": dsn, "pool_min": 1, "pool_max": 8},
         "storage": {"spool_dir": str(workdir / "spool")},
         "ingest": over.get("ingest", {}),
-        "detect": {"timezone": scenario.timezone, **base.get("detect", {}), "tick_s": 0.02,
-                   **over.get("detect", {})},
+        "detect": {"timezone": scenario.timezone, **base.get("detect", {}), "tick_s": 0.02, **over.get("detect", {})},
         "escalation": escalation,
         # a claimed page's lease is for crashes; in scenario time it must still last a few real seconds
-        "notify": {"http_port": http_port, "public_base_url": public, "lease_s": 20.0 * speed,
-                   "twilio": {"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN, "sms_from": TWILIO_FROM,
-                              "voice_from": TWILIO_FROM, "base_url": fake.base_url},
-                   **over.get("notify", {})},
+        "notify": {
+            "http_port": http_port,
+            "public_base_url": public,
+            "lease_s": 20.0 * speed,
+            "twilio": {
+                "account_sid": TWILIO_SID,
+                "auth_token": TWILIO_TOKEN,
+                "sms_from": TWILIO_FROM,
+                "voice_from": TWILIO_FROM,
+                "base_url": fake.base_url,
+            },
+            **over.get("notify", {}),
+        },
         "logging": {"level": "WARNING"},
     }
 
@@ -204,8 +223,14 @@ def _gateway_config(scenario: Scenario, services: ScenarioServices, dsn: str, fa
 class _Play:
     """One scenario being played."""
 
-    def __init__(self, scenario: Scenario, services: ScenarioServices, speed: float, base: dict[str, Any],
-                 narrate: Narrate | None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        services: ScenarioServices,
+        speed: float,
+        base: dict[str, Any],
+        narrate: Narrate | None,
+    ) -> None:
         self.s = scenario
         self.services = services
         self.speed = speed
@@ -262,16 +287,22 @@ class _Play:
         s = self.s
         http_port = free_port()
         await asyncio.to_thread(_prepare_database, dsn, s.world.registry_file)
-        (workdir / "config.yaml").write_text(yaml.safe_dump(_gateway_config(
-            s, self.services, dsn, fake, http_port, workdir, self.speed, self.base), allow_unicode=True), "utf-8")
+        (workdir / "config.yaml").write_text(
+            yaml.safe_dump(
+                _gateway_config(s, self.services, dsn, fake, http_port, workdir, self.speed, self.base),
+                allow_unicode=True,
+            ),
+            "utf-8",
+        )
         config = load_config(workdir / "config.yaml", environ={})
         gateway = Gateway(config, clock_ms=self.clock.now_ms)
         stop = asyncio.Event()
         gateway_task = asyncio.create_task(gateway.run(stop), name=f"scenario-gateway-{s.name}")
         fleet: ScenarioFleet | None = None
         observer: Observer | None = None
-        people = People(s.world, fake, self.clock, TWILIO_FROM, f"http://127.0.0.1:{http_port}/twilio/sms",
-                        self.narrate)
+        people = People(
+            s.world, fake, self.clock, TWILIO_FROM, f"http://127.0.0.1:{http_port}/twilio/sms", self.narrate
+        )
         try:
             await self._wait_ready(gateway, gateway_task)
             fleet = ScenarioFleet(s.world, self.clock, self.services.broker_port, self.services.broker_host)
@@ -309,8 +340,15 @@ class _Play:
                 raise ScenarioRunError("the gateway was not ready within 60 s")
             await asyncio.sleep(0.02)
 
-    async def _loop(self, gateway: Gateway, gateway_task: asyncio.Task[None], fleet: ScenarioFleet,
-                    observer: Observer, people: People, fake: FakeTwilio) -> list[Verdict]:
+    async def _loop(
+        self,
+        gateway: Gateway,
+        gateway_task: asyncio.Task[None],
+        fleet: ScenarioFleet,
+        observer: Observer,
+        people: People,
+        fake: FakeTwilio,
+    ) -> list[Verdict]:
         s = self.s
         clock = self.clock
         steps = list(s.timeline)
@@ -348,22 +386,37 @@ class _Play:
                 unseen = people.unseen
                 if unseen:
                     next_poll = 0.0
-                busy = bool(acted or pending or unseen or people.busy or self._tasks or fleet.unacknowledged()
-                            or stats.acked + stats.ack_dropped < fleet.sent)
+                busy = bool(
+                    acted
+                    or pending
+                    or unseen
+                    or people.busy
+                    or self._tasks
+                    or fleet.unacknowledged()
+                    or stats.acked + stats.ack_dropped < fleet.sent
+                )
                 if busy and busy_since is None:
                     busy_since = real
                 elif not busy:
                     busy_since, quiet_s = None, now_s
                 if busy and real - (busy_since or real) > HOLD_MAX_REAL_S:
-                    self.notes.append(f"the gateway was still busy {HOLD_MAX_REAL_S:g} s (real) after "
-                                      f"{format_duration(now_s)}; the clock went on")
+                    self.notes.append(
+                        f"the gateway was still busy {HOLD_MAX_REAL_S:g} s (real) after "
+                        f"{format_duration(now_s)}; the clock went on"
+                    )
                     holding, quiet_s = False, None
                     clock.hold_at(math.inf)
                 elif busy:
                     clock.hold_at(now_s)
                 else:
-                    clock.hold_at(min(steps[0].at_s if steps else math.inf, people.next_due_s(), next_check,
-                                      fleet.next_report_s() if small_world else math.inf))
+                    clock.hold_at(
+                        min(
+                            steps[0].at_s if steps else math.inf,
+                            people.next_due_s(),
+                            next_check,
+                            fleet.next_report_s() if small_world else math.inf,
+                        )
+                    )
             if real >= next_poll:
                 t0 = time.monotonic()
                 obs = await observer.snapshot(quiet_s)
@@ -421,15 +474,19 @@ class _Play:
 
         async def act() -> None:
             async with await psycopg.AsyncConnection.connect(gateway.config.database.dsn) as conn:
-                cur = await conn.execute("SELECT code FROM alerts WHERE elder_id = %s AND kind = %s AND state <> "
-                                         "'resolved' ORDER BY alert_id DESC LIMIT 1", (elder_id, spec.kind))
+                cur = await conn.execute(
+                    "SELECT code FROM alerts WHERE elder_id = %s AND kind = %s AND state <> "
+                    "'resolved' ORDER BY alert_id DESC LIMIT 1",
+                    (elder_id, spec.kind),
+                )
                 row = await cur.fetchone()
             if row is None:
                 self.notes.append(f"{spec.by} found no open {spec.kind} alert of {elder_id} to resolve")
                 return
             assert gateway.responder is not None  # the alert engine lives on the responder's loop
-            await gateway.responder.call(gateway.alerts.resolve(row[0], spec.by, "console", spec.outcome,
-                                                                note=spec.note))
+            await gateway.responder.call(
+                gateway.alerts.resolve(row[0], spec.by, "console", spec.outcome, note=spec.note)
+            )
 
         task = asyncio.create_task(act(), name="scenario-resolve")
         self._tasks.add(task)
@@ -444,15 +501,15 @@ class _Play:
     def _narrate_new(self, gateway: Gateway, fake: FakeTwilio, shown: list[int]) -> None:
         names = {e.id: e.name for e in self.s.world.elders.values()}
         people = {p.phone: p.name for p in self.s.world.people}
-        for d in gateway.detections[shown[0]:]:
+        for d in gateway.detections[shown[0] :]:
             state = "cleared" if d.cleared else d.severity
             self.narrate(f"  detected: {names.get(d.elder_id or '', d.device_id)} {d.kind} {state}")
         shown[0] = len(gateway.detections)
         messages, calls = fake.messages, fake.calls
-        for m in messages[shown[1]:]:
+        for m in messages[shown[1] :]:
             if m.accepted:
                 self.narrate(f"  SMS  -> {people.get(m.to, '?')} ({redact_phone(m.to)}): {m.body}")
-        for c in calls[shown[2]:]:
+        for c in calls[shown[2] :]:
             if c.accepted:
                 self.narrate(f"  CALL -> {people.get(c.to, '?')} ({redact_phone(c.to)})")
         shown[1], shown[2] = len(messages), len(calls)
@@ -471,16 +528,27 @@ def _say(step: Step) -> str:
     return f"{who}: {step.action} {value}"
 
 
-async def run_scenario(scenario: Scenario, services: ScenarioServices, *, speed: float | None = None,
-                       base: dict[str, Any] | None = None, narrate: Narrate | None = None) -> ScenarioResult:
+async def run_scenario(
+    scenario: Scenario,
+    services: ScenarioServices,
+    *,
+    speed: float | None = None,
+    base: dict[str, Any] | None = None,
+    narrate: Narrate | None = None,
+) -> ScenarioResult:
     """Play one loaded scenario against a new gateway on ``services``."""
     return await _Play(scenario, services, effective_speed(scenario, speed), base or {}, narrate).run()
 
 
-async def run_scenarios(paths: Sequence[str | Path | Scenario], *, speed: float | None = None,
-                        services: ScenarioServices | None = None, config: str | Path | None = None,
-                        narrate: Narrate | None = None,
-                        progress: Callable[[ScenarioResult], None] | None = None) -> RunReport:
+async def run_scenarios(
+    paths: Sequence[str | Path | Scenario],
+    *,
+    speed: float | None = None,
+    services: ScenarioServices | None = None,
+    config: str | Path | None = None,
+    narrate: Narrate | None = None,
+    progress: Callable[[ScenarioResult], None] | None = None,
+) -> RunReport:
     """Load and play scenarios one after another; every one gets a clean world.
 
     ``paths`` may mix files and already loaded scenarios (a file that does not load
@@ -502,4 +570,3 @@ async def run_scenarios(paths: Sequence[str | Path | Scenario], *, speed: float 
             if progress is not None:
                 progress(result)
     return RunReport(results)
-

@@ -85,7 +85,7 @@ class Window:
 
 
 ANY_TIME = Window(0.0, math.inf, "any time")
-_WINDOW_HINT = ("a window like '90s ± 30s', 'within 2m', '60s..2m', 'after 5m' or 'at 90s'")
+_WINDOW_HINT = "a window like '90s ± 30s', 'within 2m', '60s..2m', 'after 5m' or 'at 90s'"
 
 
 def parse_window(value: object) -> Window:

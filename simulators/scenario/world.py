@@ -80,8 +80,9 @@ class _Builder:
             doc = msgspec.to_builtins(r)
             doc.pop("answers")
             responders.append({k: v for k, v in doc.items() if v is not None})
-            self.people.append(Person(f"responder:{r.id}", r.name, r.phone, r.role,
-                                      _answer(r.answers, where, self.loc)))
+            self.people.append(
+                Person(f"responder:{r.id}", r.name, r.phone, r.role, _answer(r.answers, where, self.loc))
+            )
         try:
             registry = registry_from_dicts(self.docs, responders)
             check_roster(registry, require_hotline=False)
@@ -91,7 +92,7 @@ class _Builder:
 
     def _phone(self, phone: str, where: Path) -> None:
         if not _E164.fullmatch(phone):
-            raise self.loc.error(where, f"{phone!r} is not an E.164 phone number (e.g. \"+8613800138000\", quoted)")
+            raise self.loc.error(where, f'{phone!r} is not an E.164 phone number (e.g. "+8613800138000", quoted)')
 
     def _registry_error(self, text: str) -> ScenarioError:
         """Point a registry complaint ("... - at `$.elders[3].contacts[0].phone`" or
@@ -108,8 +109,9 @@ class _Builder:
         match = re.search(r"elder (\S+?)[:,]", text)
         if match and match.group(1) in self.elders:
             ids = [e.id for e in self.world.elders]
-            where: Path = ("world", "elders", ids.index(match.group(1))) if match.group(1) in ids else (
-                "world", "generate")
+            where: Path = (
+                ("world", "elders", ids.index(match.group(1))) if match.group(1) in ids else ("world", "generate")
+            )
             return self.loc.error(where, text)
         return self.loc.error(("world",), text)
 
@@ -120,27 +122,49 @@ class _Builder:
         for i, c in enumerate(elder.contacts):
             contact = self._contact(c, n, (*where, "contacts", i))
             contacts.append(contact)
-            self.people.append(Person(f"contact:{elder.id}:{contact['phone']}", contact["name"],
-                                      contact["phone"], "family",
-                                      _answer(c.answers, (*where, "contacts", i), self.loc), elder.id))
+            self.people.append(
+                Person(
+                    f"contact:{elder.id}:{contact['phone']}",
+                    contact["name"],
+                    contact["phone"],
+                    "family",
+                    _answer(c.answers, (*where, "contacts", i), self.loc),
+                    elder.id,
+                )
+            )
         name = elder.name or _chinese_name(len(self.elders))
         self.elders[elder.id] = Elder(elder.id, name, home[0], home[1], tuple(devices))
-        self.docs.append({
-            "id": elder.id, "name": name, "community": elder.community, "grid": elder.grid,
-            "address": elder.address or f"幸福路{100 + len(self.docs)}号", "lives_alone": elder.lives_alone,
-            "conditions": list(elder.profile), "home": {"lat": home[0], "lon": home[1]},
-            "thresholds": dict(elder.thresholds), "fences": fences, "language": elder.language,
-            "devices": [{"id": d.id, "type": d.type, "reporting_interval_s": int(d.interval_s)} for d in devices],
-            "contacts": contacts,
-        })
+        self.docs.append(
+            {
+                "id": elder.id,
+                "name": name,
+                "community": elder.community,
+                "grid": elder.grid,
+                "address": elder.address or f"幸福路{100 + len(self.docs)}号",
+                "lives_alone": elder.lives_alone,
+                "conditions": list(elder.profile),
+                "home": {"lat": home[0], "lon": home[1]},
+                "thresholds": dict(elder.thresholds),
+                "fences": fences,
+                "language": elder.language,
+                "devices": [{"id": d.id, "type": d.type, "reporting_interval_s": int(d.interval_s)} for d in devices],
+                "contacts": contacts,
+            }
+        )
 
     def _contact(self, c: ContactIn, n: int | None, where: Path) -> dict[str, Any]:
         name, phone = c.name, c.phone
         if n is not None:
             name, phone = _fill(name, n, (*where, "name"), self.loc), _fill(phone, n, (*where, "phone"), self.loc)
         self._phone(phone, (*where, "phone"))
-        return {"name": name, "phone": phone, "relation": c.relation, "language": c.language,
-                "priority": c.priority, "channels": list(c.channels)}
+        return {
+            "name": name,
+            "phone": phone,
+            "relation": c.relation,
+            "language": c.language,
+            "priority": c.priority,
+            "channels": list(c.channels),
+        }
 
     def _devices(self, elder_id: str, specs: list[Any], where: Path) -> list[Device]:
         out: list[Device] = []
@@ -187,12 +211,18 @@ class _Builder:
             angle = rnd.uniform(0, 2 * math.pi)
             home = offset(*self.centre, radius * math.cos(angle), radius * math.sin(angle))
             spec = ElderIn(
-                id=elder_id, name=_fill(gen.name, n, (*where, "name"), self.loc) if gen.name else None,
+                id=elder_id,
+                name=_fill(gen.name, n, (*where, "name"), self.loc) if gen.name else None,
                 community=gen.community,
-                grid=f"{gen.grid}{(n - 1) % gen.grids + 1}" if gen.grids else _fill(gen.grid, n, (*where, "grid"),
-                                                                                   self.loc),
-                profile=gen.profile, lives_alone=gen.lives_alone, fences=gen.fences, devices=gen.devices,
-                contacts=gen.contacts)
+                grid=f"{gen.grid}{(n - 1) % gen.grids + 1}"
+                if gen.grids
+                else _fill(gen.grid, n, (*where, "grid"), self.loc),
+                profile=gen.profile,
+                lives_alone=gen.lives_alone,
+                fences=gen.fences,
+                devices=gen.devices,
+                contacts=gen.contacts,
+            )
             self._elder(spec, home, where, n)
 
 
