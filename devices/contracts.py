@@ -13,8 +13,9 @@ of 25 bpm is an emergency to detect, not bad input, whereas 400 bpm is a sensor 
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -158,6 +159,22 @@ def ts_to_ms(ts: int | datetime | None, default: int = 0) -> int:
 
 def json_schema(device_type: str, channel: str) -> dict[str, object]:
     """The JSON Schema a vendor validates their payloads against."""
-    schema = msgspec.json.schema(CONTRACTS[(device_type, channel)])
+    schema = _clean_descriptions(msgspec.json.schema(CONTRACTS[(device_type, channel)]))
     schema["$comment"] = f"topic: {topic_for(device_type, '{device_id}', channel)}"
     return schema
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Dedent every ``description`` taken from a docstring.
+
+    msgspec releases differ on whether they clean docstrings (0.23 keeps the indentation of
+    continuation lines), and the vendor's schema files must not change with the library.
+    """
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _clean_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
