@@ -237,7 +237,7 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 def main() -> int:
     from gateway.cli import _setup_logging
-    from gateway.service import conninfo
+    from gateway.settings import conninfo
 
     line = sys.stdin.buffer.readline()
     if not line:

@@ -47,13 +47,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from gateway.service import _with_password, conninfo, storage_policy
+    from gateway.settings import conninfo, dsn_with_password, storage_policy
     from gateway.storage.schema import upgrade
 
     config = _config(args)
     _setup_logging(config.logging.level)
     dsn, kwargs = conninfo(config)
-    applied = upgrade(_with_password(dsn, kwargs), storage_policy(config))
+    applied = upgrade(dsn_with_password(dsn, kwargs), storage_policy(config))
     print(f"schema up to date; applied migrations: {applied or 'none'}")
     return 0
 
@@ -129,7 +129,7 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
 
     from gateway.detect.registry import RegistryError, load_registry
     from gateway.detect.registry_db import import_registry
-    from gateway.service import _with_password, conninfo, storage_policy
+    from gateway.settings import conninfo, dsn_with_password, storage_policy
     from gateway.storage.schema import upgrade
 
     config = _config(args)
@@ -144,8 +144,8 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
     if registry.elders and not any(r.role == "hotline" for r in registry.responders):
         print("warning: no hotline responder; alerts nobody takes have no last tier to reach", file=sys.stderr)
     dsn, kwargs = conninfo(config)
-    upgrade(_with_password(dsn, kwargs), storage_policy(config))
-    with psycopg.connect(_with_password(dsn, kwargs)) as conn:
+    upgrade(dsn_with_password(dsn, kwargs), storage_policy(config))
+    with psycopg.connect(dsn_with_password(dsn, kwargs)) as conn:
         n = import_registry(conn, registry)
     devices = sum(len(e.devices) for e in registry.elders)
     fences = sum(len(e.fences) for e in registry.elders)
@@ -162,14 +162,14 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
     from psycopg_pool import AsyncConnectionPool
 
     from gateway.detect.registry_db import load_registry_from_db
-    from gateway.service import _with_password, conninfo
+    from gateway.settings import conninfo, dsn_with_password
     from rules.engine import AlertEngine, Downlink
     from rules.store import AlertRow
     from simulators.bulk_publisher import publish_all
 
     config = _config(args)
     dsn, kwargs = conninfo(config)
-    dsn = _with_password(dsn, kwargs)
+    dsn = dsn_with_password(dsn, kwargs)
     with psycopg.connect(dsn) as conn:
         registry = load_registry_from_db(conn)
 
@@ -216,12 +216,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return _engine_call(args, args.alerts_command)
     import psycopg
 
-    from gateway.service import _with_password, conninfo
+    from gateway.settings import conninfo, dsn_with_password
 
     config = _config(args)
     dsn, kwargs = conninfo(config)
     where = "WHERE a.state <> 'resolved'" if not args.all else ""
-    with psycopg.connect(_with_password(dsn, kwargs)) as conn:
+    with psycopg.connect(dsn_with_password(dsn, kwargs)) as conn:
         conn.execute("SELECT set_config('TimeZone', %s, false)", (config.escalation.timezone,))
         rows = conn.execute(
             "SELECT a.code, to_char(a.opened_at, 'MM-DD HH24:MI:SS'), a.severity, a.kind, a.state, "
@@ -248,13 +248,13 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_report_responses(args: argparse.Namespace) -> int:
     import psycopg
 
-    from gateway.service import _with_password, conninfo
+    from gateway.settings import conninfo, dsn_with_password
     from rules.report import render, responses
 
     config = _config(args)
     dsn, kwargs = conninfo(config)
     try:
-        with psycopg.connect(_with_password(dsn, kwargs)) as conn:
+        with psycopg.connect(dsn_with_password(dsn, kwargs)) as conn:
             rows = responses(conn, args.month, config.escalation.timezone)
     except ValueError as error:
         print(str(error), file=sys.stderr)

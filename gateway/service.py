@@ -21,18 +21,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.cluster import Cluster
-from gateway.config import GatewayConfig, database_password, mqtt_password
+from gateway.config import GatewayConfig, mqtt_password
 from gateway.detect.detection import Detection
 from gateway.detect.engine import DetectorSet
-from gateway.detect.index import DetectSettings
-from gateway.detect.registry import RegistryFile, load_registry, parse_window
+from gateway.detect.registry import RegistryFile, load_registry
 from gateway.detect.registry_db import import_registry, load_registry_from_db
 from gateway.error_text import first_line
 from gateway.gc_tuning import freeze_long_lived
@@ -46,7 +44,8 @@ from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
 from gateway.registry_watch import watch_registry
 from gateway.responder import Responder
-from gateway.storage.schema import StoragePolicy, maintain_partitions, upgrade
+from gateway.settings import conninfo, detect_settings, dsn_with_password, storage_policy
+from gateway.storage.schema import maintain_partitions, upgrade
 from gateway.storage.spool import DiskSpool
 from gateway.storage.writer import StorageRejected, StorageUnavailable, TelemetryWriter
 from rules.engine import AlertEngine
@@ -74,51 +73,6 @@ class IngestStats:
     writes: int = 0
     write_ms_total: float = 0.0
     write_ms_buckets: dict[int, int] = field(default_factory=dict)
-
-
-def detect_settings(config: GatewayConfig, now: datetime | None = None) -> DetectSettings:
-    d = config.detect
-    offset = (now or datetime.now(UTC)).astimezone(ZoneInfo(d.timezone)).utcoffset()
-    return DetectSettings(
-        timezone_offset_min=int(offset.total_seconds() // 60) if offset else 0,
-        persistence_readings=d.persistence_readings,
-        persistence_span_s=d.persistence_span_s,
-        clear_readings=d.clear_readings,
-        fence_margin_m=d.fence_margin_m,
-        fence_dwell_readings=d.fence_dwell_readings,
-        fence_dwell_s=d.fence_dwell_s,
-        fence_reentry_readings=d.fence_reentry_readings,
-        fence_clear_accuracy_m=d.fence_clear_accuracy_m,
-        gps_max_accuracy_m=d.gps_max_accuracy_m,
-        night_window=parse_window(d.night),
-        day_window=parse_window(d.day),
-        sos_cancel_grace_s=d.sos_cancel_grace_s,
-        fall_confirm_s=d.fall_confirm_s,
-        fall_movement_steps=d.fall_movement_steps,
-        battery_warning_pct=d.battery_warning_pct,
-        battery_critical_pct=d.battery_critical_pct,
-        battery_clear_pct=d.battery_clear_pct,
-        not_worn_readings=d.not_worn_readings,
-        silent_factor=d.silent_factor,
-        inactivity_hours=d.inactivity_hours,
-    )
-
-
-def storage_policy(config: GatewayConfig) -> StoragePolicy:
-    return StoragePolicy(
-        past_days=config.ingest.max_past_s // 86_400 + 1,
-        ahead_days=config.storage.partition_ahead_days,
-        retention_days=config.storage.retention_days,
-        compress_after_days=config.storage.compress_after_days,
-    )
-
-
-def conninfo(config: GatewayConfig) -> tuple[str, dict[str, object]]:
-    kwargs: dict[str, object] = {"connect_timeout": max(1, int(config.database.connect_timeout_s))}
-    password = database_password(config)
-    if password:
-        kwargs["password"] = password
-    return config.database.dsn, kwargs
 
 
 class Gateway:
@@ -295,7 +249,7 @@ class Gateway:
         """Migrate at start-up; if the database is down, start anyway and spool."""
 
         def work() -> None:
-            upgrade(_with_password(dsn, kwargs), self.policy)
+            upgrade(dsn_with_password(dsn, kwargs), self.policy)
 
         try:
             await asyncio.to_thread(work)
@@ -613,10 +567,3 @@ class Gateway:
                 s.spooled_messages,
                 s.replayed_messages,
             )
-
-
-def _with_password(dsn: str, kwargs: dict[str, object]) -> str:
-    from psycopg.conninfo import make_conninfo
-
-    extra = {k: v for k, v in kwargs.items() if k in ("password", "connect_timeout")}
-    return make_conninfo(dsn, **extra)  # type: ignore[arg-type]

@@ -72,12 +72,12 @@ def cmd_users(args: argparse.Namespace) -> int:
     import psycopg
 
     from gateway.cli import _config
-    from gateway.service import _with_password, conninfo, storage_policy
+    from gateway.settings import conninfo, dsn_with_password, storage_policy
     from gateway.storage.schema import upgrade
 
     config = _config(args)
     dsn, kwargs = conninfo(config)
-    dsn = _with_password(dsn, kwargs)
+    dsn = dsn_with_password(dsn, kwargs)
     upgrade(dsn, storage_policy(config))
     try:
         with psycopg.connect(dsn) as conn:

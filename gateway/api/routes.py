@@ -273,7 +273,7 @@ def api_context(
 def api_routes(gateway: Gateway) -> list[BaseRoute]:
     """The console API and page, served by the running gateway."""
     from gateway.console import console_routes
-    from gateway.service import conninfo
+    from gateway.settings import conninfo
 
     dsn, kwargs = conninfo(gateway.config)
     config = gateway.config
