@@ -159,7 +159,7 @@ def ts_to_ms(ts: int | datetime | None, default: int = 0) -> int:
 
 def json_schema(device_type: str, channel: str) -> dict[str, object]:
     """The JSON Schema a vendor validates their payloads against."""
-    schema = _clean_descriptions(msgspec.json.schema(CONTRACTS[(device_type, channel)]))
+    schema: dict[str, object] = _clean_descriptions(msgspec.json.schema(CONTRACTS[(device_type, channel)]))
     schema["$comment"] = f"topic: {topic_for(device_type, '{device_id}', channel)}"
     return schema
 

@@ -97,8 +97,8 @@ async def list_elders(call: Call) -> ElderList:
             grid=g or None,
             home=Position(lat=lat, lon=lon) if lat is not None and lon is not None else None,
             open_alerts=int(count),
-            worst_severity=_RANK_SEVERITY.get(rank),
-        )  # type: ignore[arg-type]
+            worst_severity=_RANK_SEVERITY.get(rank),  # type: ignore[arg-type]
+        )
         for i, n, c, g, lat, lon, count, rank in rows
     ]
     return ElderList(elders=elders, total=int(total[0]) if total else 0)

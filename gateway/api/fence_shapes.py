@@ -18,7 +18,7 @@ from shapely.geometry import Polygon
 
 from gateway.api.schemas import Fence, FenceInput, FenceProperties, PointGeometry
 from gateway.detect.geo import metres_per_degree, polygon_problem
-from gateway.detect.registry import FenceSpec, RegistryError, parse_window
+from gateway.domain.registry import FenceSpec, RegistryError, parse_window
 
 MIN_ACROSS_M = 20.0
 MAX_ACROSS_M = 20_000.0
@@ -122,8 +122,8 @@ def feature_from_spec(elder_id: str, spec: dict[str, Any]) -> Fence:
         geometry=geometry,
         properties=FenceProperties(
             name=str(spec.get("name") or spec["id"]),
-            kind=kind,
-            elder_id=elder_id,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
+            elder_id=elder_id,
             active_hours=spec.get("active"),
             margin_m=spec.get("margin_m"),
             severity=spec.get("severity"),

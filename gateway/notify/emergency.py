@@ -15,8 +15,8 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from gateway.detect.detection import Detection
-from gateway.detect.registry import ElderSpec, RegistryFile
+from gateway.domain.detection import Detection
+from gateway.domain.registry import ElderSpec, RegistryFile
 from gateway.notify.base import Notifier, NotifyError, Outbound, redact_phone
 from gateway.notify.templates import MessageContext, render_sms, render_voice_twiml
 from rules.lifecycle import alert_kind
@@ -74,8 +74,8 @@ class EmergencyPager:
                 for person in resolve_role(role, elder, self.registry, at, tz=self.escalation.zone):
                     china = person.phone.startswith("+86")
                     ctx = MessageContext(
-                        **ctx_base,
-                        role=person.role,  # type: ignore[arg-type]
+                        **ctx_base,  # type: ignore[arg-type]
+                        role=person.role,
                         recipient_language=person.language,
                     )
                     for channel in [c for c in channels if c in person.channels] or list(person.channels[:1]):
