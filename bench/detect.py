@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gateway.detect.engine import DetectorSet  # noqa: E402
-from gateway.detect.registry import registry_from_dicts  # noqa: E402
+from gateway.domain.registry import registry_from_dicts  # noqa: E402
 from gateway.pipeline.batch import RawBatch  # noqa: E402
 from gateway.pipeline.decode import BatchDecoder  # noqa: E402
 

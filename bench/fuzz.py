@@ -50,7 +50,7 @@ INSTRUMENT = {
     "mqtt": ["gateway.ingest.mqtt_wire"],
     "webhooks": ["gateway.notify.webhooks", "starlette.formparsers", "multipart", "twilio.request_validator"],
     "config": ["gateway.config", "rules.policy", "yaml"],
-    "registry": ["gateway.detect.registry", "gateway.detect.geo", "rules.model", "yaml"],
+    "registry": ["gateway.domain.registry", "gateway.detect.geo", "gateway.domain.people", "yaml"],
 }
 DICTIONARY = {
     "payload": [

@@ -32,7 +32,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.config import GatewayConfig, mqtt_password
-from gateway.detect.registry import RegistryFile, load_registry
+from gateway.domain.registry import RegistryFile, load_registry
+from gateway.domain.registry_watch import registry_from_db, watch_registry
 from gateway.error_text import first_line
 from gateway.gc_tuning import freeze_long_lived
 from gateway.ingest.batcher import wall_clock_ms
@@ -40,7 +41,6 @@ from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
 from gateway.paging import PagingLoops
-from gateway.registry_watch import registry_from_db, watch_registry
 from gateway.storage.schema import DETECTIONS_CHANNEL
 from rules.engine import AlertEngine, Downlink
 

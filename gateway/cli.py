@@ -127,8 +127,8 @@ def _check_live(args: argparse.Namespace) -> int:
 def cmd_registry_import(args: argparse.Namespace) -> int:
     import psycopg
 
-    from gateway.detect.registry import RegistryError, load_registry
-    from gateway.detect.registry_db import import_registry
+    from gateway.domain.registry import RegistryError, load_registry
+    from gateway.domain.registry_db import import_registry
     from gateway.settings import conninfo, dsn_with_password, storage_policy
     from gateway.storage.schema import upgrade
 
@@ -161,7 +161,7 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
-    from gateway.detect.registry_db import load_registry_from_db
+    from gateway.domain.registry_db import load_registry_from_db
     from gateway.settings import conninfo, dsn_with_password
     from rules.engine import AlertEngine, Downlink
     from rules.store import AlertRow

@@ -59,8 +59,8 @@ from numpy.typing import NDArray
 from psycopg import sql
 
 from gateway.config import ConfigError
-from gateway.detect.detection import DEVICE_SILENT, Detection
 from gateway.detect.engine import DetectorSet
+from gateway.domain.detection import DEVICE_SILENT, Detection
 from gateway.error_text import first_line
 from gateway.ingest.batcher import MicroBatcher
 from gateway.ingest.mqtt_client import IngestConnection, MqttConnectError, MqttIngestClient

@@ -28,10 +28,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.cluster import Cluster
 from gateway.config import GatewayConfig, mqtt_password
-from gateway.detect.detection import Detection
 from gateway.detect.engine import DetectorSet
-from gateway.detect.registry import RegistryFile, load_registry
-from gateway.detect.registry_db import import_registry, load_registry_from_db
+from gateway.domain.detection import Detection
+from gateway.domain.registry import RegistryFile, load_registry
+from gateway.domain.registry_db import import_registry, load_registry_from_db
+from gateway.domain.registry_watch import watch_registry
 from gateway.error_text import first_line
 from gateway.gc_tuning import freeze_long_lived
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
@@ -42,7 +43,6 @@ from gateway.notify.outbox import OutboxSender
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
-from gateway.registry_watch import watch_registry
 from gateway.responder import Responder
 from gateway.settings import conninfo, detect_settings, dsn_with_password, storage_policy
 from gateway.storage.schema import maintain_partitions, upgrade

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.config import GatewayConfig, database_password
 from gateway.detect.index import DetectSettings
-from gateway.detect.registry import parse_window
+from gateway.domain.registry import parse_window
 from gateway.storage.schema import StoragePolicy
 
 

@@ -26,8 +26,9 @@ from zoneinfo import ZoneInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.detect.detection import CANCEL_LATE, CMD_RECEIVED, SEVERITY_LEVEL, Detection
-from gateway.detect.registry import ElderSpec, RegistryFile
+from gateway.domain.detection import CANCEL_LATE, CMD_RECEIVED, SEVERITY_LEVEL, Detection
+from gateway.domain.people import Channel
+from gateway.domain.registry import ElderSpec, RegistryFile
 from rules import actions, store
 from rules.actions import AlertError
 from rules.escalation import AlertView, Done, Fire, TierFiring, Wait, next_step, quiet_until
@@ -46,7 +47,6 @@ from rules.lifecycle import (
     on_detection,
     retracted_kind,
 )
-from rules.model import Channel
 from rules.policy import EscalationConfig, PolicySpec, select_policy
 from rules.roster import Recipient, resolve_role
 from rules.store import AlertRow, Conn

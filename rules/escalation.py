@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypeAlias
 
-from gateway.detect.detection import Severity
+from gateway.domain.detection import Severity
 from rules.policy import EscalationConfig, PolicySpec
 from rules.roster import in_window, next_window_end
 

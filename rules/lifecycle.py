@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.detect.detection import (
+from gateway.domain.detection import (
     CALL,
     CANCEL,
     CANCEL_LATE,

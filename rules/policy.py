@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from gateway.detect.detection import (
+from gateway.domain.detection import (
     CALL,
     CANCEL,
     CANCEL_LATE,
@@ -39,8 +39,8 @@ from gateway.detect.detection import (
     SPO2_LOW,
     Severity,
 )
-from gateway.detect.registry import RegistryError, parse_window
-from rules.model import ROLES, Channel
+from gateway.domain.people import ROLES, Channel
+from gateway.domain.registry import RegistryError, parse_window
 
 ANY_KIND = "*"
 KNOWN_KINDS: frozenset[str] = frozenset(

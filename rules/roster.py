@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import msgspec
 from msgspec import Meta
 
-from gateway.detect.registry import ElderSpec, Point, RegistryError, RegistryFile, parse_window
-from rules.model import ROLES, Channel, GeoPoint, Responder, Role, RosterOverride
+from gateway.domain.people import ROLES, Channel, GeoPoint, Responder, Role, RosterOverride
+from gateway.domain.registry import ElderSpec, Point, RegistryError, RegistryFile, parse_window
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from gateway.detect.detection import Severity
+from gateway.domain.detection import Severity
 
 Conn = AsyncConnection[Any]
 

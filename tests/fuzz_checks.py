@@ -26,7 +26,7 @@ from twilio.request_validator import RequestValidator
 from devices.codec import Rejected, Route, check_record, decode_payload, route_topic
 from devices.contracts import CONTRACTS, MAX_EPOCH_MS, Payload, ts_to_ms
 from gateway.config import ConfigError, load_config
-from gateway.detect.registry import RegistryError, load_registry, registry_from_dicts
+from gateway.domain.registry import RegistryError, load_registry, registry_from_dicts
 from gateway.ingest.mqtt_wire import ControlPacket, InboundPublishes, MqttProtocolError, parse_stream
 from gateway.notify.webhooks import TwilioWebhooks, webhook_app
 from gateway.pipeline.batch import DecodedBatch, RawBatch

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from gateway.alert_worker import AlertWorker
-from gateway.detect.registry import load_registry
-from gateway.detect.registry_db import import_registry
+from gateway.domain.registry import load_registry
+from gateway.domain.registry_db import import_registry
 from gateway.local_services import free_port
 from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
 from gateway.storage.schema import upgrade

@@ -13,7 +13,7 @@ import pytest
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.detect.registry import RegistryFile, registry_from_dicts
+from gateway.domain.registry import RegistryFile, registry_from_dicts
 from gateway.storage.schema import upgrade
 from rules.engine import AlertEngine, Downlink
 from rules.policy import load_escalation

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from gateway.detect.engine import DetectorSet
-from gateway.detect.registry_db import load_registry_from_db
+from gateway.domain.registry_db import load_registry_from_db
 from tests.test_api_helpers import SQUARE, ApiHarness, add_users, login, rows, seed_registry
 
 

@@ -26,8 +26,8 @@ from starlette.applications import Starlette
 from gateway.api.auth import hash_password
 from gateway.api.routes import api_context, build_routes
 from gateway.api.settings import ApiConfig
-from gateway.detect.registry import registry_from_dicts
-from gateway.detect.registry_db import import_registry, load_registry_from_db
+from gateway.domain.registry import registry_from_dicts
+from gateway.domain.registry_db import import_registry, load_registry_from_db
 from gateway.storage.schema import upgrade
 from rules.engine import AlertEngine
 from rules.policy import EscalationConfig

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway.detect.detection import Detection
 from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
-from gateway.detect.registry import registry_from_dicts
+from gateway.domain.detection import Detection
+from gateway.domain.registry import registry_from_dicts
 from gateway.pipeline.batch import RawBatch
 from gateway.pipeline.decode import BatchDecoder
 
@@ -384,6 +384,6 @@ def test_an_unregistered_device_is_still_watched_with_default_thresholds() -> No
 def test_a_timer_tick_before_any_device_is_known_finds_nothing() -> None:
     """A gateway with an empty registry ticks before the first message arrives."""
     from gateway.detect.engine import DetectorSet
-    from gateway.detect.registry import RegistryFile
+    from gateway.domain.registry import RegistryFile
 
     assert DetectorSet(RegistryFile()).tick(1_700_000_000_000) == []

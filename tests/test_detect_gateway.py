@@ -10,7 +10,7 @@ import psycopg
 import yaml
 from psycopg.types.json import Jsonb
 
-from gateway.detect.registry_db import load_registry_from_db
+from gateway.domain.registry_db import load_registry_from_db
 from gateway.local_services import LocalPostgres
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 

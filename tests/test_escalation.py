@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.detect.detection import Severity
+from gateway.domain.detection import Severity
 from rules.escalation import (
     AlertState,
     AlertView,

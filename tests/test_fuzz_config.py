@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import ConfigError, load_config
-from gateway.detect.registry import RegistryError, load_registry
+from gateway.domain.registry import RegistryError, load_registry
 from tests.fuzz_checks import check_config, check_registry
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.detect import detection
-from gateway.detect.detection import LEVEL_SEVERITY, Severity
+from gateway.domain import detection
+from gateway.domain.detection import LEVEL_SEVERITY, Severity
 from rules.policy import (
     ALWAYS_STAFFED,
     DEFAULT_ESCALATION,

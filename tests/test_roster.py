@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.detect.registry import ElderSpec, RegistryFile, registry_from_dicts
-from rules.model import GeoPoint, Responder, RosterOverride
+from gateway.domain.people import GeoPoint, Responder, RosterOverride
+from gateway.domain.registry import ElderSpec, RegistryFile, registry_from_dicts
 from rules.roster import (
     SHANGHAI,
     RosterError,

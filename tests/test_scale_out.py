@@ -27,7 +27,7 @@ import yaml
 from gateway.cluster import Ownership, owner_of, topic_device
 from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
-from gateway.detect.registry import load_registry
+from gateway.domain.registry import load_registry
 from gateway.local_services import LocalMosquitto, LocalPostgres, free_port
 from gateway.pipeline.batch import DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder

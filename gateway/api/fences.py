@@ -18,7 +18,7 @@ from gateway.api.elders import fences_of, visible_elder
 from gateway.api.fence_shapes import FenceProblem, feature_from_spec, spec_from_feature
 from gateway.api.http import ApiError, Call, not_found
 from gateway.api.schemas import Fence, FenceCollection, FenceInput
-from gateway.detect.registry import RegistryError, registry_from_dicts
+from gateway.domain.registry import RegistryError, registry_from_dicts
 
 FENCE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from gateway.api.schemas import RowError
-from gateway.detect.registry import ElderSpec, RegistryError, RegistryFile, validate
+from gateway.domain.registry import ElderSpec, RegistryError, RegistryFile, validate
 
 MAX_ROWS = 100_000
 MAX_UNZIPPED_BYTES = 64 * 1024 * 1024  # an XLSX that inflates past this is refused (zip bomb)

@@ -22,8 +22,8 @@ from starlette.types import Message
 from gateway.api.http import ApiError, Call, read_limited
 from gateway.api.registry_sheet import SheetError, SheetResult, parse_sheet, read_table
 from gateway.api.schemas import ImportErrors, ImportQuery, ImportResult, RowError
-from gateway.detect.registry import RegistryError, registry_from_dicts
-from gateway.detect.registry_db import import_registry
+from gateway.domain.registry import RegistryError, registry_from_dicts
+from gateway.domain.registry_db import import_registry
 from rules.roster import RosterError, check_roster
 
 

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.detect.detection import Detection
 from gateway.detect.events import EventDetector, FallConfirmation
 from gateway.detect.geofence import GeofenceDetector
 from gateway.detect.health import NEVER, HealthDetector
 from gateway.detect.index import DetectSettings, DeviceIndex, all_distinct, rounds
-from gateway.detect.registry import RegistryFile
 from gateway.detect.vitals import VitalsDetector
+from gateway.domain.detection import Detection
+from gateway.domain.registry import RegistryFile
 from gateway.pipeline.batch import DecodedBatch, TableRows
 from gateway.storage.binary_copy import Column
 

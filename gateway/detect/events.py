@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.detect.detection import (
+from gateway.detect.index import DetectSettings, DeviceIndex, grow
+from gateway.domain.detection import (
     CALL,
     CANCEL,
     CANCEL_LATE,
@@ -26,7 +27,6 @@ from gateway.detect.detection import (
     SOS,
     Detection,
 )
-from gateway.detect.index import DetectSettings, DeviceIndex, grow
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.detect.detection import GEOFENCE_EXIT, LEVEL_SEVERITY, Detection
 from gateway.detect.index import DetectSettings, DeviceIndex, minute_of_day, rounds
+from gateway.domain.detection import GEOFENCE_EXIT, LEVEL_SEVERITY, Detection
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.detect.detection import (
+from gateway.detect.index import DetectSettings, DeviceIndex, grow, minute_of_day
+from gateway.domain.detection import (
     DEVICE_SILENT,
     INACTIVITY,
     LOW_BATTERY,
@@ -19,7 +20,6 @@ from gateway.detect.detection import (
     Detection,
     Severity,
 )
-from gateway.detect.index import DetectSettings, DeviceIndex, grow, minute_of_day
 
 MIN_SLOPE_SPAN_MS = 10 * 60_000
 NEVER = np.iinfo(np.int64).min

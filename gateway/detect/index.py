@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.detect.clinical import DEFAULT_RULES
 from gateway.detect.geo import FenceInput, FenceTable
-from gateway.detect.registry import ElderSpec, RegistryFile, parse_window
+from gateway.domain.clinical import DEFAULT_RULES
+from gateway.domain.registry import ElderSpec, RegistryFile, parse_window
 
 Int = NDArray[np.int64]
 A = TypeVar("A", bound=NDArray[Any])

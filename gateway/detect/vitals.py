@@ -15,9 +15,9 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.detect.clinical import CONTINUOUS_METRICS, DEFAULT_RULES, VitalRule
-from gateway.detect.detection import LEVEL_SEVERITY, Detection
 from gateway.detect.index import DetectSettings, DeviceIndex, grow
+from gateway.domain.clinical import CONTINUOUS_METRICS, DEFAULT_RULES, VitalRule
+from gateway.domain.detection import LEVEL_SEVERITY, Detection
 
 _OPS: dict[str, Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.bool_]]] = {
     "<": operator.lt,

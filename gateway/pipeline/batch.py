@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.detect.detection import Detection
+from gateway.domain.detection import Detection
 from gateway.storage.binary_copy import Column, Kind
 from gateway.storage.tables import TableSpec
 

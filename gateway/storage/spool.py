@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.detect.detection import Detection
+from gateway.domain.detection import Detection
 from gateway.pipeline.batch import RawBatch
 
 

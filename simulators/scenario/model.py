@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from gateway.detect.registry import Condition
+from gateway.domain.registry import Condition
 
 Duration = int | float | str  # "90s", "2m", "1m30s" or seconds
 DeviceType = Literal["wristband", "pager", "glucose", "bp"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.detect.registry import RegistryFile
+from gateway.domain.registry import RegistryFile
 from simulators.scenario.timespec import CountRange, Window
 
 Action = Literal["event", "reading", "walk", "accel", "get_up", "silent", "status", "press", "sms", "resolve"]

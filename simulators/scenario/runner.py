@@ -36,8 +36,8 @@ import yaml
 from psycopg import sql
 
 from gateway.config import ConfigError, load_config
-from gateway.detect.registry import RegistryFile
-from gateway.detect.registry_db import import_registry
+from gateway.domain.registry import RegistryFile
+from gateway.domain.registry_db import import_registry
 from gateway.local_services import LocalMosquitto, LocalPostgres, free_port, private_services
 from gateway.notify.base import redact_phone
 from gateway.notify.fake_twilio import FakeTwilio, running_in_thread

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from devices.contracts import DEVICE_ID_PATTERN
-from gateway.detect.registry import RegistryError, registry_from_dicts
+from gateway.domain.registry import RegistryError, registry_from_dicts
 from rules.roster import RosterError, check_roster
 from simulators.community import GIVEN, SURNAMES
 from simulators.scenario.errors import Locator, Path, ScenarioError
