@@ -41,7 +41,7 @@ lint: venv
 # the demo goes on without root: missing Mosquitto/PostgreSQL get embedded stand-ins (it says so)
 demo: venv
 	-@bash scripts/ensure-system-packages.sh
-	$(VENV)/bin/eldercare demo --duration $(DEMO_SECONDS)
+	$(VENV)/bin/eldercare-sim demo --duration $(DEMO_SECONDS)
 
 bench: system-deps venv
 	$(PY) bench/ingest.py

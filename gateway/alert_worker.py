@@ -236,14 +236,14 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 
 def main() -> int:
-    from gateway.cli import _setup_logging
+    from gateway.logging_setup import setup_logging
     from gateway.settings import conninfo
 
     line = sys.stdin.buffer.readline()
     if not line:
         return 0
     config = msgspec.json.decode(line, type=GatewayConfig)
-    _setup_logging(config.logging.level)
+    setup_logging(config.logging.level)
     dsn, kwargs = conninfo(config)
 
     async def run() -> None:

@@ -5,35 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config_or_default
+from gateway.logging_setup import setup_logging
 
-DEFAULT_CONFIG = "config.yaml"
-
-
-def _config(args: argparse.Namespace) -> GatewayConfig:
-    path = args.config
-    if path is None and Path(DEFAULT_CONFIG).exists():
-        path = DEFAULT_CONFIG
-    return load_config(path)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def config_from_args(args: argparse.Namespace) -> GatewayConfig:
+    """The ``-c`` file, else ./config.yaml when present, else defaults and the environment."""
+    return load_config_or_default(args.config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.service import Gateway
 
-    config = _config(args)
-    _setup_logging(config.logging.level)
+    config = config_from_args(args)
+    setup_logging(config.logging.level)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -50,8 +38,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from gateway.settings import conninfo, dsn_with_password, storage_policy
     from gateway.storage.schema import upgrade
 
-    config = _config(args)
-    _setup_logging(config.logging.level)
+    config = config_from_args(args)
+    setup_logging(config.logging.level)
     dsn, kwargs = conninfo(config)
     applied = upgrade(dsn_with_password(dsn, kwargs), storage_policy(config))
     print(f"schema up to date; applied migrations: {applied or 'none'}")
@@ -132,7 +120,7 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
     from gateway.settings import conninfo, dsn_with_password, storage_policy
     from gateway.storage.schema import upgrade
 
-    config = _config(args)
+    config = config_from_args(args)
     from rules.roster import RosterError, check_roster
 
     try:
@@ -162,12 +150,12 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
     from psycopg_pool import AsyncConnectionPool
 
     from gateway.domain.registry_db import load_registry_from_db
+    from gateway.ingest.publish_once import publish_once
     from gateway.settings import conninfo, dsn_with_password
     from rules.engine import AlertEngine, Downlink
     from rules.store import AlertRow
-    from simulators.bulk_publisher import publish_all
 
-    config = _config(args)
+    config = config_from_args(args)
     dsn, kwargs = conninfo(config)
     dsn = dsn_with_password(dsn, kwargs)
     with psycopg.connect(dsn) as conn:
@@ -176,10 +164,11 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
     async def downlink(command: Downlink) -> None:
         from gateway.config import mqtt_password
 
-        await publish_all(
+        await publish_once(
             config.mqtt.host,
             config.mqtt.port,
-            [(command.topic, json.dumps(command.payload, ensure_ascii=False).encode())],
+            command.topic,
+            json.dumps(command.payload, ensure_ascii=False).encode(),
             client_id=f"eldercare-cli-{os.getpid()}",
             username=config.mqtt.username,
             password=mqtt_password(config),
@@ -218,7 +207,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     from gateway.settings import conninfo, dsn_with_password
 
-    config = _config(args)
+    config = config_from_args(args)
     dsn, kwargs = conninfo(config)
     where = "WHERE a.state <> 'resolved'" if not args.all else ""
     with psycopg.connect(dsn_with_password(dsn, kwargs)) as conn:
@@ -251,7 +240,7 @@ def cmd_report_responses(args: argparse.Namespace) -> int:
     from gateway.settings import conninfo, dsn_with_password
     from rules.report import render, responses
 
-    config = _config(args)
+    config = config_from_args(args)
     dsn, kwargs = conninfo(config)
     try:
         with psycopg.connect(dsn_with_password(dsn, kwargs)) as conn:
@@ -294,12 +283,6 @@ def cmd_falls_evaluate(args: argparse.Namespace) -> int:
     return int(evaluate_main([args.file, *(["--window-s", str(args.window_s)] if args.window_s else [])]))
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from simulators.demo import main as demo_main
-
-    return demo_main(args.duration)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eldercare", description=__doc__)
     parser.add_argument("-c", "--config", help="config file (default: ./config.yaml if present)")
@@ -307,12 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the gateway")
     run.set_defaults(func=cmd_run)
-
-    demo = sub.add_parser("demo", help="run the whole product with a simulated community")
-    demo.add_argument(
-        "--duration", type=float, default=0.0, help="seconds to run (0: until the scripted scenarios are done)"
-    )
-    demo.set_defaults(func=cmd_demo)
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -400,11 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # commands that live beside the code they drive; each module keeps its heavy imports lazy
     from gateway.api.cli import register as register_users
-    from simulators.fleet_cli import register as register_simulate
-    from simulators.scenario_cli import register as register_scenario
 
-    register_scenario(sub)
-    register_simulate(sub)
     register_users(sub)
     return parser
 

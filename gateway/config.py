@@ -329,3 +329,13 @@ def database_password(config: GatewayConfig) -> str | None:
     if config.database.password_file:
         return _read_secret_file("database.password_file", config.database.password_file)
     return None
+
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def load_config_or_default(path: str | None) -> GatewayConfig:
+    """A command's ``-c`` file, else ./config.yaml when present, else defaults and the environment."""
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    return load_config(path)

@@ -1,4 +1,4 @@
-"""``eldercare demo``: the whole product on this machine, with nothing to configure.
+"""``eldercare-sim demo``: the whole product on this machine, with nothing to configure.
 
 Starts a private Mosquitto and PostgreSQL in a temporary directory, the gateway, and
 a simulated community of 50 elders whose wristbands report every few seconds. Then
@@ -253,7 +253,7 @@ async def run_demo(duration_s: float = 0.0) -> int:
         )
         mqtt_name = "private Mosquitto" if hasattr(broker, "workdir") else "the embedded broker"
         pg_name = f"PostgreSQL on 127.0.0.1:{database.port}" if database.port else "the embedded PostgreSQL"
-        print(f"eldercare demo: {mqtt_name} on 127.0.0.1:{broker.port} and {pg_name} (temporary, removed on exit)")
+        print(f"eldercare-sim demo: {mqtt_name} on 127.0.0.1:{broker.port} and {pg_name} (temporary, removed on exit)")
         print(
             f"community 幸福社区: {len(elders)} elders, "
             f"{sum(len(d['devices']) for d in registry['elders'])} devices, one home fence each\n"

@@ -1,4 +1,4 @@
-"""``eldercare simulate``: a large simulated fleet, the load generator."""
+"""``eldercare-sim simulate``: a large simulated fleet, the load generator."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add the ``simulate`` command to the ``eldercare`` parser."""
+    """Add the ``simulate`` command to the ``eldercare-sim`` parser."""
     p = sub.add_parser(
         "simulate",
         help="a large simulated fleet publishing to a broker (load generator)",

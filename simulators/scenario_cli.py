@@ -1,4 +1,4 @@
-"""``eldercare scenario run FILE...``: scripted worlds played against a live gateway.
+"""``eldercare-sim scenario run FILE...``: scripted worlds played against a live gateway.
 
 ``run`` plays each file against a fresh gateway and database with a fast clock and
 prints one row per scenario; the last line is ``scenarios passed=<n> failed=<m>`` and

@@ -125,7 +125,7 @@ def test_two_processes(broker: LocalMosquitto) -> None:
 
 def simulate(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "simulate", *args],
+        [sys.executable, "-m", "simulators.cli", "simulate", *args],
         cwd=REPO,
         text=True,
         stdout=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""Scenarios: every shipped file passes through ``eldercare scenario run``; a wrong one fails
+"""Scenarios: every shipped file passes through ``eldercare-sim scenario run``; a wrong one fails
 with a message that says what was expected and what happened; bad files are refused with
 one line naming the file, line and key."""
 
@@ -27,7 +27,7 @@ SPEED = "240"  # the clock holds while the gateway works, so windows stay exact 
 
 def eldercare(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "simulators.cli", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -71,11 +71,11 @@ def _actor() -> str:
 def cmd_users(args: argparse.Namespace) -> int:
     import psycopg
 
-    from gateway.cli import _config
+    from gateway.config import load_config_or_default
     from gateway.settings import conninfo, dsn_with_password, storage_policy
     from gateway.storage.schema import upgrade
 
-    config = _config(args)
+    config = load_config_or_default(args.config)
     dsn, kwargs = conninfo(config)
     dsn = dsn_with_password(dsn, kwargs)
     upgrade(dsn, storage_policy(config))

@@ -1,4 +1,4 @@
-"""Scripted worlds played against a live gateway with a fast clock (``eldercare scenario run``).
+"""Scripted worlds played against a live gateway with a fast clock (``eldercare-sim scenario run``).
 
 The format is documented in ``docs/scenarios.md``. Python API::
 
