@@ -116,13 +116,12 @@ _scalars = st.one_of(
         ]
     ),
 )
-_values = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.one_of(st.text(max_size=12), st.integers()), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    keys = st.one_of(st.text(max_size=12), st.integers())
+    return st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3))
+
+
+_values = st.recursive(_scalars, _containers, max_leaves=10)
 
 
 def _dump(value: Any) -> bytes:

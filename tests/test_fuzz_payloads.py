@@ -184,11 +184,11 @@ _json_scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(st.characters(exclude_categories=("Cs",)), max_size=80),
 )
-_json = st.recursive(
-    _json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=12,
-)
+def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4))
+
+
+_json = st.recursive(_json_scalars, _json_containers, max_leaves=12)
 _nasty = st.one_of(_json, st.sampled_from(_RAW_TOKENS).map(msgspec.Raw))
 
 
