@@ -12,6 +12,7 @@ from pathlib import Path
 from gateway.config import ConfigError, GatewayConfig, load_config_or_default
 from gateway.logging_setup import setup_logging
 
+
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """The ``-c`` file, else ./config.yaml when present, else defaults and the environment."""
     return load_config_or_default(args.config)

@@ -73,7 +73,7 @@ from gateway.storage.binary_copy import Column
 from gateway.storage.writer import StorageRejected, StorageUnavailable, TelemetryWriter
 
 if TYPE_CHECKING:
-    from gateway.service import Gateway
+    from gateway.host import ClusterHost
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class ClusterStats:
 class Cluster:
     """This instance's part in the cluster: heartbeat, ownership, detect stream, replay, takeover."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: ClusterHost) -> None:
         config = gateway.config
         c, m = config.cluster, config.mqtt
         if not m.share_group:
@@ -246,7 +246,7 @@ class Cluster:
         self.batcher.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                await gw._drain(timeout_s)
+                await gw.drain(timeout_s)
                 await self.detect_urgent_queue.join()
                 await self.detect_queue.join()
                 await self.store_queue.join()
@@ -328,7 +328,7 @@ class Cluster:
         if not detections:
             self._ack(raw.ack_token, mine)
             return
-        gw._detected(detections)
+        gw.detected(detections)
         ack = RawBatch([], [], mine, [], raw.received_ms, raw.ack_token)
         await self.store_queue.put(
             (ack, DecodedBatch(received_ms=raw.received_ms, detections=sorted(detections, key=_insert_order)))
@@ -414,29 +414,14 @@ class Cluster:
 
     async def _store(self, writer: TelemetryWriter, ack: RawBatch, decoded: DecodedBatch) -> None:
         """Detections, then the ack; while the database is away, the spool (and pages from memory)."""
-        gw = self.gateway
-        if gw.spool.is_empty():
-            try:
-                await writer.write(decoded, idempotent=True)
-            except StorageUnavailable as error:
-                gw._database_down(error)
-            except StorageRejected as error:  # a bug, not an outage: spooling would only repeat it
-                log.error(
-                    "database rejected %d detections (paging critical ones from memory): %s",
-                    len(decoded.detections),
-                    error,
-                )
-                self._ack(ack.ack_token, ack.packet_ids)
-                gw._page_without_database(decoded.detections)
-                return
-            else:
-                gw._database_back()
-                self._ack(ack.ack_token, ack.packet_ids)
-                gw._wake_alerts()
-                return
-        await gw._spool_append(RawBatch([], [], [], [], decoded.received_ms), decoded.detections)
-        self._ack(ack.ack_token, ack.packet_ids)
-        gw._page_without_database(decoded.detections)
+        await self.gateway.durable.store(
+            writer,
+            ack,
+            decoded,
+            idempotent=True,
+            detections_only=True,
+            ack=lambda batch: self._ack(batch.ack_token, batch.packet_ids),
+        )
 
     # -- membership --------------------------------------------------------------------------------------
 
@@ -681,7 +666,7 @@ class Cluster:
         detectors.mark_silent([d for d, at in silent.items() if at > last.get(d.encode(), NEVER)])
         if found:
             await writer.write(DecodedBatch(detections=sorted(found, key=_insert_order)), idempotent=True)
-            self.gateway._wake_alerts()
+            self.gateway.wake_alerts()
         self._watermarks.update(marks)
         self._replayed_events |= replayed_events
         self._watermarks_until = asyncio.get_running_loop().time() + WATERMARK_S

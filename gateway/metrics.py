@@ -15,7 +15,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from gateway.service import Gateway
+    from psycopg_pool import AsyncConnectionPool
+
+    from gateway.alert_worker import AlertWorkerProcess
+    from gateway.host import IngestStatus
 
 BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000)
 WRITE_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 250, 1000)
@@ -46,8 +49,11 @@ def bucket_of(value: float, buckets: tuple[int, ...]) -> int:
 
 
 class GatewayCollector(Collector):
-    def __init__(self, gateway: Gateway, db: dict[str, list[tuple[Any, ...]]]) -> None:
+    def __init__(
+        self, gateway: IngestStatus, worker: AlertWorkerProcess | None, db: dict[str, list[tuple[Any, ...]]]
+    ) -> None:
         self.gateway = gateway
+        self.worker = worker
         self.db = db
 
     def collect(self) -> Iterator[Metric]:
@@ -98,7 +104,7 @@ class GatewayCollector(Collector):
             value=1 if gw.mqtt.connected.is_set() else 0,
         )
         yield GaugeMetricFamily("eldercare_database_up", "1 when PostgreSQL answers", value=1 if gw.database_up else 0)
-        worker = gw.responder.worker if gw.responder is not None else None
+        worker = self.worker
         if worker is not None:
             yield GaugeMetricFamily(
                 "eldercare_alert_worker_up", "1 when the alert worker process runs", value=1 if worker.running else 0
@@ -122,9 +128,8 @@ class GatewayCollector(Collector):
         yield notes
 
 
-async def render(gateway: Gateway) -> bytes:
+async def render(gateway: IngestStatus, pool: AsyncConnectionPool | None, worker: AlertWorkerProcess | None) -> bytes:
     db: dict[str, list[tuple[Any, ...]]] = {}
-    pool = getattr(gateway, "_pool", None)
     if pool is not None and gateway.database_up:
         try:
             async with pool.connection(timeout=2) as conn:
@@ -134,5 +139,5 @@ async def render(gateway: Gateway) -> bytes:
         except Exception:  # metrics must answer even while the database is away
             db = {}
     registry = CollectorRegistry()
-    registry.register(GatewayCollector(gateway, db))
+    registry.register(GatewayCollector(gateway, worker, db))
     return generate_latest(registry)

@@ -14,10 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import psycopg
 import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.alert_side import AlertSide
 from gateway.cluster import Cluster
 from gateway.config import GatewayConfig, mqtt_password
 from gateway.detect.engine import DetectorSet
@@ -43,36 +41,16 @@ from gateway.notify.outbox import OutboxSender
 from gateway.pipeline.batch import DeadLetter, DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
-from gateway.responder import Responder
+from gateway.pipeline.stats import IngestStats
 from gateway.settings import conninfo, detect_settings, dsn_with_password, storage_policy
+from gateway.storage.durable import DurableStore, StoreHooks
 from gateway.storage.schema import maintain_partitions, upgrade
 from gateway.storage.spool import DiskSpool
-from gateway.storage.writer import StorageRejected, StorageUnavailable, TelemetryWriter
+from gateway.storage.writer import TelemetryWriter
 from rules.engine import AlertEngine
 from rules.roster import check_roster
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class IngestStats:
-    """Counters for logs and metrics (no device ids, no values)."""
-
-    received: int = 0
-    batches: int = 0
-    rows_stored: int = 0
-    dead_letters: int = 0
-    spooled_messages: int = 0
-    replayed_messages: int = 0
-    acked: int = 0
-    ack_dropped: int = 0
-    detections: dict[str, int] = field(default_factory=dict)
-    rejects: dict[str, int] = field(default_factory=dict)  # dead letters by reason (first words)
-    batch_messages: int = 0
-    batch_sizes: dict[int, int] = field(default_factory=dict)  # histogram bucket -> batches
-    writes: int = 0
-    write_ms_total: float = 0.0
-    write_ms_buckets: dict[int, int] = field(default_factory=dict)
 
 
 class Gateway:
@@ -99,6 +77,17 @@ class Gateway:
         )
         self.policy = storage_policy(config)
         self.spool = DiskSpool(Path(config.storage.spool_dir))
+        self.durable = DurableStore(
+            self.spool,
+            StoreHooks(
+                ack=self._ack,
+                stored=self._stored,
+                spooled=self._spooled,
+                dead_lettered=self._dead_lettered,
+                wake_alerts=self.wake_alerts,
+                page_from_memory=self.page_from_memory,
+            ),
+        )
         self.raw_queue: asyncio.Queue[RawBatch] = asyncio.Queue()
         # device events (SOS, fall, cancel) travel alone and are decoded ahead of telemetry
         self.urgent_raw_queue: asyncio.Queue[RawBatch] = asyncio.Queue()
@@ -131,42 +120,36 @@ class Gateway:
             ),
             self.batcher.add,
         )
-        self.database_up = True
         self.ready = asyncio.Event()
         self.detectors: DetectorSet | None = None
-        self.responder: Responder | None = None
+        self.alert_side: AlertSide | None = None
         self.ingest_loop: asyncio.AbstractEventLoop | None = None
         self.emergency: EmergencyPager | None = None
         self._emergency_tasks: set[asyncio.Task[int]] = set()
         self.detections: list[Detection] = []  # everything detected, for tests and the console
         self.registry = RegistryFile()
         self.registry_reloads = 0
-        self._spool_lock = threading.Lock()  # the store stages and the detect stream append from threads
         # scale-out (gateway/cluster.py): detection moves to a stream of its own, per owned elder
         self.cluster = Cluster(self) if config.cluster.enabled else None
 
-    # the responder side's objects, for the console API, metrics and tests (use them on its loop)
-    @property
-    def _pool(self) -> AsyncConnectionPool | None:
-        return self.responder.pool if self.responder is not None else None
-
+    # the alert side's objects, for the console API, metrics and tests (use them on its loop)
     @property
     def alerts(self) -> AlertEngine:
-        assert self.responder is not None and self.responder.alerts is not None
-        return self.responder.alerts
+        assert self.alert_side is not None and self.alert_side.alerts is not None
+        return self.alert_side.alerts
 
     @property
     def outbox(self) -> OutboxSender:
-        assert self.responder is not None and self.responder.outbox is not None
-        return self.responder.outbox
+        assert self.alert_side is not None and self.alert_side.outbox is not None
+        return self.alert_side.outbox
 
     @property
     def http(self) -> uvicorn.Server | None:
-        return self.responder.http if self.responder is not None else None
+        return self.alert_side.http if self.alert_side is not None else None
 
     @property
     def http_port(self) -> int:
-        return self.responder.http_port if self.responder is not None else 0
+        return self.alert_side.http_port if self.alert_side is not None else 0
 
     async def run(self, stop: asyncio.Event) -> None:
         dsn, kwargs = conninfo(self.config)
@@ -192,9 +175,9 @@ class Gateway:
         )
         await self._ingest_pool.open(wait=False)
         writer = TelemetryWriter(self._ingest_pool, self.policy)
-        self.responder = Responder(self, dsn, kwargs)
+        self.alert_side = AlertSide(self, dsn, kwargs)
         try:
-            await self.responder.start()
+            await self.alert_side.start()
         except BaseException:
             await self._ingest_pool.close()
             raise
@@ -210,7 +193,7 @@ class Gateway:
             if self.config.notify.enabled
             else None
         )
-        failed = self.responder.failed
+        failed = self.alert_side.failed
         assert failed is not None
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -233,16 +216,16 @@ class Gateway:
                 await asyncio.wait([stopping, failed], return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 if failed.done():
-                    failed.result()  # the responder side died: stop the gateway with its error
+                    failed.result()  # the alert side died: stop the gateway with its error
                 log.info("stopping: flushing what is held")
                 if self.cluster is not None:
                     await self.cluster.leave()
-                await self._drain()
+                await self.drain()
                 await self.mqtt.close()
                 for worker in workers:
                     worker.cancel()
         finally:
-            await self.responder.stop()  # closes the notifiers too
+            await self.alert_side.stop()  # closes the notifiers too
             await self._ingest_pool.close()
 
     async def _upgrade_schema(self, dsn: str, kwargs: dict[str, object]) -> None:
@@ -255,7 +238,7 @@ class Gateway:
             await asyncio.to_thread(work)
         except psycopg.OperationalError as error:
             log.warning("database unreachable at start-up (%s); spooling until it returns", first_line(error))
-            self.database_up = False
+            self.durable.database_up = False
 
     async def _load_registry(self, dsn: str, kwargs: dict[str, object]) -> RegistryFile:
         """The registry file when configured (imported into the database), else the database."""
@@ -295,8 +278,8 @@ class Gateway:
         async def changed(registry: RegistryFile) -> None:
             self._use_registry(registry)
             self.registry_reloads += 1
-            if self.responder is not None and self.responder.alerts is not None:
-                self.responder.alerts.use_registry(registry)
+            if self.alert_side is not None and self.alert_side.alerts is not None:
+                self.alert_side.alerts.use_registry(registry)
             log.info(
                 "registry changed: %d elders, %d devices, %d fences reloaded",
                 len(registry.elders),
@@ -325,7 +308,7 @@ class Gateway:
             if found and self.cluster is not None:
                 found = self.cluster.owned(found)
             if found:
-                self._detected(found)
+                self.detected(found)
             # a flood that stopped still gets its report, even if nothing else arrives
             limiter = self.decoder.rate_limiter
             letters = (
@@ -339,11 +322,11 @@ class Gateway:
                     (empty, DecodedBatch(received_ms=now, detections=found, dead_letters=letters))
                 )
 
-    def _wake_alerts(self) -> None:
-        if self.responder is not None:
-            self.responder.wake_alerts()
+    def wake_alerts(self) -> None:
+        if self.alert_side is not None:
+            self.alert_side.wake_alerts()
 
-    def _detected(self, found: list[Detection]) -> None:
+    def detected(self, found: list[Detection]) -> None:
         self.detections.extend(found)
         if len(self.detections) > 20_000:  # kept for tests and the demo's narration, not for ever
             del self.detections[:10_000]
@@ -351,7 +334,7 @@ class Gateway:
             self.stats.detections[d.kind] = self.stats.detections.get(d.kind, 0) + 1
             log.info("detected %s%s (%s) for elder %s", d.kind, " cleared" if d.cleared else "", d.severity, d.elder_id)
 
-    async def _drain(self, timeout_s: float = 30.0) -> None:
+    async def drain(self, timeout_s: float = 30.0) -> None:
         self.batcher.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
@@ -390,7 +373,7 @@ class Gateway:
         if self.detectors is not None and self.cluster is None:  # a cluster detects on its own stream
             decoded.detections = self.detectors.process(decoded)
             if decoded.detections:
-                self._detected(decoded.detections)
+                self.detected(decoded.detections)
         return decoded, decoded.table("device_events") is not None and self.spool.is_empty()
 
     async def _store_stage(self, writer: TelemetryWriter) -> None:
@@ -420,36 +403,18 @@ class Gateway:
                 self.urgent_queue.task_done()
 
     async def _store(self, writer: TelemetryWriter, raw: RawBatch, decoded: DecodedBatch) -> None:
-        stats = self.stats
-        if self.spool.is_empty():
-            started = time.perf_counter()
-            try:
-                await writer.write(decoded, idempotent=raw.any_dup)
-            except StorageUnavailable as error:
-                self._database_down(error)
-            except StorageRejected as error:
-                await self._reject_batch(writer, raw, error, decoded.detections)
-                return
-            else:
-                self._database_back()
-                stats.rows_stored += decoded.row_count
-                stats.dead_letters += len(decoded.dead_letters)
-                self._count(raw, decoded, (time.perf_counter() - started) * 1000)
-                self._ack(raw)
-                if decoded.detections:
-                    self._wake_alerts()
-                return
-        await self._spool_append(raw, decoded.detections)
-        stats.spooled_messages += len(raw)
-        self._ack(raw)
-        self._page_without_database(decoded.detections)
+        await self.durable.store(writer, raw, decoded, idempotent=raw.any_dup)
 
-    async def _spool_append(self, raw: RawBatch, detections: list[Detection]) -> None:
-        def append() -> None:
-            with self._spool_lock:
-                self.spool.append(raw, detections)
+    def _stored(self, raw: RawBatch, decoded: DecodedBatch, write_ms: float) -> None:
+        self.stats.rows_stored += decoded.row_count
+        self.stats.dead_letters += len(decoded.dead_letters)
+        self._count(raw, decoded, write_ms)
 
-        await asyncio.to_thread(append)
+    def _spooled(self, raw: RawBatch) -> None:
+        self.stats.spooled_messages += len(raw)
+
+    def _dead_lettered(self, n: int) -> None:
+        self.stats.dead_letters += n
 
     def _count(self, raw: RawBatch, decoded: DecodedBatch, write_ms: float) -> None:
         """Per batch, not per message: what the metrics endpoint reports."""
@@ -465,7 +430,7 @@ class Gateway:
             reason = " ".join(letter.reason.split(":")[0].split()[:3])
             s.rejects[reason] = s.rejects.get(reason, 0) + 1
 
-    def _page_without_database(self, detections: list[Detection]) -> None:
+    def page_from_memory(self, detections: list[Detection]) -> None:
         """The batch went to the spool: its critical detections are paged now, from memory."""
         pager = self.emergency
         if pager is None:
@@ -476,53 +441,17 @@ class Gateway:
                 self._emergency_tasks.add(task)
                 task.add_done_callback(self._emergency_tasks.discard)
 
-    async def _reject_batch(
-        self,
-        writer: TelemetryWriter,
-        raw: RawBatch,
-        error: StorageRejected,
-        detections: list[Detection] | None = None,
-    ) -> None:
-        """The database refused rows it should have taken: keep them all as dead letters."""
-        log.error("database rejected a batch of %d messages: %s", len(raw), first_line(error))
-        reason = f"storage rejected the batch: {first_line(error)}"
-        letters = DecodedBatch(
-            dead_letters=[
-                DeadLetter(raw.received_ms, t.decode(errors="replace"), reason, p)
-                for t, p in zip(raw.topics, raw.payloads, strict=True)
-            ],
-            received_ms=raw.received_ms,
-            detections=detections or [],
-        )
-        try:
-            await writer.write(letters)
-            self.stats.dead_letters += len(raw)
-        except (StorageUnavailable, StorageRejected):
-            await self._spool_append(raw, letters.detections)
-        self._ack(raw)
-
     async def _replay(self, writer: TelemetryWriter) -> None:
-        """Write spooled batches oldest first; stop at the first that cannot be written."""
-        for spooled in self.spool.pending():
-            decoded = self.decoder.decode(spooled.batch, rate_limit=False)  # admitted when it came
-            decoded.detections = spooled.detections
-            try:
-                await writer.write(decoded, idempotent=True)
-            except StorageUnavailable as error:
-                self._database_down(error)
-                return
-            except StorageRejected as error:
-                await self._reject_batch(writer, spooled.batch, error, spooled.detections)
-            else:
+        def decode(batch: RawBatch) -> DecodedBatch:
+            return self.decoder.decode(batch, rate_limit=False)  # admitted when it came
+
+        def replayed(batch: RawBatch, decoded: DecodedBatch, stored: bool) -> None:
+            if stored:
                 self.stats.rows_stored += decoded.row_count
                 self.stats.dead_letters += len(decoded.dead_letters)
-                if decoded.detections:
-                    self._wake_alerts()
-            self.stats.replayed_messages += len(spooled.batch)
-            self.spool.remove(spooled)
-        if self.spool.is_empty():
-            log.info("spool replayed; writing directly again")
-            self._database_back()
+            self.stats.replayed_messages += len(batch)
+
+        await self.durable.replay(writer, decode, replayed)
 
     def _ack(self, raw: RawBatch) -> None:
         self.stats.batches += 1
@@ -533,15 +462,9 @@ class Gateway:
         else:
             self.stats.ack_dropped += len(raw)
 
-    def _database_down(self, error: Exception) -> None:
-        if self.database_up:
-            log.warning("database unavailable (%s); spooling to %s", first_line(error), self.spool.directory)
-            self.database_up = False
-
-    def _database_back(self) -> None:
-        if not self.database_up:
-            log.info("database reachable again")
-            self.database_up = True
+    @property
+    def database_up(self) -> bool:
+        return self.durable.database_up
 
     async def _maintenance(self, dsn: str, kwargs: dict[str, object]) -> None:
         def work() -> None:

@@ -411,8 +411,8 @@ def responder_script(elders: list[SimElder]) -> list[Act]:
             cur = await conn.execute("SELECT code FROM alerts WHERE elder_id = %s AND kind = 'sos'", (first.id,))
             row = await cur.fetchone()
         if row:
-            assert gateway.responder is not None  # the engine lives on the responder thread's loop
-            alert = await gateway.responder.call(
+            assert gateway.alert_side is not None  # the engine lives on the alert side's loop
+            alert = await gateway.alert_side.call(
                 gateway.alerts.resolve(row[0], "王芳", "console", "handled_at_home", note="已陪同休息，家属已到")
             )
             print(f"             {alert.code} resolved: {alert.outcome}")

@@ -119,8 +119,8 @@ def test_a_killed_worker_is_started_again_and_the_next_sos_pages(
     gateway: GatewayRunner, publisher: Publisher, database: str, fake: FakeTwilio, tmp_path: Path
 ) -> None:
     gw = gateway.start(**overrides(fake, tmp_path))
-    assert gw.responder is not None and gw.responder.worker is not None
-    worker = gw.responder.worker
+    assert gw.alert_side is not None and gw.alert_side.worker is not None
+    worker = gw.alert_side.worker
     wait_until(lambda: worker.started.is_set(), what="alert worker running")
     first = worker.pid
     assert first is not None

@@ -116,6 +116,8 @@ _scalars = st.one_of(
         ]
     ),
 )
+
+
 def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     keys = st.one_of(st.text(max_size=12), st.integers())
     return st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3))

@@ -6,6 +6,7 @@ document at ``/openapi.json`` are both made from it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -52,7 +53,7 @@ from gateway.api.settings import ApiConfig
 from rules.engine import AlertEngine
 
 if TYPE_CHECKING:
-    from gateway.service import Gateway
+    from gateway.config import GatewayConfig
 
 _ALERT = "/api/alerts/{alert_id:int}"
 _ELDER = "/api/elders/{elder_id:str}"
@@ -270,22 +271,19 @@ def api_context(
     return ApiContext(pool=pool, engine=engine, settings=settings, clock_ms=clock_ms, connect=connect, **extra)
 
 
-def api_routes(gateway: Gateway) -> list[BaseRoute]:
+def api_routes(
+    config: GatewayConfig, engine: AlertEngine, clock_ms: Callable[[], int], stopping: Callable[[], bool]
+) -> list[BaseRoute]:
     """The console API and page, served by the running gateway."""
     from gateway.console import console_routes
     from gateway.settings import conninfo
 
-    dsn, kwargs = conninfo(gateway.config)
-    config = gateway.config
-
-    def stopping() -> bool:
-        return gateway.http is not None and gateway.http.should_exit
-
+    dsn, kwargs = conninfo(config)
     ctx = api_context(
-        gateway.alerts.pool,
-        gateway.alerts,
+        engine.pool,
+        engine,
         config.api,
-        gateway.clock_ms,
+        clock_ms,
         dsn,
         kwargs,
         battery_low_pct=config.detect.battery_warning_pct,

@@ -376,8 +376,8 @@ class _Play:
                 acted += 1
             acted += fleet.due(now_s) + people.due(now_s)
             real = time.monotonic()
-            if real >= next_nudge and gateway.responder is not None:
-                gateway.responder.wake_alerts()  # escalation timers are checked now, not in a real second
+            if real >= next_nudge and gateway.alert_side is not None:
+                gateway.alert_side.wake_alerts()  # escalation timers are checked now, not in a real second
                 next_nudge = real + NUDGE_REAL_S
             if holding:
                 pending, next_check = await observer.pending()
@@ -483,8 +483,8 @@ class _Play:
             if row is None:
                 self.notes.append(f"{spec.by} found no open {spec.kind} alert of {elder_id} to resolve")
                 return
-            assert gateway.responder is not None  # the alert engine lives on the responder's loop
-            await gateway.responder.call(
+            assert gateway.alert_side is not None  # the alert engine lives on the alert side's loop
+            await gateway.alert_side.call(
                 gateway.alerts.resolve(row[0], spec.by, "console", spec.outcome, note=spec.note)
             )
 

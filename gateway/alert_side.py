@@ -44,16 +44,16 @@ from gateway.paging import PagingLoops
 from rules.engine import AlertEngine, Downlink
 
 if TYPE_CHECKING:
-    from gateway.service import Gateway
+    from gateway.host import AlertSideHost
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Responder:
+class AlertSide:
     """The gateway starts it, wakes it when detections are stored, and stops it."""
 
-    def __init__(self, gateway: Gateway, dsn: str, kwargs: dict[str, object]) -> None:
+    def __init__(self, gateway: AlertSideHost, dsn: str, kwargs: dict[str, object]) -> None:
         self.gateway = gateway
         self.dsn = dsn
         self.kwargs = kwargs
@@ -180,7 +180,7 @@ class Responder:
             Route("/readyz", self._readyz),
             Route("/metrics", self._metrics),
         ]
-        routes.extend(api_routes(gw))
+        routes.extend(api_routes(gw.config, self.alerts, gw.clock_ms, self._http_stopping))
         if n.twilio is not None:
             hooks = TwilioWebhooks(self.pool, self.alerts, twilio_token(gw.config), n.public_base_url, gw.clock_ms)
             app = webhook_app(hooks, routes)
@@ -205,7 +205,7 @@ class Responder:
         return server
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(await render_metrics(self.gateway), media_type=CONTENT_TYPE_LATEST)
+        return Response(await render_metrics(self.gateway, self.pool, self.worker), media_type=CONTENT_TYPE_LATEST)
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -219,6 +219,10 @@ class Responder:
             {"mqtt": connected, "database": gw.database_up, "alert_worker": worker, "spool_batches": len(gw.spool)},
             status_code=200 if ready else 503,
         )
+
+    def _http_stopping(self) -> bool:
+        """The console's live streams end when the HTTP server is shutting down."""
+        return self.http is not None and self.http.should_exit
 
 
 class _HttpServer(uvicorn.Server):
