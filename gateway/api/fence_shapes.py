@@ -17,7 +17,7 @@ import shapely
 from shapely.geometry import Polygon
 
 from gateway.api.schemas import Fence, FenceInput, FenceProperties, PointGeometry
-from gateway.detect.geo import metres_per_degree, polygon_problem
+from gateway.domain.geometry import metres_per_degree, polygon_problem
 from gateway.domain.registry import FenceSpec, RegistryError, parse_window
 
 MIN_ACROSS_M = 20.0

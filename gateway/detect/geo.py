@@ -1,4 +1,4 @@
-"""Fences in local metres: validation, compilation to arrays, and point classification.
+"""Fences in local metres: compilation to arrays and point classification (validation: domain/geometry.py).
 
 Each fence gets its own local equirectangular frame (origin at the circle's centre or
 the polygon's centroid), in which a radius or a margin is in metres at that latitude.
@@ -10,7 +10,6 @@ metre. Hysteresis uses two shapes per fence: ``outer`` (grown by the margin) and
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,57 +18,7 @@ import shapely
 from numpy.typing import NDArray
 from shapely.geometry import shape
 
-M_PER_DEG_LAT = 110_574.0
-M_PER_DEG_LON_EQUATOR = 111_320.0
-MIN_AREA_M2 = 100.0
-MAX_AREA_M2 = 100e6
-
-
-def metres_per_degree(lat: float) -> tuple[float, float]:
-    return M_PER_DEG_LON_EQUATOR * math.cos(math.radians(lat)), M_PER_DEG_LAT
-
-
-def polygon_problem(geojson: dict[str, Any]) -> str | None:
-    """Why a GeoJSON polygon is unusable as a fence, or None when it is fine."""
-    if geojson.get("type") != "Polygon":
-        return f"geojson type must be Polygon, got {geojson.get('type')!r}"
-    rings = geojson.get("coordinates")
-    if not isinstance(rings, list) or not rings:
-        return "geojson Polygon needs coordinates: a list of rings"
-    for n, ring in enumerate(rings):
-        if not isinstance(ring, list) or len(ring) < 4:
-            return f"ring {n} needs at least 4 positions (closed: first equals last)"
-        # shapely is given the rings as they are: each position must be 2 or 3 plain numbers
-        if not all(
-            isinstance(p, list | tuple)
-            and len(p) in (2, 3)
-            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in p)
-            for p in ring
-        ):
-            return f"ring {n} has a position that is not [lon, lat]"
-        points = [(float(p[0]), float(p[1])) for p in ring]
-        if points[0] != points[-1]:
-            return f"ring {n} is not closed (first position must equal the last)"
-        for lon, lat in points:
-            if not (-180 <= lon <= 180 and -90 <= lat <= 90) or math.isnan(lon + lat):
-                return f"ring {n} has a position outside lon/lat range: [{lon}, {lat}]"
-    polygon = _local_polygon(geojson)
-    if not polygon.is_valid:
-        reason = shapely.is_valid_reason(polygon)
-        return f"polygon is not valid (self-intersection or bad hole): {reason}"
-    area = polygon.area
-    if not MIN_AREA_M2 <= area <= MAX_AREA_M2:
-        return f"area {area:,.0f} m2 is not a sensible fence (100 m2 to 100 km2)"
-    return None
-
-
-def _local_polygon(geojson: dict[str, Any], origin: tuple[float, float] | None = None) -> Any:
-    lon_lat = shape(geojson)
-    if origin is None:
-        c = lon_lat.centroid
-        origin = (c.x, c.y)
-    kx, ky = metres_per_degree(origin[1])
-    return shapely.transform(lon_lat, lambda xy: (xy - np.array(origin)) * np.array([kx, ky]))
+from gateway.domain.geometry import M_PER_DEG_LAT, M_PER_DEG_LON_EQUATOR, local_polygon
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +63,7 @@ class FenceTable:
             assert fence.geojson is not None
             c = shape(fence.geojson).centroid
             lat0[i], lon0[i] = c.y, c.x
-            poly = _local_polygon(fence.geojson, (c.x, c.y))
+            poly = local_polygon(fence.geojson, (c.x, c.y))
             polygons.append(poly)
             outer.append(poly.buffer(fence.margin_m))
             shrunk = poly.buffer(-fence.margin_m)

@@ -117,7 +117,7 @@ def validate(registry: RegistryFile) -> RegistryFile:
                 except RegistryError as error:
                     raise RegistryError(f"{fwhere}: {error}") from None
             if fence.geojson is not None:
-                from gateway.detect.geo import polygon_problem
+                from gateway.domain.geometry import polygon_problem
 
                 problem = polygon_problem(fence.geojson)
                 if problem:
