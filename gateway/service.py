@@ -24,7 +24,7 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.alert_side import AlertSide
-from gateway.cluster import Cluster
+from gateway.cluster.instance import Cluster
 from gateway.config import GatewayConfig, mqtt_password
 from gateway.detect.engine import DetectorSet
 from gateway.domain.detection import Detection

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 import yaml
 
-from gateway.cluster import Ownership, owner_of, topic_device
+from gateway.cluster.ownership import Ownership, owner_of, topic_device
 from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
 from gateway.domain.registry import load_registry
