@@ -301,7 +301,7 @@ def _default_fall_model(capacity: int) -> Any | None:
     other detector matter more than this one source of fall evidence.
     """
     try:
-        from gateway.detect.fall_model import FallDetector
+        from gateway.detect.fall_stream import FallDetector
 
         return FallDetector(max(capacity, 1024))
     except Exception as error:
