@@ -163,7 +163,8 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
 
     from gateway.detect.registry_db import load_registry_from_db
     from gateway.settings import conninfo, dsn_with_password
-    from rules.engine import AlertEngine, Downlink
+    from rules.downlinks import Downlink
+    from rules.engine import AlertEngine
     from rules.store import AlertRow
     from simulators.bulk_publisher import publish_all
 

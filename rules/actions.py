@@ -1,4 +1,4 @@
-"""What people do to an alert: take it, arrive, close it, comment. One audit row each.
+"""What people do to an alert: take it, pass it on, arrive, close it, comment. One audit row each.
 
 Used by the notifiers (SMS reply, key press), the HTTP API and the CLI through
 ``AlertEngine``. Taking an alert tells everyone already paged who took it; closing
@@ -7,11 +7,15 @@ a false alarm that already paged people sends them a retraction.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
+from gateway.detect.registry import ElderSpec
 from rules import store
+from rules.policy import PolicySpec
 from rules.store import AlertRow, Conn
 
 Outcome = Literal["false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared", "other"]
@@ -168,3 +172,53 @@ async def on_scene(conn: Conn, alert: AlertRow, actor: str, channel: str, now_ms
 
 async def note(conn: Conn, alert: AlertRow, actor: str, channel: str, text: str, now_ms: int) -> None:
     await store.event(conn, alert.alert_id, now_ms, "note", actor=actor, channel=channel, text=text)
+
+
+async def pass_on(
+    conn: Conn,
+    alert: AlertRow,
+    actor: str,
+    channel: str,
+    actor_key: str | None,
+    now_ms: int,
+    policy_of: Callable[[AlertRow], PolicySpec],
+) -> None:
+    """The person paged declines ("press 2"): once everyone in the current tier has, move on now."""
+    await store.event(conn, alert.alert_id, now_ms, "passed_on", actor=actor, channel=channel, actor_key=actor_key)
+    if alert.state not in ("notifying", "confirming"):
+        return
+    cur = await conn.execute(
+        "SELECT f.tier, f.round FROM tier_firings f WHERE f.alert_id = %s ORDER BY f.tier DESC, f.round DESC LIMIT 1",
+        (alert.alert_id,),
+    )
+    latest = await cur.fetchone()
+    if latest is None:
+        return
+    tier, round_ = latest
+    cur = await conn.execute(
+        "SELECT count(DISTINCT n.recipient_key) FILTER (WHERE NOT EXISTS (SELECT 1 FROM alert_events e "
+        "WHERE e.alert_id = n.alert_id AND e.event = 'passed_on' AND e.detail->>'actor_key' = "
+        "n.recipient_key)) FROM notifications n WHERE n.alert_id = %s AND n.purpose = 'page' "
+        "AND n.tier = %s AND n.round = %s",
+        (alert.alert_id, tier, round_),
+    )
+    left = await cur.fetchone()
+    if left is not None and left[0] == 0:
+        # everyone in this tier declined: its wait is over, so the next check moves on
+        wait_ms = int(policy_of(alert).tiers[tier].wait_s * 1000)
+        await conn.execute(
+            "UPDATE tier_firings SET at = at - make_interval(secs => %s) WHERE "
+            "alert_id = %s AND tier = %s AND round = %s",
+            (wait_ms / 1000, alert.alert_id, tier, round_),
+        )
+        await store.update(conn, alert.alert_id, next_check_ms=now_ms)
+        await store.event(conn, alert.alert_id, now_ms, "tier_declined", actor="system", tier=tier)
+
+
+def near_home(elder: ElderSpec, lat: float, lon: float, radius_m: float) -> bool:
+    """Whether a reported position is within ``radius_m`` of the elder's home (flat-earth metres)."""
+    if elder.home is None:
+        return False
+    dy = (lat - elder.home.lat) * 110_574
+    dx = (lon - elder.home.lon) * 111_320 * math.cos(math.radians(elder.home.lat))
+    return math.hypot(dx, dy) <= radius_m
