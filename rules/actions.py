@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
@@ -26,15 +27,27 @@ class AlertError(ValueError):
     """The action cannot apply: unknown alert, already closed, or a bad outcome."""
 
 
-async def paged_recipients(conn: Conn, alert_id: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class PagedRecipient:
+    """Someone a page went to, as their first page recorded them (so a follow-up reaches the same phone)."""
+
+    recipient_key: str
+    recipient_name: str
+    role: str
+    phone: str
+    language: str
+    channels: list[str]
+    provider: str | None
+
+
+async def paged_recipients(conn: Conn, alert_id: int) -> list[PagedRecipient]:
     """Everyone a page went to for this alert, once each."""
     cur = await conn.execute(
         "SELECT DISTINCT ON (recipient_key) recipient_key, recipient_name, role, phone, language, channels, "
         "provider FROM notifications WHERE alert_id = %s AND purpose = 'page' ORDER BY recipient_key, id",
         (alert_id,),
     )
-    keys = ("recipient_key", "recipient_name", "role", "phone", "language", "channels", "provider")
-    return [dict(zip(keys, row, strict=True)) for row in await cur.fetchall()]
+    return [PagedRecipient(*row) for row in await cur.fetchall()]
 
 
 async def inform(
@@ -49,9 +62,9 @@ async def inform(
     """Queue a short message (``taken``, ``retraction``, ``resolved``) to everyone paged."""
     sent = 0
     for person in await paged_recipients(conn, alert_id):
-        if skip and person["recipient_key"] == skip:
+        if skip and person.recipient_key == skip:
             continue
-        channel = "sms" if "sms" in person["channels"] else "voice"
+        channel = "sms" if "sms" in person.channels else "voice"
         cur = await conn.execute(
             "INSERT INTO notifications (alert_id, purpose, recipient_key, recipient_name, role, phone, "
             "language, channel, channels, provider, idempotency_key, next_attempt_at) VALUES "
@@ -59,15 +72,15 @@ async def inform(
             (
                 alert_id,
                 purpose,
-                person["recipient_key"],
-                person["recipient_name"],
-                person["role"],
-                person["phone"],
-                person["language"],
+                person.recipient_key,
+                person.recipient_name,
+                person.role,
+                person.phone,
+                person.language,
                 channel,
-                Jsonb(person["channels"]),
-                person["provider"],
-                f"{alert_id}:{purpose}:{person['recipient_key']}",
+                Jsonb(person.channels),
+                person.provider,
+                f"{alert_id}:{purpose}:{person.recipient_key}",
                 store.ts(now_ms),
             ),
         )
