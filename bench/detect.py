@@ -138,7 +138,7 @@ def fall_model_cost(path: Path, batch: int = 1_000, seconds: int = 20) -> tuple[
         return None
     import numpy as np
 
-    from gateway.detect.fall_model import FallDetector
+    from gateway.detect.fall_stream import FallDetector
 
     data = np.load(path)
     acc, offsets = data["acc_g"], data["offsets"]

@@ -41,7 +41,8 @@ from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
 from gateway.notify.webhooks import TwilioWebhooks, webhook_app
 from gateway.paging import PagingLoops
-from rules.engine import AlertEngine, Downlink
+from rules.downlinks import Downlink
+from rules.engine import AlertEngine
 
 if TYPE_CHECKING:
     from gateway.host import AlertSideHost

@@ -42,7 +42,8 @@ from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
 from gateway.paging import PagingLoops
 from gateway.storage.schema import DETECTIONS_CHANNEL
-from rules.engine import AlertEngine, Downlink
+from rules.downlinks import Downlink
+from rules.engine import AlertEngine
 
 log = logging.getLogger("gateway.alert_worker")
 

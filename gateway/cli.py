@@ -153,7 +153,8 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
     from gateway.domain.registry_db import load_registry_from_db
     from gateway.ingest.publish_once import publish_once
     from gateway.settings import conninfo, dsn_with_password
-    from rules.engine import AlertEngine, Downlink
+    from rules.downlinks import Downlink
+    from rules.engine import AlertEngine
     from rules.store import AlertRow
 
     config = config_from_args(args)

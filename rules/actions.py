@@ -1,4 +1,4 @@
-"""What people do to an alert: take it, arrive, close it, comment. One audit row each.
+"""What people do to an alert: take it, pass it on, arrive, close it, comment. One audit row each.
 
 Used by the notifiers (SMS reply, key press), the HTTP API and the CLI through
 ``AlertEngine``. Taking an alert tells everyone already paged who took it; closing
@@ -7,11 +7,16 @@ a false alarm that already paged people sends them a retraction.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
+from gateway.domain.registry import ElderSpec
 from rules import store
+from rules.policy import PolicySpec
 from rules.store import AlertRow, Conn
 
 Outcome = Literal["false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared", "other"]
@@ -22,15 +27,27 @@ class AlertError(ValueError):
     """The action cannot apply: unknown alert, already closed, or a bad outcome."""
 
 
-async def paged_recipients(conn: Conn, alert_id: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class PagedRecipient:
+    """Someone a page went to, as their first page recorded them (so a follow-up reaches the same phone)."""
+
+    recipient_key: str
+    recipient_name: str
+    role: str
+    phone: str
+    language: str
+    channels: list[str]
+    provider: str | None
+
+
+async def paged_recipients(conn: Conn, alert_id: int) -> list[PagedRecipient]:
     """Everyone a page went to for this alert, once each."""
     cur = await conn.execute(
         "SELECT DISTINCT ON (recipient_key) recipient_key, recipient_name, role, phone, language, channels, "
         "provider FROM notifications WHERE alert_id = %s AND purpose = 'page' ORDER BY recipient_key, id",
         (alert_id,),
     )
-    keys = ("recipient_key", "recipient_name", "role", "phone", "language", "channels", "provider")
-    return [dict(zip(keys, row, strict=True)) for row in await cur.fetchall()]
+    return [PagedRecipient(*row) for row in await cur.fetchall()]
 
 
 async def inform(
@@ -45,9 +62,9 @@ async def inform(
     """Queue a short message (``taken``, ``retraction``, ``resolved``) to everyone paged."""
     sent = 0
     for person in await paged_recipients(conn, alert_id):
-        if skip and person["recipient_key"] == skip:
+        if skip and person.recipient_key == skip:
             continue
-        channel = "sms" if "sms" in person["channels"] else "voice"
+        channel = "sms" if "sms" in person.channels else "voice"
         cur = await conn.execute(
             "INSERT INTO notifications (alert_id, purpose, recipient_key, recipient_name, role, phone, "
             "language, channel, channels, provider, idempotency_key, next_attempt_at) VALUES "
@@ -55,15 +72,15 @@ async def inform(
             (
                 alert_id,
                 purpose,
-                person["recipient_key"],
-                person["recipient_name"],
-                person["role"],
-                person["phone"],
-                person["language"],
+                person.recipient_key,
+                person.recipient_name,
+                person.role,
+                person.phone,
+                person.language,
                 channel,
-                Jsonb(person["channels"]),
-                person["provider"],
-                f"{alert_id}:{purpose}:{person['recipient_key']}",
+                Jsonb(person.channels),
+                person.provider,
+                f"{alert_id}:{purpose}:{person.recipient_key}",
                 store.ts(now_ms),
             ),
         )
@@ -168,3 +185,53 @@ async def on_scene(conn: Conn, alert: AlertRow, actor: str, channel: str, now_ms
 
 async def note(conn: Conn, alert: AlertRow, actor: str, channel: str, text: str, now_ms: int) -> None:
     await store.event(conn, alert.alert_id, now_ms, "note", actor=actor, channel=channel, text=text)
+
+
+async def pass_on(
+    conn: Conn,
+    alert: AlertRow,
+    actor: str,
+    channel: str,
+    actor_key: str | None,
+    now_ms: int,
+    policy_of: Callable[[AlertRow], PolicySpec],
+) -> None:
+    """The person paged declines ("press 2"): once everyone in the current tier has, move on now."""
+    await store.event(conn, alert.alert_id, now_ms, "passed_on", actor=actor, channel=channel, actor_key=actor_key)
+    if alert.state not in ("notifying", "confirming"):
+        return
+    cur = await conn.execute(
+        "SELECT f.tier, f.round FROM tier_firings f WHERE f.alert_id = %s ORDER BY f.tier DESC, f.round DESC LIMIT 1",
+        (alert.alert_id,),
+    )
+    latest = await cur.fetchone()
+    if latest is None:
+        return
+    tier, round_ = latest
+    cur = await conn.execute(
+        "SELECT count(DISTINCT n.recipient_key) FILTER (WHERE NOT EXISTS (SELECT 1 FROM alert_events e "
+        "WHERE e.alert_id = n.alert_id AND e.event = 'passed_on' AND e.detail->>'actor_key' = "
+        "n.recipient_key)) FROM notifications n WHERE n.alert_id = %s AND n.purpose = 'page' "
+        "AND n.tier = %s AND n.round = %s",
+        (alert.alert_id, tier, round_),
+    )
+    left = await cur.fetchone()
+    if left is not None and left[0] == 0:
+        # everyone in this tier declined: its wait is over, so the next check moves on
+        wait_ms = int(policy_of(alert).tiers[tier].wait_s * 1000)
+        await conn.execute(
+            "UPDATE tier_firings SET at = at - make_interval(secs => %s) WHERE "
+            "alert_id = %s AND tier = %s AND round = %s",
+            (wait_ms / 1000, alert.alert_id, tier, round_),
+        )
+        await store.update(conn, alert.alert_id, next_check_ms=now_ms)
+        await store.event(conn, alert.alert_id, now_ms, "tier_declined", actor="system", tier=tier)
+
+
+def near_home(elder: ElderSpec, lat: float, lon: float, radius_m: float) -> bool:
+    """Whether a reported position is within ``radius_m`` of the elder's home (flat-earth metres)."""
+    if elder.home is None:
+        return False
+    dy = (lat - elder.home.lat) * 110_574
+    dx = (lon - elder.home.lon) * 111_320 * math.cos(math.radians(elder.home.lat))
+    return math.hypot(dx, dy) <= radius_m

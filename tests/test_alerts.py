@@ -15,7 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.domain.registry import RegistryFile, registry_from_dicts
 from gateway.storage.schema import upgrade
-from rules.engine import AlertEngine, Downlink
+from rules.downlinks import Downlink
+from rules.engine import AlertEngine
 from rules.policy import load_escalation
 from tests.support import query
 
@@ -483,7 +484,7 @@ def test_two_engines_on_one_database_never_page_a_tier_twice(world: World) -> No
 
 def test_detections_are_applied_by_one_engine_at_a_time(world: World) -> None:
     """While another engine holds the detections lock, this one applies nothing and leaves the rows."""
-    from rules.engine import DETECTIONS_LOCK
+    from rules.intake import DETECTIONS_LOCK
 
     async def body(engine: AlertEngine) -> None:
         world.detect("sos")

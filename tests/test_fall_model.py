@@ -11,7 +11,8 @@ import pytest
 from numpy.typing import NDArray
 
 from gateway.detect import fall_evaluate
-from gateway.detect.fall_model import FallDetector, FallFindings, FallModelParams, sparse_zeros
+from gateway.detect.fall_params import FallModelParams
+from gateway.detect.fall_stream import FallDetector, FallFindings, sparse_zeros
 
 FS = 50
 DT_MS = 20

@@ -23,7 +23,8 @@ from devices.contracts import (
     Payload,
     WristbandTelemetry,
 )
-from gateway.detect.fall_model import FallDetector, FallModelParams
+from gateway.detect.fall_params import FallModelParams
+from gateway.detect.fall_stream import FallDetector
 from gateway.local_services import LocalMosquitto
 from gateway.provision import BrokerCredentials
 from simulators.devices import (

@@ -43,7 +43,8 @@ from gateway.detect.fall_evaluate import (
     load_trial_set,
     stream_trials,
 )
-from gateway.detect.fall_model import FEATURE_NAMES, FallModelParams
+from gateway.detect.fall_features import FEATURE_NAMES
+from gateway.detect.fall_params import FallModelParams
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fallalld_wrist_50hz.npz"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,10 +23,25 @@ from gateway.domain.registry import RegistryFile
 from gateway.pipeline.batch import DecodedBatch, TableRows
 from gateway.storage.binary_copy import Column
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from gateway.detect.fall_stream import FallCandidate
+
 log = logging.getLogger(__name__)
 
 ACTIVITY_STD_G = 0.15  # magnitude spread of a window in which the elder is clearly moving
 RECOVERY_DELAY_MS = 5_000  # movement this long after a fall counts as getting up
+
+
+class FallModel(Protocol):
+    """What the set asks of a raw-acceleration fall model: ``FallDetector``, or a test's stand-in."""
+
+    def update(
+        self, slots: ArrayLike, t0_ms: ArrayLike, windows: Sequence[NDArray[np.floating[Any]]]
+    ) -> Iterable[FallCandidate]: ...
+
+    def reset(self, slot: int) -> None: ...
 
 
 def _valid(rows: TableRows, name: str) -> NDArray[np.bool_]:
@@ -36,7 +51,7 @@ def _valid(rows: TableRows, name: str) -> NDArray[np.bool_]:
 
 class DetectorSet:
     def __init__(
-        self, registry: RegistryFile, settings: DetectSettings | None = None, fall_model: Any | None = None
+        self, registry: RegistryFile, settings: DetectSettings | None = None, fall_model: FallModel | None = None
     ) -> None:
         self.settings = settings or DetectSettings()
         self.index = DeviceIndex(registry, self.settings)
@@ -294,14 +309,14 @@ def _take(rows: TableRows, which: NDArray[np.int64]) -> TableRows:
     )
 
 
-def _default_fall_model(capacity: int) -> Any | None:
+def _default_fall_model(capacity: int) -> FallModel | None:
     """The shipped accelerometer fall model, or None (logged) if it cannot load.
 
     A broken model file must not stop the gateway: SOS, band fall events and every
     other detector matter more than this one source of fall evidence.
     """
     try:
-        from gateway.detect.fall_model import FallDetector
+        from gateway.detect.fall_stream import FallDetector
 
         return FallDetector(max(capacity, 1024))
     except Exception as error:

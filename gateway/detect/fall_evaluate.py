@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.detect.fall_model import CandidateBatch, FallDetector, FallModelParams
+from gateway.detect.fall_params import FallModelParams
+from gateway.detect.fall_stream import CandidateBatch, FallDetector
 
 __all__ = [
     "ActivityRow",
