@@ -29,7 +29,6 @@ from gateway.domain.registry import ElderSpec, RegistryFile
 from rules import actions, intake, store, tier_firing
 from rules.actions import AlertError
 from rules.downlinks import Downlink, elder_device
-from rules.escalation import TierFiring
 from rules.policy import EscalationConfig, PolicySpec
 from rules.store import AlertRow, Conn
 from rules.tier_firing import FiringScope
@@ -63,13 +62,11 @@ class AlertEngine:
         self.elders: dict[str, ElderSpec] = {e.id: e for e in registry.elders}
         self.policies: dict[str, PolicySpec] = {p.name: p for p in escalation.policies}
         self.tz = ZoneInfo(escalation.timezone)
-        self._downlinks: list[Downlink] = []
         # With a sender attached, pages are created already claimed (with its lease) and
         # handed to it after the commit: no second transaction before the first SMS. If
         # the process dies first, the lease runs out and the outbox poller sends them.
         self.claimed = claimed
         self.lease_ms = int(lease_s * 1000)
-        self._claimed: list[int] = []
         self._scope = FiringScope(
             escalation,
             self.policies,
@@ -99,12 +96,14 @@ class AlertEngine:
             if rows is None:
                 return 0
             opened: list[int] = []
+            downlinks: list[Downlink] = []
+            claimed: list[int] = []
             for det_id, det in rows:
                 applied = await intake.apply(conn, det, self.clock_ms(), self.escalation, self.elders)
                 if applied.page_now and applied.alert_id is not None:
                     opened.append(applied.alert_id)
                 if applied.ask is not None:
-                    self._downlinks.append(applied.ask)
+                    downlinks.append(applied.ask)
                 await intake.mark_handled(conn, det_id, applied.alert_id)
             # an alert that pages at once (no confirmation window) fires its first tiers now,
             # in this transaction: one commit between the SOS and the first page
@@ -112,8 +111,9 @@ class AlertEngine:
             for alert_id in opened:
                 alert = await store.by_ref(conn, alert_id)
                 if alert is not None and alert.state == "notifying":
-                    await self._escalate(conn, alert, now, fired=[])  # opened just now: nothing fired yet
-        await self._after_commit()
+                    # opened just now: nothing fired yet
+                    claimed += await tier_firing.escalate(conn, alert, now, self._scope, [])
+        await self._after_commit(claimed, downlinks)
         return len(rows)
 
     # -- escalation timers -----------------------------------------------------------------
@@ -128,22 +128,24 @@ class AlertEngine:
                 (store.ts(now), limit),
                 lock="FOR UPDATE SKIP LOCKED",
             )
+            claimed: list[int] = []
             for alert in due:
-                await self._escalate(conn, alert, now)
-        await self._after_commit()
+                claimed += await tier_firing.escalate(conn, alert, now, self._scope, None)
+        await self._after_commit(claimed, [])
         return len(due)
 
-    async def _escalate(self, conn: Conn, alert: AlertRow, now: int, fired: list[TierFiring] | None = None) -> None:
-        self._claimed.extend(await tier_firing.escalate(conn, alert, now, self._scope, fired))
+    async def _after_commit(self, claimed: list[int], downlinks: list[Downlink]) -> None:
+        """Hand what a committed transaction produced to the outbox and the devices.
 
-    async def _after_commit(self) -> None:
-        claimed, self._claimed = self._claimed, []
+        Each call collects its own pages and commands: the engine serves several tasks at
+        once (detections, timers, people's actions), and a transaction that rolled back
+        must send nothing, nor have its commands sent by another task's commit.
+        """
         if claimed and self.claimed is not None:
             await self.claimed(claimed)
-        await self._flush_downlinks()
+        await self._flush_downlinks(downlinks)
 
-    async def _flush_downlinks(self) -> None:
-        pending, self._downlinks = self._downlinks, []
+    async def _flush_downlinks(self, pending: list[Downlink]) -> None:
         if self.downlink is None:
             return
         for command in pending:
@@ -186,11 +188,12 @@ class AlertEngine:
                 margin_s=self.escalation.on_scene_margin_s,
                 default_eta_s=self.escalation.default_eta_s,
             )
+            downlinks: list[Downlink] = []
             if taken:
                 elder = self.elders.get(alert.elder_id or "")
                 device = elder_device(elder) if elder else None
                 if device:
-                    self._downlinks.append(
+                    downlinks.append(
                         Downlink(
                             device[0],
                             device[1],
@@ -201,7 +204,7 @@ class AlertEngine:
                         conn, alert.alert_id, now, "reassured_elder", actor="system", channel="device", device=device[1]
                     )
             result = await self._locked(conn, alert.alert_id)
-        await self._flush_downlinks()
+        await self._flush_downlinks(downlinks)
         return result
 
     async def pass_on(self, ref: int | str, actor: str, channel: str, *, actor_key: str | None = None) -> None:

@@ -500,3 +500,32 @@ def test_detections_are_applied_by_one_engine_at_a_time(world: World) -> None:
         assert query(world.dsn, "SELECT count(*) FROM alert_events WHERE event = 'opened'") == [(1,)]
 
     scenario(world, body)
+
+
+def test_a_rolled_back_transaction_sends_no_device_command(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An "are you OK?" queued in a transaction that failed is never sent, not even by the next commit."""
+    from rules import intake
+
+    async def body(engine: AlertEngine) -> None:
+        real = intake.mark_handled
+        calls = {"n": 0}
+
+        async def failing(*args: Any, **kwargs: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("the connection broke mid-transaction")
+            await real(*args, **kwargs)
+
+        monkeypatch.setattr(intake, "mark_handled", failing)
+        world.detect("fall", "warning")
+        with pytest.raises(RuntimeError):
+            await engine.process_detections()
+        assert world.alert() == ()  # rolled back: no alert
+        assert world.downlinks == []
+        await engine.run_due()  # another commit must not carry the rolled-back command
+        assert world.downlinks == []
+        await engine.process_detections()  # the detection is still unhandled: now it opens once
+        assert [d.payload["cmd"] for d in world.downlinks] == ["confirm"]
+        assert world.alert()[1] == "confirming"
+
+    scenario(world, body)
