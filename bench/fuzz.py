@@ -48,7 +48,7 @@ INSTRUMENT = {
     "payload": ["devices", "gateway.pipeline"],
     "batch": ["devices", "gateway.pipeline"],
     "mqtt": ["gateway.ingest.mqtt_wire"],
-    "webhooks": ["gateway.notify.webhooks", "starlette.formparsers", "multipart", "twilio.request_validator"],
+    "webhooks": ["gateway.notify.twilio_callbacks", "starlette.formparsers", "multipart", "twilio.request_validator"],
     "config": ["gateway.config", "rules.policy", "yaml"],
     "registry": ["gateway.domain.registry", "gateway.detect.geo", "gateway.domain.people", "yaml"],
 }

@@ -39,7 +39,7 @@ from gateway.ingest.batcher import wall_clock_ms
 from gateway.metrics import render as render_metrics
 from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
-from gateway.notify.webhooks import TwilioWebhooks, webhook_app
+from gateway.notify.twilio_callbacks import TwilioWebhooks, webhook_app
 from gateway.paging import PagingLoops
 from rules.downlinks import Downlink
 from rules.engine import AlertEngine

@@ -28,7 +28,7 @@ from devices.contracts import CONTRACTS, MAX_EPOCH_MS, Payload, ts_to_ms
 from gateway.config import ConfigError, load_config
 from gateway.domain.registry import RegistryError, load_registry, registry_from_dicts
 from gateway.ingest.mqtt_wire import ControlPacket, InboundPublishes, MqttProtocolError, parse_stream
-from gateway.notify.webhooks import TwilioWebhooks, webhook_app
+from gateway.notify.twilio_callbacks import TwilioWebhooks, webhook_app
 from gateway.pipeline.batch import DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.storage import tables
