@@ -30,6 +30,8 @@ from gateway.api.auth import hash_password
 from gateway.console import STATIC_DIR, console_routes
 from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = REPO / "docs"
 PASSWORD = "correct-horse-42"

@@ -8,6 +8,8 @@ import pytest
 
 from simulators.demo import run_demo
 
+pytestmark = pytest.mark.slow
+
 
 def test_demo_detects_every_scripted_emergency(capsys: pytest.CaptureFixture[str]) -> None:
     assert asyncio.run(run_demo()) == 0

@@ -25,6 +25,8 @@ from simulators.fleet import (
 )
 from tests.support import REPO, GatewayRunner, count, wait_until
 
+pytestmark = pytest.mark.slow
+
 TABLES = {
     "wristband/telemetry": "telemetry_wristband",
     "glucose/telemetry": "telemetry_glucose",

@@ -26,6 +26,8 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
 from tests.test_api_helpers import ELDERS, PASSWORD, RESPONDERS
 
+pytestmark = pytest.mark.slow
+
 EXCLUDED = ("/api/events", "/api/logout")
 PER_OPERATION = settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 

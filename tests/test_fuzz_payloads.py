@@ -42,6 +42,8 @@ from gateway.storage.writer import TelemetryWriter
 from tests.fuzz_checks import NOW_MS, ROUTES, check_batch, check_payload
 from tests.support import query
 
+pytestmark = pytest.mark.slow
+
 NOW = datetime.fromtimestamp(NOW_MS / 1000, UTC)
 FAST = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 DAY_MS = 86_400_000

@@ -18,6 +18,8 @@ from gateway.local_services import LocalMosquitto, free_port
 from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
 from tests.support import GatewayRunner, Publisher, query, wait_until
 
+pytestmark = pytest.mark.slow
+
 SID, TOKEN = "AC" + "5" * 32, "kill-test-token"
 ELDERS = 1_000
 KILLS = 10

@@ -19,6 +19,8 @@ from gateway.local_services import LocalPostgres, free_port
 from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
+pytestmark = pytest.mark.slow
+
 SID, TOKEN = "AC" + "7" * 32, "outage-token"
 FAMILY, GRID, POST, HOTLINE = "+8613800000011", "+8613900000011", "+8613700000011", "+8640000000011"
 

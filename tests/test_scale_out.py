@@ -33,6 +33,8 @@ from gateway.pipeline.batch import DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
+pytestmark = pytest.mark.slow
+
 HOME = (31.2304, 121.4737)
 OUTSIDE_LON = HOME[1] + 500 / (111_320 * 0.855)  # 500 m east: outside a 200 m fence
 DETECT = {"fence_dwell_readings": 3, "fence_dwell_s": 20, "silent_factor": 2.0, "tick_s": 0.2}

@@ -21,6 +21,8 @@ from simulators.scenario.plan import AlertSelector, Expectation
 from simulators.scenario.timespec import AT_LEAST_ONE, SpecError, Window, parse_duration, parse_range, parse_window
 from tests.support import REPO
 
+pytestmark = pytest.mark.slow
+
 SCENARIOS = sorted((REPO / "simulators" / "scenarios").glob("*.yaml"))
 SPEED = "240"  # the clock holds while the gateway works, so windows stay exact at this speed
 
