@@ -49,7 +49,7 @@ INSTRUMENT = {
     "batch": ["devices", "gateway.pipeline"],
     "mqtt": ["gateway.ingest.mqtt_wire"],
     "webhooks": ["gateway.notify.twilio_callbacks", "starlette.formparsers", "multipart", "twilio.request_validator"],
-    "config": ["gateway.config", "rules.policy", "yaml"],
+    "config": ["gateway.config", "gateway.alerting.policy", "yaml"],
     "registry": ["gateway.domain.registry", "gateway.detect.geo", "gateway.domain.people", "yaml"],
 }
 DICTIONARY = {

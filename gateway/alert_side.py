@@ -2,9 +2,9 @@
 
 HTTP shares the gateway's event loop with ingest, with its own pool of database
 connections, so a webhook never waits for a telemetry COPY to release a connection.
-Detections become alerts and pages in the alert worker process (gateway/alert_worker.py),
+Detections become alerts and pages in the alert worker process (gateway/alerting/worker.py),
 away from telemetry load, unless ``notify.alert_worker`` is ``inline`` or the gateway runs
-on a clock of its own (tests, fast scenarios), when the same loops (gateway/paging.py)
+on a clock of its own (tests, fast scenarios), when the same loops (gateway/alerting/paging.py)
 run here. (A thread was tried and measured: under telemetry load the alert path then
 waited on the GIL at every database round trip, and the median SOS latency went from
 about 30 ms to 200 ms; see bench/alert_latency.py.)
@@ -32,7 +32,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.alert_worker import AlertWorkerProcess
+from gateway.alerting.downlinks import Downlink
+from gateway.alerting.engine import AlertEngine
+from gateway.alerting.paging import PagingLoops
+from gateway.alerting.worker import AlertWorkerProcess
 from gateway.api.routes import api_routes
 from gateway.config import ConfigError, twilio_token
 from gateway.ingest.batcher import wall_clock_ms
@@ -40,9 +43,6 @@ from gateway.metrics import render as render_metrics
 from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
 from gateway.notify.twilio_callbacks import TwilioWebhooks, webhook_app
-from gateway.paging import PagingLoops
-from rules.downlinks import Downlink
-from rules.engine import AlertEngine
 
 if TYPE_CHECKING:
     from gateway.host import AlertSideHost

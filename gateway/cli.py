@@ -122,7 +122,7 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
     from gateway.storage.schema import upgrade
 
     config = config_from_args(args)
-    from rules.roster import RosterError, check_roster
+    from gateway.alerting.roster import RosterError, check_roster
 
     try:
         registry = load_registry(args.file)
@@ -150,12 +150,12 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
+    from gateway.alerting.downlinks import Downlink
+    from gateway.alerting.engine import AlertEngine
+    from gateway.alerting.store import AlertRow
     from gateway.domain.registry_db import load_registry_from_db
     from gateway.ingest.publish_once import publish_once
     from gateway.settings import conninfo, dsn_with_password
-    from rules.downlinks import Downlink
-    from rules.engine import AlertEngine
-    from rules.store import AlertRow
 
     config = config_from_args(args)
     dsn, kwargs = conninfo(config)
@@ -187,7 +187,7 @@ def _engine_call(args: argparse.Namespace, action: str) -> int:
                 return await engine.on_scene(args.alert, args.by, "cli")
             return await engine.resolve(args.alert, args.by, "cli", args.outcome, note=args.note)
 
-    from rules.actions import AlertError
+    from gateway.alerting.actions import AlertError
 
     try:
         alert = asyncio.run(main())
@@ -239,8 +239,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_report_responses(args: argparse.Namespace) -> int:
     import psycopg
 
+    from gateway.alerting.report import render, responses
     from gateway.settings import conninfo, dsn_with_password
-    from rules.report import render, responses
 
     config = config_from_args(args)
     dsn, kwargs = conninfo(config)

@@ -20,8 +20,8 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from gateway.alerting.policy import EscalationConfig, PolicyError, validate
 from gateway.api.settings import ApiConfig
-from rules.policy import EscalationConfig, PolicyError, validate
 
 ENV_PREFIX = "ELDERCARE_"
 
@@ -160,7 +160,7 @@ class NotifyConfig(_Section, frozen=True, kw_only=True):
     keep_trying_s: PositiveFloat = 3600.0  # a page failing in a provider outage: retried while needed
     lease_s: PositiveFloat = 20.0  # a crash mid-send repeats the page after this; > one send attempt
     # where the alert engine and the outbox run: "process", a worker of their own that telemetry
-    # load cannot slow (gateway/alert_worker.py); "inline", on the gateway's event loop
+    # load cannot slow (gateway/alerting/worker.py); "inline", on the gateway's event loop
     alert_worker: Literal["process", "inline"] = "process"
 
 

@@ -24,6 +24,8 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.alert_side import AlertSide
+from gateway.alerting.engine import AlertEngine
+from gateway.alerting.roster import check_roster
 from gateway.cluster.instance import Cluster
 from gateway.config import GatewayConfig, mqtt_password
 from gateway.detect.engine import DetectorSet
@@ -47,8 +49,6 @@ from gateway.storage.durable import DurableStore, StoreHooks
 from gateway.storage.schema import maintain_partitions, upgrade
 from gateway.storage.spool import DiskSpool
 from gateway.storage.writer import TelemetryWriter
-from rules.engine import AlertEngine
-from rules.roster import check_roster
 
 log = logging.getLogger(__name__)
 

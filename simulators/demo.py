@@ -28,12 +28,12 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.alerting.policy import DEFAULT_ESCALATION, EscalationConfig
 from gateway.config import load_config
 from gateway.local_services import free_port
 from gateway.notify.base import redact_phone
 from gateway.notify.fake_twilio import FakeTwilio
 from gateway.service import Gateway
-from rules.policy import DEFAULT_ESCALATION, EscalationConfig
 from simulators.community import SimElder, build, offset
 from simulators.demo_services import demo_services
 

@@ -25,6 +25,8 @@ from twilio.request_validator import RequestValidator
 
 from devices.codec import Rejected, Route, check_record, decode_payload, route_topic
 from devices.contracts import CONTRACTS, MAX_EPOCH_MS, Payload, ts_to_ms
+from gateway.alerting.engine import AlertEngine
+from gateway.alerting.policy import load_escalation
 from gateway.config import ConfigError, load_config
 from gateway.domain.registry import RegistryError, load_registry, registry_from_dicts
 from gateway.ingest.mqtt_wire import ControlPacket, InboundPublishes, MqttProtocolError, parse_stream
@@ -32,8 +34,6 @@ from gateway.notify.twilio_callbacks import TwilioWebhooks, webhook_app
 from gateway.pipeline.batch import DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.storage import tables
-from rules.engine import AlertEngine
-from rules.policy import load_escalation
 
 NOW_MS = 1_795_000_000_000  # 2026-11-18: a fixed "now" keeps examples reproducible
 _TEXT_KINDS = ("text",)

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import yaml
 
-from gateway.alert_worker import AlertWorker
+from gateway.alerting.worker import AlertWorker
 from gateway.domain.registry import load_registry
 from gateway.domain.registry_db import import_registry
 from gateway.local_services import free_port
@@ -159,7 +159,7 @@ def worker_children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"gateway.alert_worker" in cmdline:
+            if b"gateway.alerting.worker" in cmdline:
                 found.append(int(child))
     return found
 

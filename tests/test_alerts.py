@@ -13,11 +13,11 @@ import pytest
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.alerting.downlinks import Downlink
+from gateway.alerting.engine import AlertEngine
+from gateway.alerting.policy import load_escalation
 from gateway.domain.registry import RegistryFile, registry_from_dicts
 from gateway.storage.schema import upgrade
-from rules.downlinks import Downlink
-from rules.engine import AlertEngine
-from rules.policy import load_escalation
 from tests.support import query
 
 T = TypeVar("T")
@@ -484,7 +484,7 @@ def test_two_engines_on_one_database_never_page_a_tier_twice(world: World) -> No
 
 def test_detections_are_applied_by_one_engine_at_a_time(world: World) -> None:
     """While another engine holds the detections lock, this one applies nothing and leaves the rows."""
-    from rules.intake import DETECTIONS_LOCK
+    from gateway.alerting.intake import DETECTIONS_LOCK
 
     async def body(engine: AlertEngine) -> None:
         world.detect("sos")
@@ -504,7 +504,7 @@ def test_detections_are_applied_by_one_engine_at_a_time(world: World) -> None:
 
 def test_a_rolled_back_transaction_sends_no_device_command(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """An "are you OK?" queued in a transaction that failed is never sent, not even by the next commit."""
-    from rules import intake
+    from gateway.alerting import intake
 
     async def body(engine: AlertEngine) -> None:
         real = intake.mark_handled

@@ -23,14 +23,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
+from gateway.alerting.engine import AlertEngine
+from gateway.alerting.policy import EscalationConfig
 from gateway.api.auth import hash_password
 from gateway.api.routes import api_context, build_routes
 from gateway.api.settings import ApiConfig
 from gateway.domain.registry import registry_from_dicts
 from gateway.domain.registry_db import import_registry, load_registry_from_db
 from gateway.storage.schema import upgrade
-from rules.engine import AlertEngine
-from rules.policy import EscalationConfig
 
 PASSWORD = "correct horse battery"
 HOME1 = {"lat": 31.2304, "lon": 121.4737}

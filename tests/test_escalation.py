@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.domain.detection import Severity
-from rules.escalation import (
+from gateway.alerting.escalation import (
     AlertState,
     AlertView,
     Done,
@@ -22,8 +21,9 @@ from rules.escalation import (
     next_step,
     quiet_until,
 )
-from rules.policy import DEFAULT_ESCALATION, EscalationConfig, PolicySpec, TierSpec, validate
-from rules.roster import SHANGHAI
+from gateway.alerting.policy import DEFAULT_ESCALATION, EscalationConfig, PolicySpec, TierSpec, validate
+from gateway.alerting.roster import SHANGHAI
+from gateway.domain.detection import Severity
 
 S = 1000  # ms per second
 CONFIG = validate(EscalationConfig(quiet_hours="22:00-07:00", on_scene_margin_s=600, default_eta_s=1200))

@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.domain import detection
-from gateway.domain.detection import LEVEL_SEVERITY, Severity
-from rules.policy import (
+from gateway.alerting.policy import (
     ALWAYS_STAFFED,
     DEFAULT_ESCALATION,
     DEFAULT_ESCALATION_YAML,
@@ -22,6 +20,8 @@ from rules.policy import (
     select_policy,
     validate,
 )
+from gateway.domain import detection
+from gateway.domain.detection import LEVEL_SEVERITY, Severity
 
 
 def _tier(wait_s: Any = 60, **roles: Any) -> dict[str, Any]:

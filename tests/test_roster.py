@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.domain.people import GeoPoint, Responder, RosterOverride
-from gateway.domain.registry import ElderSpec, RegistryFile, registry_from_dicts
-from rules.roster import (
+from gateway.alerting.roster import (
     SHANGHAI,
     RosterError,
     Shift,
@@ -22,6 +20,8 @@ from rules.roster import (
     parse_shift,
     resolve_role,
 )
+from gateway.domain.people import GeoPoint, Responder, RosterOverride
+from gateway.domain.registry import ElderSpec, RegistryFile, registry_from_dicts
 
 # 2025-01-06 is a Monday.
 DAY = {"mon": 6, "tue": 7, "wed": 8, "thu": 9, "fri": 10, "sat": 11, "sun": 12}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 from typing import Any
 
+from gateway.alerting.actions import AlertError
 from gateway.api.alert_views import SEVERITY_RANK, summaries
 from gateway.api.auth import Scope
 from gateway.api.http import ApiError, Call, not_found
@@ -27,7 +28,6 @@ from gateway.api.schemas import (
     TimelineEntry,
     TrailPoint,
 )
-from rules.actions import AlertError
 
 TRAIL_BEFORE = timedelta(minutes=30)
 TRAIL_MAX_POINTS = 2000

@@ -10,10 +10,10 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.alerting.engine import AlertEngine
 from gateway.api.auth import Authenticator
 from gateway.api.events import AlertFeed
 from gateway.api.settings import ApiConfig
-from rules.engine import AlertEngine
 
 
 def _never() -> bool:

@@ -19,12 +19,12 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import Message
 
+from gateway.alerting.roster import RosterError, check_roster
 from gateway.api.http import ApiError, Call, read_limited
 from gateway.api.registry_sheet import SheetError, SheetResult, parse_sheet, read_table
 from gateway.api.schemas import ImportErrors, ImportQuery, ImportResult, RowError
 from gateway.domain.registry import RegistryError, registry_from_dicts
 from gateway.domain.registry_db import import_registry
-from rules.roster import RosterError, check_roster
 
 
 async def import_sheet(call: Call) -> ImportResult:

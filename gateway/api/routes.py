@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.alerting.engine import AlertEngine
 from gateway.api import alerts, elders, events, fences, people, registry_upload, session
 from gateway.api.auth import ADMIN, STAFF
 from gateway.api.context import ApiContext
@@ -50,7 +51,6 @@ from gateway.api.schemas import (
     User,
 )
 from gateway.api.settings import ApiConfig
-from rules.engine import AlertEngine
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig

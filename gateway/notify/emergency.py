@@ -15,13 +15,13 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from gateway.alerting.lifecycle import alert_kind
+from gateway.alerting.policy import EscalationConfig, select_policy
+from gateway.alerting.roster import resolve_role
 from gateway.domain.detection import Detection
 from gateway.domain.registry import ElderSpec, RegistryFile
 from gateway.notify.base import Notifier, NotifyError, Outbound, redact_phone
 from gateway.notify.templates import MessageContext, render_sms, render_voice_twiml
-from rules.lifecycle import alert_kind
-from rules.policy import EscalationConfig, select_policy
-from rules.roster import resolve_role
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.alerting import store
 from gateway.notify.base import Notifier, NotifyError, Outbound, PermanentError, Sent, redact_phone
 from gateway.notify.templates import (
     MessageContext,
@@ -36,7 +37,6 @@ from gateway.notify.templates import (
     render_summary_sms,
     render_voice_twiml,
 )
-from rules import store
 
 log = logging.getLogger(__name__)
 

@@ -101,7 +101,7 @@ class MessageContext:
     lon: float | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
     taken_by: str | None = None  # "taken" messages: who took it
-    outcome: str | None = None  # "resolved" messages: rules.actions outcome
+    outcome: str | None = None  # "resolved" messages: gateway.alerting.actions outcome
     role: str = "family"  # the recipient's role
     recipient_language: str = "zh"
 

@@ -30,11 +30,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
+from gateway.alerting import store
+from gateway.alerting.actions import AlertError
+from gateway.alerting.engine import AlertEngine
 from gateway.notify.base import redact_phone
 from gateway.notify.templates import render_gather_reply
-from rules import store
-from rules.actions import AlertError
-from rules.engine import AlertEngine
 
 log = logging.getLogger(__name__)
 

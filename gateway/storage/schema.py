@@ -357,7 +357,7 @@ CREATE OR REPLACE TRIGGER detections_notify AFTER INSERT ON detections
 
 
 def _migration_8(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePolicy) -> None:
-    """Stored detections wake the alert worker (gateway/alert_worker.py) as their transaction commits.
+    """Stored detections wake the alert worker (gateway/alerting/worker.py) as their transaction commits.
 
     A trigger, so no writer (an instance, the spool replay) can forget to, and the wake-up
     costs the SOS path no round trip. PostgreSQL folds identical notifications of one

@@ -18,7 +18,7 @@ import msgspec
 import yaml
 
 from devices.contracts import CONTRACTS, PagerEventKind, WristbandEventKind
-from rules.policy import KNOWN_KINDS
+from gateway.alerting.policy import KNOWN_KINDS
 from simulators.scenario.errors import Locator, Path, ScenarioError
 from simulators.scenario.model import (
     ACTIONS,
@@ -239,8 +239,8 @@ class _Compiler:
 
     def _gateway(self, sections: dict[str, Any]) -> None:
         """Overrides of the gateway config: the same types (and policy checks) as ``config.yaml``."""
+        from gateway.alerting.policy import EscalationConfig, PolicyError, validate
         from gateway.config import DetectConfig, IngestConfig, NotifyConfig
-        from rules.policy import EscalationConfig, PolicyError, validate
 
         types: dict[str, type[Any]] = {
             "detect": DetectConfig,

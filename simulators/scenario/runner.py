@@ -35,6 +35,7 @@ import psycopg
 import yaml
 from psycopg import sql
 
+from gateway.alerting.policy import DEFAULT_ESCALATION
 from gateway.config import ConfigError, load_config
 from gateway.domain.registry import RegistryFile
 from gateway.domain.registry_db import import_registry
@@ -43,7 +44,6 @@ from gateway.notify.base import redact_phone
 from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
 from gateway.service import Gateway
 from gateway.storage.schema import upgrade
-from rules.policy import DEFAULT_ESCALATION
 from simulators.scenario.clock import ScenarioClock, start_ms_for
 from simulators.scenario.errors import ScenarioRunError
 from simulators.scenario.expect import Verdict, describe, judge

@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 
 from devices.contracts import DEVICE_ID_PATTERN
+from gateway.alerting.roster import RosterError, check_roster
 from gateway.domain.registry import RegistryError, registry_from_dicts
-from rules.roster import RosterError, check_roster
 from simulators.community import GIVEN, SURNAMES
 from simulators.scenario.errors import Locator, Path, ScenarioError
 from simulators.scenario.model import AnswerIn, ContactIn, DeviceIn, ElderIn, FenceIn, GenerateIn, WorldIn

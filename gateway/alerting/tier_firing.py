@@ -1,4 +1,4 @@
-"""Firing tiers: the I/O around :func:`rules.escalation.next_step` for an alert that is due.
+"""Firing tiers: the I/O around :func:`gateway.alerting.escalation.next_step` for an alert that is due.
 
 The decision stays pure over there; here the firings are read from and written to the
 database, whose keys make a second gateway instance's attempt at the same tier a no-op.
@@ -14,13 +14,23 @@ from zoneinfo import ZoneInfo
 
 from psycopg.types.json import Jsonb
 
+from gateway.alerting import store
+from gateway.alerting.escalation import (
+    AlertState,
+    AlertView,
+    Done,
+    Fire,
+    Step,
+    TierFiring,
+    Wait,
+    next_step,
+    quiet_until,
+)
+from gateway.alerting.policy import EscalationConfig, PolicySpec, select_policy
+from gateway.alerting.roster import Recipient, resolve_role
+from gateway.alerting.store import AlertRow, Conn
 from gateway.domain.people import Channel
 from gateway.domain.registry import ElderSpec, RegistryFile
-from rules import store
-from rules.escalation import AlertState, AlertView, Done, Fire, Step, TierFiring, Wait, next_step, quiet_until
-from rules.policy import EscalationConfig, PolicySpec, select_policy
-from rules.roster import Recipient, resolve_role
-from rules.store import AlertRow, Conn
 
 # One round trip fires a tier: its firing row (unique per alert, tier and round, so a second
 # engine firing the same tier inserts nothing and pages no one), a page per person and

@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
+from gateway.alerting import store
+from gateway.alerting.policy import PolicySpec
+from gateway.alerting.store import AlertRow, Conn
 from gateway.domain.registry import ElderSpec
-from rules import store
-from rules.policy import PolicySpec
-from rules.store import AlertRow, Conn
 
 Outcome = Literal["false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared", "other"]
 OUTCOMES: tuple[str, ...] = ("false_alarm", "handled_at_home", "sent_to_hospital", "condition_cleared", "other")

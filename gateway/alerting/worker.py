@@ -31,6 +31,9 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.alerting.downlinks import Downlink
+from gateway.alerting.engine import AlertEngine
+from gateway.alerting.paging import PagingLoops
 from gateway.config import GatewayConfig, mqtt_password
 from gateway.domain.registry import RegistryFile, load_registry
 from gateway.domain.registry_watch import registry_from_db, watch_registry
@@ -40,12 +43,9 @@ from gateway.ingest.batcher import wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
-from gateway.paging import PagingLoops
 from gateway.storage.schema import DETECTIONS_CHANNEL
-from rules.downlinks import Downlink
-from rules.engine import AlertEngine
 
-log = logging.getLogger("gateway.alert_worker")
+log = logging.getLogger("gateway.alerting.worker")
 
 READY = b"ready\n"
 RESTART_DELAY_S = (1.0, 30.0)  # first and longest wait before starting a worker that died again
@@ -68,7 +68,7 @@ class AlertWorkerProcess:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "gateway.alert_worker",
+                "gateway.alerting.worker",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )

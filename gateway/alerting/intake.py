@@ -1,4 +1,4 @@
-"""Detections become alert changes: :mod:`rules.lifecycle` decides, this writes them.
+"""Detections become alert changes: :mod:`gateway.alerting.lifecycle` decides, this writes them.
 
 Each call runs inside the engine's transaction, which also marks the detection handled, so
 a detection changes the alerts exactly once. What must happen after the commit (asking the
@@ -11,11 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, assert_never
 
-from gateway.domain.detection import CANCEL_LATE, CMD_RECEIVED, Detection
-from gateway.domain.registry import ElderSpec
-from rules import actions, store
-from rules.downlinks import Downlink, elder_device
-from rules.lifecycle import (
+from gateway.alerting import actions, store
+from gateway.alerting.downlinks import Downlink, elder_device
+from gateway.alerting.lifecycle import (
     Change,
     Ignore,
     MarkRecovered,
@@ -32,8 +30,10 @@ from rules.lifecycle import (
     on_detection,
     retracted_kind,
 )
-from rules.policy import EscalationConfig, select_policy
-from rules.store import AlertRow, Conn
+from gateway.alerting.policy import EscalationConfig, select_policy
+from gateway.alerting.store import AlertRow, Conn
+from gateway.domain.detection import CANCEL_LATE, CMD_RECEIVED, Detection
+from gateway.domain.registry import ElderSpec
 
 DETECTIONS_LOCK = 7_311_002  # advisory lock: one engine applies detections at a time
 

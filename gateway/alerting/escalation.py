@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypeAlias
 
+from gateway.alerting.policy import EscalationConfig, PolicySpec
+from gateway.alerting.roster import in_window, next_window_end
 from gateway.domain.detection import Severity
-from rules.policy import EscalationConfig, PolicySpec
-from rules.roster import in_window, next_window_end
 
 AlertState = Literal["confirming", "notifying", "acknowledged", "on_scene", "resolved"]
 

@@ -3,7 +3,7 @@
 Both read their work from the database (unhandled detections, due alerts, pending
 notifications), so they are woken when there is news but never depend on it: a wake-up
 lost in a crash is made up by the next poll. They run either in the gateway process
-(``alerts.worker: inline``) or in the alert worker process (gateway/alert_worker.py).
+(``alerts.worker: inline``) or in the alert worker process (gateway/alerting/worker.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from gateway.alerting.engine import AlertEngine
 from gateway.error_text import first_line
 from gateway.notify.outbox import OutboxSender
-from rules.engine import AlertEngine
 
 log = logging.getLogger(__name__)
 

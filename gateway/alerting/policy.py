@@ -278,7 +278,7 @@ def _warning_tiers() -> list[TierSpec]:
     ]
 
 
-# a fall with no recovery raises the open "fall" alert to critical (rules.lifecycle.ALERT_KIND)
+# a fall with no recovery raises the open "fall" alert to critical (gateway.alerting.lifecycle.ALERT_KIND)
 _CRITICAL_VITALS = [
     FALL,
     FALL_NO_RECOVERY,

@@ -5,14 +5,14 @@ instance carries on where the first stopped:
 
 * ``process_detections`` claims unhandled detection rows (``FOR UPDATE SKIP LOCKED``),
   applies the lifecycle decision and marks them handled in the same transaction:
-  each detection changes the alerts exactly once (:mod:`rules.intake`).
+  each detection changes the alerts exactly once (:mod:`gateway.alerting.intake`).
 * ``run_due`` claims alerts whose ``next_check_at`` has come (the escalation timer is
   that column, not a sleeping task), asks ``next_step`` what to do, records the tier
   firing (its primary key makes a second engine's attempt a no-op) and writes one
   outbox row per recipient and channel, then sets the next check time
-  (:mod:`rules.tier_firing`).
+  (:mod:`gateway.alerting.tier_firing`).
 
-What people do (:mod:`rules.actions`) comes in through the same object, one transaction
+What people do (:mod:`gateway.alerting.actions`) comes in through the same object, one transaction
 each. The clock is injected; the engine never reads the wall clock itself.
 """
 
@@ -25,13 +25,13 @@ from zoneinfo import ZoneInfo
 
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.alerting import actions, intake, store, tier_firing
+from gateway.alerting.actions import AlertError
+from gateway.alerting.downlinks import Downlink, elder_device
+from gateway.alerting.policy import EscalationConfig, PolicySpec
+from gateway.alerting.store import AlertRow, Conn
+from gateway.alerting.tier_firing import FiringScope
 from gateway.domain.registry import ElderSpec, RegistryFile
-from rules import actions, intake, store, tier_firing
-from rules.actions import AlertError
-from rules.downlinks import Downlink, elder_device
-from rules.policy import EscalationConfig, PolicySpec
-from rules.store import AlertRow, Conn
-from rules.tier_firing import FiringScope
 
 log = logging.getLogger(__name__)
 
