@@ -458,8 +458,8 @@ def main() -> None:
         for target in targets:
             dsn = None
             if target == "webhooks":
-                from gateway.local_services import LocalPostgres
                 from gateway.storage.schema import upgrade
+                from simulators.services.local import LocalPostgres
 
                 postgres = LocalPostgres(pg_root, fsync=False)
                 postgres.start()

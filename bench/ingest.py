@@ -33,8 +33,8 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.local_services import private_services  # noqa: E402
 from simulators.bulk_publisher import publish_all  # noqa: E402
+from simulators.services.local import private_services  # noqa: E402
 
 TOPIC_FILTER = "eldercare/v1/+/+/telemetry"  # the stream is telemetry only
 SESSION_EXPIRY_S = 86_400

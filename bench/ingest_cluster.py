@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.ingest import process_cpu_s, wristband_stream  # noqa: E402
-from gateway.local_services import private_services  # noqa: E402
 from simulators.bulk_publisher import publish_all  # noqa: E402
+from simulators.services.local import private_services  # noqa: E402
 
 TELEMETRY = "eldercare/v1/+/+/telemetry"
 

@@ -77,11 +77,11 @@ from _soak_support import (  # noqa: E402
 )
 
 from devices.contracts import GlucoseReading, PagerEvent, WristbandTelemetry  # noqa: E402
-from gateway.local_services import free_port, private_services  # noqa: E402
-from gateway.notify.fake_twilio import FakeTwilio, running_in_thread  # noqa: E402
 from simulators.community import offset  # noqa: E402
 from simulators.devices import accel  # noqa: E402
 from simulators.devices.wire import encode, make  # noqa: E402
+from simulators.providers.twilio import FakeTwilio, running_in_thread  # noqa: E402
+from simulators.services.local import free_port, private_services  # noqa: E402
 
 SID, TOKEN = "AC" + "5" * 32, "soak-token"
 SUPPORT = Path(__file__).with_name("_soak_support.py")

@@ -30,12 +30,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.alerting.policy import DEFAULT_ESCALATION, EscalationConfig
 from gateway.config import load_config
-from gateway.local_services import free_port
 from gateway.notify.base import redact_phone
-from gateway.notify.fake_twilio import FakeTwilio
 from gateway.service import Gateway
 from simulators.community import SimElder, build, offset
 from simulators.demo_services import demo_services
+from simulators.providers.twilio import FakeTwilio
+from simulators.services.local import free_port
 
 TWILIO_SID, TWILIO_TOKEN = "AC" + "d" * 32, "demo-token"
 

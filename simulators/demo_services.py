@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.local_services import (
+from simulators.demo_broker import DemoBroker
+from simulators.services.local import (
     LocalMosquitto,
     LocalPostgres,
     LocalServiceError,
     mosquitto_binary,
     postgres_bindir,
 )
-from simulators.demo_broker import DemoBroker
 
 
 @dataclass(frozen=True, slots=True)

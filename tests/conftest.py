@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.local_services import LocalMosquitto, LocalPostgres
+from simulators.services.local import LocalMosquitto, LocalPostgres
 from tests.support import GatewayRunner, Publisher
 
 _db_counter = itertools.count()

@@ -19,9 +19,9 @@ import yaml
 from gateway.alerting.worker import AlertWorker
 from gateway.domain.registry import load_registry
 from gateway.domain.registry_db import import_registry
-from gateway.local_services import free_port
-from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
 from gateway.storage.schema import upgrade
+from simulators.providers.twilio import FakeTwilio, running_in_thread
+from simulators.services.local import free_port
 from tests.support import GatewayRunner, Publisher, query, wait_until
 
 SID, TOKEN = "AC" + "7" * 32, "worker-test-token"

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.local_services import LocalMosquitto
+from simulators.services.local import LocalMosquitto
 from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
 
 REGISTRY: dict[str, Any] = {

@@ -69,8 +69,8 @@ def test_the_gateway_ingests_and_detects_through_the_demo_broker(
 
 
 def test_the_demo_falls_back_to_its_own_broker_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.local_services import LocalServiceError
     from simulators import demo_services
+    from simulators.services.local import LocalServiceError
 
     def missing() -> str:
         raise LocalServiceError("mosquitto not found")
@@ -92,8 +92,8 @@ def test_without_postgresql_or_its_stand_in_the_demo_says_what_to_do(
 ) -> None:
     import builtins
 
-    from gateway.local_services import LocalServiceError
     from simulators import demo_services
+    from simulators.services.local import LocalServiceError
 
     def missing() -> Path:
         raise LocalServiceError("initdb not found")

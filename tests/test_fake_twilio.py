@@ -24,8 +24,8 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from gateway.notify.fake_twilio import FakeTwilio, FakeTwilioError, is_plausible_number, running_in_thread
 from gateway.notify.templates import MessageContext, render_gather_reply, render_voice_twiml
+from simulators.providers.twilio import FakeTwilio, FakeTwilioError, is_plausible_number, running_in_thread
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning"),
@@ -600,7 +600,7 @@ def test_stop_cancels_pending_callbacks() -> None:
 
 
 def test_logs_have_no_token_and_numbers_only_at_debug(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="gateway.notify.fake_twilio")
+    caplog.set_level(logging.DEBUG, logger="simulators.providers.twilio")
 
     async def main() -> None:
         async with receiver(gather=gather_reply()) as gw, FakeTwilio(ACCOUNT, TOKEN, step_s=0.01) as fake:
@@ -613,7 +613,7 @@ def test_logs_have_no_token_and_numbers_only_at_debug(caplog: pytest.LogCaptureF
                     await client.messages.create_async(to=FAMILY, from_=OURS, body="a")
 
     run(main())
-    records = [r for r in caplog.records if r.name == "gateway.notify.fake_twilio"]
+    records = [r for r in caplog.records if r.name == "simulators.providers.twilio"]
     assert any(r.levelno == logging.DEBUG and FAMILY in r.getMessage() for r in records)
     for record in records:
         text = record.getMessage()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.local_services import LocalMosquitto
 from gateway.provision import BrokerCredentials
 from simulators.fleet import (
     FleetConfig,
@@ -23,6 +22,7 @@ from simulators.fleet import (
     parse_mix,
     run_fleet,
 )
+from simulators.services.local import LocalMosquitto
 from tests.support import REPO, GatewayRunner, count, wait_until
 
 pytestmark = pytest.mark.slow

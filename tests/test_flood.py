@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.local_services import LocalMosquitto, free_port
-from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
+from simulators.providers.twilio import FakeTwilio, running_in_thread
+from simulators.services.local import LocalMosquitto, free_port
 from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
 
 SID, TOKEN = "AC" + "9" * 32, "flood-token"

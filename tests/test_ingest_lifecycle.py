@@ -6,9 +6,9 @@ import json
 import signal
 import time
 
-from gateway.local_services import LocalMosquitto
 from gateway.pipeline.batch import RawBatch
 from gateway.storage.spool import DiskSpool
+from simulators.services.local import LocalMosquitto
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
 

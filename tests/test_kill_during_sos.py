@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.local_services import LocalMosquitto, free_port
-from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
+from simulators.providers.twilio import FakeTwilio, running_in_thread
+from simulators.services.local import LocalMosquitto, free_port
 from tests.support import GatewayRunner, Publisher, query, wait_until
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.local_services import free_port
-from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
+from simulators.providers.twilio import FakeTwilio, running_in_thread
+from simulators.services.local import free_port
 from tests.support import GatewayRunner, Publisher, query, wait_until
 
 SID = "AC" + "0" * 32

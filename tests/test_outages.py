@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.local_services import LocalPostgres, free_port
-from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
+from simulators.providers.twilio import FakeTwilio, running_in_thread
+from simulators.services.local import LocalPostgres, free_port
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
 pytestmark = pytest.mark.slow

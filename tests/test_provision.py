@@ -11,8 +11,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.local_services import LocalMosquitto
 from gateway.provision import BrokerCredentials, ProvisionError
+from simulators.services.local import LocalMosquitto
 
 
 def connect(port: int, user: str, password: str) -> tuple[mqtt.Client, Any]:

@@ -28,9 +28,9 @@ from gateway.cluster.ownership import Ownership, owner_of, topic_device
 from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
 from gateway.domain.registry import load_registry
-from gateway.local_services import LocalMosquitto, LocalPostgres, free_port
 from gateway.pipeline.batch import DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder
+from simulators.services.local import LocalMosquitto, LocalPostgres, free_port
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
 pytestmark = pytest.mark.slow

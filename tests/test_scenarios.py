@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.local_services import LocalMosquitto, LocalPostgres
 from simulators.scenario import ScenarioError, load_scenario
 from simulators.scenario.clock import ScenarioClock
 from simulators.scenario.expect import judge
 from simulators.scenario.observe import AlertSeen, FiringSeen, Observed
 from simulators.scenario.plan import AlertSelector, Expectation
 from simulators.scenario.timespec import AT_LEAST_ONE, SpecError, Window, parse_duration, parse_range, parse_window
+from simulators.services.local import LocalMosquitto, LocalPostgres
 from tests.support import REPO
 
 pytestmark = pytest.mark.slow

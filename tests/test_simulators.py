@@ -25,7 +25,6 @@ from devices.contracts import (
 )
 from gateway.detect.fall_params import FallModelParams
 from gateway.detect.fall_stream import FallDetector
-from gateway.local_services import LocalMosquitto
 from gateway.provision import BrokerCredentials
 from simulators.devices import (
     BloodPressureCuff,
@@ -39,6 +38,7 @@ from simulators.devices import (
     paths,
 )
 from simulators.devices.wire import WILL_PAYLOAD
+from simulators.services.local import LocalMosquitto
 from tests.support import GatewayRunner, count, query, wait_until
 
 T0 = 1_795_000_000_000  # 2026-11-18 19:06:40 in Shanghai

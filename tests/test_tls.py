@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.local_services import LocalMosquitto, free_port
+from simulators.services.local import LocalMosquitto, free_port
 from tests.support import GatewayRunner, count, wait_until
 
 

@@ -1,6 +1,6 @@
 """The real ``twilio`` client, async, optionally pointed at another base URL.
 
-Tests and the demo point it at the local fake (``gateway.notify.fake_twilio``); in
+Tests and the demo point it at the local fake (``simulators.providers.twilio``); in
 production ``base_url`` stays None and requests go to Twilio.
 """
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import psycopg
 
-from gateway.notify.fake_twilio import FakeTwilio
 from gateway.service import Gateway
+from simulators.providers.twilio import FakeTwilio
 from simulators.scenario.clock import ScenarioClock
 
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from gateway.notify.fake_twilio import FakeTwilio, FakeTwilioError
+from simulators.providers.twilio import FakeTwilio, FakeTwilioError
 from simulators.scenario.clock import ScenarioClock
 from simulators.scenario.observe import Observed
 from simulators.scenario.plan import Person, World

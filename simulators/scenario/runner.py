@@ -39,11 +39,10 @@ from gateway.alerting.policy import DEFAULT_ESCALATION
 from gateway.config import ConfigError, load_config
 from gateway.domain.registry import RegistryFile
 from gateway.domain.registry_db import import_registry
-from gateway.local_services import LocalMosquitto, LocalPostgres, free_port, private_services
 from gateway.notify.base import redact_phone
-from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
 from gateway.service import Gateway
 from gateway.storage.schema import upgrade
+from simulators.providers.twilio import FakeTwilio, running_in_thread
 from simulators.scenario.clock import ScenarioClock, start_ms_for
 from simulators.scenario.errors import ScenarioRunError
 from simulators.scenario.expect import Verdict, describe, judge
@@ -53,6 +52,7 @@ from simulators.scenario.observe import Observer
 from simulators.scenario.people import People
 from simulators.scenario.plan import Expectation, Scenario, Step
 from simulators.scenario.timespec import format_duration
+from simulators.services.local import LocalMosquitto, LocalPostgres, free_port, private_services
 
 log = logging.getLogger(__name__)
 
