@@ -1,4 +1,4 @@
-"""The responder side of the gateway: alert engine, outbox and HTTP (webhooks, console API).
+"""The alert side of the gateway process: alert engine, outbox and HTTP (callbacks, console API).
 
 HTTP shares the gateway's event loop with ingest, with its own pool of database
 connections, so a webhook never waits for a telemetry COPY to release a connection.
