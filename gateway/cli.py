@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -30,6 +29,10 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Until SIGTERM or SIGINT (to the gateway or its whole process group): then flush, stop the worker, exit 0."""
+    from gateway.stop_signals import STOP_SIGNALS, record_stop_signals
+
+    signalled = record_stop_signals()  # until the event loop's handlers below take over
     from gateway.service import Gateway
 
     config = _config(args)
@@ -38,11 +41,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
+        if signalled:
+            stop.set()
         await Gateway(config).run(stop)
 
     asyncio.run(main())
+    record_stop_signals()  # a second Ctrl-C while the interpreter exits changes nothing
     return 0
 
 

@@ -53,7 +53,9 @@ T = TypeVar("T")
 class Responder:
     """The gateway starts it, wakes it when detections are stored, and stops it."""
 
-    def __init__(self, gateway: Gateway, dsn: str, kwargs: dict[str, object]) -> None:
+    def __init__(
+        self, gateway: Gateway, dsn: str, kwargs: dict[str, object], stopping: asyncio.Event | None = None
+    ) -> None:
         self.gateway = gateway
         self.dsn = dsn
         self.kwargs = kwargs
@@ -69,7 +71,8 @@ class Responder:
         self.paging: PagingLoops | None = None
         config = gateway.config
         in_worker = config.notify.alert_worker == "process" and gateway.clock_ms is wall_clock_ms
-        self.worker = AlertWorkerProcess(config) if in_worker else None
+        # ``stopping``: the gateway's stop event, so its worker is never started again once it is set
+        self.worker = AlertWorkerProcess(config, stopping) if in_worker else None
         self.http: uvicorn.Server | None = None
         self.http_port = 0
         self._http_socket: socket.socket | None = None
@@ -101,6 +104,8 @@ class Responder:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
 
     async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stopping.set()  # its worker is not started again, whatever stopped the gateway
         self._stop.set()
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=30)  # its error, if any, was reported through ``failed``

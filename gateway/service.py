@@ -238,7 +238,7 @@ class Gateway:
         )
         await self._ingest_pool.open(wait=False)
         writer = TelemetryWriter(self._ingest_pool, self.policy)
-        self.responder = Responder(self, dsn, kwargs)
+        self.responder = Responder(self, dsn, kwargs, stopping=stop)
         try:
             await self.responder.start()
         except BaseException:
@@ -285,6 +285,15 @@ class Gateway:
                     await self.cluster.leave()
                 await self._drain()
                 await self.mqtt.close()
+                s = self.stats
+                log.info(
+                    "ingest stopped: received=%d acknowledged=%d ack_dropped=%d stored_rows=%d spooled=%d",
+                    self.batcher.received,
+                    s.acked,
+                    s.ack_dropped,
+                    s.rows_stored,
+                    s.spooled_messages,
+                )
                 for worker in workers:
                     worker.cancel()
         finally:
