@@ -283,6 +283,7 @@ class Gateway:
                 log.info("stopping: flushing what is held")
                 if self.cluster is not None:
                     await self.cluster.leave()
+                self.mqtt.stop_reading()  # flush what is held; the broker keeps the rest for our session
                 await self._drain()
                 await self.mqtt.close()
                 s = self.stats

@@ -134,14 +134,15 @@ def stop_cleanly(
     took = time.monotonic() - started
     gateway.process = None
     log = gateway.log_text()
-    print(f"{sig.name} to the {target}: gateway exited {code} after {took:.2f} s")
+    found = re.findall(r"ingest stopped: (\S+) (\S+) (\S+) (\S+) (\S+)", log)
+    held = " ".join(found[0]) if found else "no counts"
+    print(f"{sig.name} to the {target}: gateway exited {code} after {took:.2f} s; {held}")
     assert code == 0, log[-3000:]
     assert zombie(worker), "the worker outlived its gateway"
     assert "Fatal Python error" not in log and "Traceback" not in log, log[-3000:]
     assert f"alert worker (pid {worker}) stopped with code 0" in log, log[-3000:]
     assert log.count("alert worker running") == 1 and "starting it again" not in log, log[-3000:]
     assert "alert worker: stopped" in log, log[-3000:]  # the worker's own last line: it ran to its end
-    found = re.findall(r"ingest stopped: (\S+) (\S+) (\S+) (\S+) (\S+)", log)
     assert len(found) == 1, log[-3000:]
     counts = {k: int(v) for k, v in (pair.split("=") for pair in found[0])}
     # everything the gateway took from the broker was stored or spooled, and acknowledged
