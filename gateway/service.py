@@ -53,6 +53,7 @@ from rules.engine import AlertEngine
 from rules.roster import check_roster
 
 log = logging.getLogger(__name__)
+DRAIN_TIMEOUT_S = 30.0  # a stop waits this long at most for what is held to be stored or spooled
 
 
 @dataclass(slots=True)
@@ -407,7 +408,7 @@ class Gateway:
             self.stats.detections[d.kind] = self.stats.detections.get(d.kind, 0) + 1
             log.info("detected %s%s (%s) for elder %s", d.kind, " cleared" if d.cleared else "", d.severity, d.elder_id)
 
-    async def _drain(self, timeout_s: float = 30.0) -> None:
+    async def _drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
         self.batcher.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):

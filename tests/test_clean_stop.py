@@ -26,9 +26,11 @@ import psycopg
 import pytest
 import yaml
 
+from gateway.alert_worker import STOP_TIMEOUT_S
 from gateway.local_services import LocalMosquitto, LocalPostgres, free_port
 from gateway.notify.fake_twilio import FakeTwilio, running_in_thread
-from tests.support import GatewayRunner, Publisher, count, query, wait_until, worker_children, zombie
+from gateway.service import DRAIN_TIMEOUT_S
+from tests.support import REPO, GatewayRunner, Publisher, count, query, wait_until, worker_children, zombie
 
 SID, TOKEN = "AC" + "9" * 32, "clean-stop-token"
 SON = "+8613800000099"
@@ -282,3 +284,14 @@ def test_database_away_with_a_spool(
 
 def _spooled(spool: Path) -> int:
     return sum(1 for p in spool.rglob("*") if p.is_file()) if spool.exists() else 0
+
+
+def test_the_systemd_unit_stops_as_these_tests_do() -> None:
+    """SIGTERM to the gateway alone (the "gateway" cases above), and time for the gateway's own bounds."""
+    unit = dict(
+        line.split("=", 1)
+        for line in (REPO / "deploy" / "eldercare-gateway.service").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert unit["KillMode"] == "mixed" and unit["KillSignal"] == "SIGTERM"
+    assert int(unit["TimeoutStopSec"]) >= DRAIN_TIMEOUT_S + STOP_TIMEOUT_S
