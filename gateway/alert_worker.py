@@ -210,9 +210,9 @@ class AlertWorker:
         freeze_long_lived()
         try:
             async with asyncio.TaskGroup() as tasks:
+                paging = tasks.create_task(loops.run(alerts), name="paging")
                 workers = [
                     tasks.create_task(self.mqtt.run(), name="mqtt"),
-                    tasks.create_task(loops.run(alerts), name="paging"),
                     tasks.create_task(self._listen(loops), name="listen"),
                     tasks.create_task(
                         watch_registry(self.dsn, self.kwargs, config.registry.reload_s, changed, loaded=loaded),
@@ -221,6 +221,7 @@ class AlertWorker:
                 ]
                 ready()
                 await stop.wait()
+                await loops.finish(paging)  # the pages under way are sent (downlinks need mqtt still)
                 for worker in workers:
                     worker.cancel()
         finally:

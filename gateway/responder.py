@@ -150,15 +150,14 @@ class Responder:
             http = self._http_server() if config.notify.enabled else None
             self._started.set()
             async with asyncio.TaskGroup() as tasks:
-                workers = [
-                    tasks.create_task(self.paging.run(self.alerts), name="paging")
-                    if self.worker is None
-                    else tasks.create_task(self.worker.run(), name="alert-worker")
-                ]
+                paging = tasks.create_task(self.paging.run(self.alerts), name="paging") if self.worker is None else None
+                workers = [] if self.worker is None else [tasks.create_task(self.worker.run(), name="alert-worker")]
                 if http is not None:
                     assert self._http_socket is not None
                     workers.append(tasks.create_task(http.serve(sockets=[self._http_socket]), name="http"))
                 await self._stop.wait()
+                if paging is not None:
+                    await self.paging.finish(paging)  # the pages under way are sent
                 if http is not None:
                     http.should_exit = True
                 for worker in workers:
