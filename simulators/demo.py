@@ -6,7 +6,8 @@ it plays a script of emergencies (an SOS, a severe hypoglycaemia, a hypertensive
 crisis, a fall with no recovery, a dementia patient leaving home and coming back, an
 SOS pressed by mistake and cancelled, a wristband that goes silent) and prints what
 the gateway detects as it happens. Ends with a summary; exits 0 only if every
-scripted emergency was detected as expected. Ctrl-C stops everything cleanly.
+scripted emergency was detected as expected. Ctrl-C, SIGTERM or SIGHUP stops everything it
+started and removes its temporary folders (exit 0).
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ def _stop_the_demo(temp: Path, out: Path, sig: signal.Signals, target: str) -> N
     assert code == 0, text[-3000:]
     assert "stopped; everything the demo started has been shut down" in text, text[-3000:]
     assert "Traceback" not in text and "Fatal Python error" not in text, text[-3000:]
+    assert "starting it again" not in text, text[-3000:]  # the gateway's worker was not restarted
     for pid, _ in services + [(w, "alert worker") for w in workers]:
         wait_until(lambda pid=pid: zombie(pid), 10, f"process {pid} gone")  # type: ignore[misc]
     assert list(temp.iterdir()) == []
