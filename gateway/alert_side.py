@@ -54,7 +54,9 @@ T = TypeVar("T")
 class AlertSide:
     """The gateway starts it, wakes it when detections are stored, and stops it."""
 
-    def __init__(self, gateway: AlertSideHost, dsn: str, kwargs: dict[str, object]) -> None:
+    def __init__(
+        self, gateway: AlertSideHost, dsn: str, kwargs: dict[str, object], stopping: asyncio.Event | None = None
+    ) -> None:
         self.gateway = gateway
         self.dsn = dsn
         self.kwargs = kwargs
@@ -70,7 +72,8 @@ class AlertSide:
         self.paging: PagingLoops | None = None
         config = gateway.config
         in_worker = config.notify.alert_worker == "process" and gateway.clock_ms is wall_clock_ms
-        self.worker = AlertWorkerProcess(config) if in_worker else None
+        # ``stopping``: the gateway's stop event, so its worker is never started again once it is set
+        self.worker = AlertWorkerProcess(config, stopping) if in_worker else None
         self.http: uvicorn.Server | None = None
         self.http_port = 0
         self._http_socket: socket.socket | None = None
@@ -102,6 +105,8 @@ class AlertSide:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
 
     async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stopping.set()  # its worker is not started again, whatever stopped the gateway
         self._stop.set()
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=30)  # its error, if any, was reported through ``failed``
@@ -146,15 +151,14 @@ class AlertSide:
             http = self._http_server() if config.notify.enabled else None
             self._started.set()
             async with asyncio.TaskGroup() as tasks:
-                workers = [
-                    tasks.create_task(self.paging.run(self.alerts), name="paging")
-                    if self.worker is None
-                    else tasks.create_task(self.worker.run(), name="alert-worker")
-                ]
+                paging = tasks.create_task(self.paging.run(self.alerts), name="paging") if self.worker is None else None
+                workers = [] if self.worker is None else [tasks.create_task(self.worker.run(), name="alert-worker")]
                 if http is not None:
                     assert self._http_socket is not None
                     workers.append(tasks.create_task(http.serve(sockets=[self._http_socket]), name="http"))
                 await self._stop.wait()
+                if paging is not None:
+                    await self.paging.finish(paging)  # the pages under way are sent
                 if http is not None:
                     http.should_exit = True
                 for worker in workers:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +18,10 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Until SIGTERM or SIGINT (to the gateway or its whole process group): then flush, stop the worker, exit 0."""
+    from gateway.stop_signals import STOP_SIGNALS, record_stop_signals
+
+    signalled = record_stop_signals()  # until the event loop's handlers below take over
     from gateway.service import Gateway
 
     config = config_from_args(args)
@@ -27,11 +30,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
+        if signalled:
+            stop.set()
         await Gateway(config).run(stop)
 
     asyncio.run(main())
+    record_stop_signals()  # a second Ctrl-C while the interpreter exits changes nothing
     return 0
 
 

@@ -51,6 +51,7 @@ from gateway.storage.spool import DiskSpool
 from gateway.storage.writer import TelemetryWriter
 
 log = logging.getLogger(__name__)
+DRAIN_TIMEOUT_S = 30.0  # a stop waits this long at most for what is held to be stored or spooled
 
 
 class Gateway:
@@ -175,7 +176,7 @@ class Gateway:
         )
         await self._ingest_pool.open(wait=False)
         writer = TelemetryWriter(self._ingest_pool, self.policy)
-        self.alert_side = AlertSide(self, dsn, kwargs)
+        self.alert_side = AlertSide(self, dsn, kwargs, stopping=stop)
         try:
             await self.alert_side.start()
         except BaseException:
@@ -220,8 +221,18 @@ class Gateway:
                 log.info("stopping: flushing what is held")
                 if self.cluster is not None:
                     await self.cluster.leave()
+                self.mqtt.stop_reading()  # flush what is held; the broker keeps the rest for our session
                 await self.drain()
                 await self.mqtt.close()
+                s = self.stats
+                log.info(
+                    "ingest stopped: received=%d acknowledged=%d ack_dropped=%d stored_rows=%d spooled=%d",
+                    self.batcher.received,
+                    s.acked,
+                    s.ack_dropped,
+                    s.rows_stored,
+                    s.spooled_messages,
+                )
                 for worker in workers:
                     worker.cancel()
         finally:
@@ -334,7 +345,7 @@ class Gateway:
             self.stats.detections[d.kind] = self.stats.detections.get(d.kind, 0) + 1
             log.info("detected %s%s (%s) for elder %s", d.kind, " cleared" if d.cleared else "", d.severity, d.elder_id)
 
-    async def drain(self, timeout_s: float = 30.0) -> None:
+    async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
         self.batcher.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):

@@ -6,7 +6,8 @@ it plays a script of emergencies (an SOS, a severe hypoglycaemia, a hypertensive
 crisis, a fall with no recovery, a dementia patient leaving home and coming back, an
 SOS pressed by mistake and cancelled, a wristband that goes silent) and prints what
 the gateway detects as it happens. Ends with a summary; exits 0 only if every
-scripted emergency was detected as expected. Ctrl-C stops everything cleanly.
+scripted emergency was detected as expected. Ctrl-C, SIGTERM or SIGHUP stops everything it
+started and removes its temporary folders (exit 0).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -207,127 +210,161 @@ def _clock(ms: int) -> str:
 
 async def run_demo(duration_s: float = 0.0) -> int:
     elders, registry = build(50)
+    fake = FakeTwilio(TWILIO_SID, TWILIO_TOKEN)
+    await fake.start()
+    try:
+        async with demo_services() as (broker, database):
+            # the gateway's config (the fake's token) and registry (contacts' phone numbers) live here
+            work = Path(tempfile.mkdtemp(prefix="eldercare-demo-gw-"))
+            try:
+                community_failed, expects = await _community(elders, registry, fake, broker, database, work, duration_s)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            report = await _play_yaml_scenarios(broker, database)
+    finally:
+        await fake.stop()
+    failed = community_failed + sum(not r.passed for r in report.results)
+    passed = len(expects) + COMMUNITY_CHECKS - community_failed + sum(r.passed for r in report.results)
+    print(f"scenarios passed={passed} failed={failed}")
+    return 0 if failed == 0 else 1
+
+
+async def _community(
+    elders: list[SimElder],
+    registry: dict[str, Any],
+    fake: FakeTwilio,
+    broker: Any,
+    database: Any,
+    work: Path,
+    duration_s: float,
+) -> tuple[int, list[Expect]]:
+    """The simulated community and its script; returns the failed checks and what was expected."""
     names = {e.id: e.name for e in elders}
     steps, expects = script(elders)
     timeline_end = max(s.at_s for s in steps) + 12
-    fake = FakeTwilio(TWILIO_SID, TWILIO_TOKEN)
-    await fake.start()
     http_port = free_port()
-    async with demo_services() as (broker, database):
-        work = Path(tempfile.mkdtemp(prefix="eldercare-demo-gw-"))
-        (work / "registry.yaml").write_text(yaml.safe_dump(registry, allow_unicode=True), "utf-8")
-        (work / "config.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "mqtt": {"port": broker.port, "client_id": "demo-gateway"},
-                    "database": {"dsn": database.dsn},
-                    "storage": {"spool_dir": str(work / "spool")},
-                    "notify": {
-                        "http_port": http_port,
-                        "public_base_url": f"http://127.0.0.1:{http_port}",
-                        "twilio": {
-                            "account_sid": TWILIO_SID,
-                            "auth_token": TWILIO_TOKEN,
-                            "sms_from": "+15005550006",
-                            "voice_from": "+15005550006",
-                            "base_url": fake.base_url,
-                        },
+    (work / "registry.yaml").write_text(yaml.safe_dump(registry, allow_unicode=True), "utf-8")
+    (work / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "mqtt": {"port": broker.port, "client_id": "demo-gateway"},
+                "database": {"dsn": database.dsn},
+                "storage": {"spool_dir": str(work / "spool")},
+                "notify": {
+                    "http_port": http_port,
+                    "public_base_url": f"http://127.0.0.1:{http_port}",
+                    "twilio": {
+                        "account_sid": TWILIO_SID,
+                        "auth_token": TWILIO_TOKEN,
+                        "sms_from": "+15005550006",
+                        "voice_from": "+15005550006",
+                        "base_url": fake.base_url,
                     },
-                    "escalation": compressed(DEFAULT_ESCALATION, 8),
-                    "registry": {"file": str(work / "registry.yaml")},
-                    "detect": {
-                        "fall_confirm_s": 10,
-                        "fence_dwell_s": 4,
-                        "fence_dwell_readings": 1,
-                        "fence_reentry_readings": 1,
-                        "silent_factor": 2.0,
-                        "tick_s": 0.5,
-                    },
-                    "logging": {"level": "WARNING"},
-                }
-            )
+                },
+                "escalation": compressed(DEFAULT_ESCALATION, 8),
+                "registry": {"file": str(work / "registry.yaml")},
+                "detect": {
+                    "fall_confirm_s": 10,
+                    "fence_dwell_s": 4,
+                    "fence_dwell_readings": 1,
+                    "fence_reentry_readings": 1,
+                    "silent_factor": 2.0,
+                    "tick_s": 0.5,
+                },
+                "logging": {"level": "WARNING"},
+            }
         )
-        print(
-            f"fake Twilio (SMS and voice are recorded, not sent) on {fake.base_url}; escalation waits "
-            "are 1/8 of the shipped ones so tiers move within the demo"
-        )
-        mqtt_name = "private Mosquitto" if hasattr(broker, "workdir") else "the embedded broker"
-        pg_name = f"PostgreSQL on 127.0.0.1:{database.port}" if database.port else "the embedded PostgreSQL"
-        print(f"eldercare-sim demo: {mqtt_name} on 127.0.0.1:{broker.port} and {pg_name} (temporary, removed on exit)")
-        print(
-            f"community 幸福社区: {len(elders)} elders, "
-            f"{sum(len(d['devices']) for d in registry['elders'])} devices, one home fence each\n"
-        )
-        gateway = Gateway(load_config(work / "config.yaml", environ={}))
-        stop = asyncio.Event()
-        gateway_task = asyncio.create_task(gateway.run(stop), name="gateway")
+    )
+    print(
+        f"fake Twilio (SMS and voice are recorded, not sent) on {fake.base_url}; escalation waits "
+        "are 1/8 of the shipped ones so tiers move within the demo"
+    )
+    mqtt_name = "private Mosquitto" if hasattr(broker, "workdir") else "the embedded broker"
+    pg_name = f"PostgreSQL on 127.0.0.1:{database.port}" if database.port else "the embedded PostgreSQL"
+    print(f"eldercare-sim demo: {mqtt_name} on 127.0.0.1:{broker.port} and {pg_name} (temporary, removed on exit)")
+    print(
+        f"community 幸福社区: {len(elders)} elders, "
+        f"{sum(len(d['devices']) for d in registry['elders'])} devices, one home fence each\n"
+    )
+    gateway = Gateway(load_config(work / "config.yaml", environ={}))
+    stop = asyncio.Event()
+    gateway_task = asyncio.create_task(gateway.run(stop), name="gateway")
+    fleet: Fleet | None = None
+    try:
         await asyncio.wait_for(gateway.ready.wait(), 30)
         await asyncio.wait_for(gateway.mqtt.connected.wait(), 30)
         accounts = await asyncio.to_thread(console_accounts, database.dsn)
         print(f"operator console: http://127.0.0.1:{gateway.http_port}/console/  (Chinese; add ?lang=en for English)")
         for username, password, who in accounts:
             print(f"  log in as {username} / {password}  — {who}")
-        print()
+        print(flush=True)
         fleet = Fleet(broker.port, elders)
-        shown = 0
-        seen_messages = seen_calls = 0
-        people = {c["phone"]: c["name"] for e in registry["elders"] for c in e["contacts"]}
-        people.update({r["phone"]: r["name"] for r in registry["responders"]})
-        start = time.monotonic()
-        pending = list(steps)
-        actions = responder_script(elders)
-        tick = 0
-        try:
-            while True:
-                elapsed = time.monotonic() - start
-                while pending and pending[0].at_s <= elapsed:
-                    step = pending.pop(0)
-                    print(f"[{_clock(now_ms())}] scenario: {step.says}")
-                    step.act(fleet)
-                fleet.telemetry(tick)
-                tick += 1
-                for d in gateway.detections[shown:]:
-                    what = KIND_ZH.get(d.kind, d.kind)
-                    state = "已解除 cleared" if d.cleared else d.severity.upper()
-                    who = names.get(d.elder_id or "", d.device_id)
-                    print(f"[{_clock(d.ts_ms)}]   detected: {who} — {what} ({d.kind}) {state}")
-                shown = len(gateway.detections)
-                for m in fake.messages[seen_messages:]:
-                    if m.accepted:
-                        print(
-                            f"[{_clock(m.received_at_ms)}]   SMS  → {people.get(m.to, '?')} "
-                            f"({redact_phone(m.to)}): {m.body}"
-                        )
-                seen_messages = len(fake.messages)
-                for c in fake.calls[seen_calls:]:
-                    if c.accepted:
-                        print(
-                            f"[{_clock(c.received_at_ms)}]   CALL → {people.get(c.to, '?')} "
-                            f"({redact_phone(c.to)}): reads the alert, asks to press 1 or 2"
-                        )
-                seen_calls = len(fake.calls)
-                for act in list(actions):
-                    if act.at_s <= elapsed:
-                        actions.remove(act)
-                        await act.run(gateway, fake, elders)
-                if elapsed >= max(timeline_end, duration_s) and (duration_s or not pending):
-                    if duration_s or _all_seen(gateway, expects):
-                        break
-                    if elapsed > timeline_end + 30:
-                        break
-                await asyncio.sleep(1.0)
-        finally:
+        await _play_community(gateway, fleet, fake, steps, expects, registry, names, timeline_end, duration_s)
+    finally:
+        if fleet is not None:
             fleet.close()
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(gateway_task, 30)
-            await fake.stop()
-        community_failed = _summary(gateway, fleet, fake, expects, names, database.dsn)
-        report = await _play_yaml_scenarios(broker, database)
-    failed = community_failed + sum(not r.passed for r in report.results)
-    passed = len(expects) + COMMUNITY_CHECKS - community_failed + sum(r.passed for r in report.results)
-    print(f"scenarios passed={passed} failed={failed}")
-    return 0 if failed == 0 else 1
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(gateway_task, 30)
+    assert fleet is not None  # (had it not started, the error would be on its way up)
+    return _summary(gateway, fleet, fake, expects, names, database.dsn), expects
+
+
+async def _play_community(
+    gateway: Gateway,
+    fleet: Fleet,
+    fake: FakeTwilio,
+    steps: list[Step],
+    expects: list[Expect],
+    registry: dict[str, Any],
+    names: dict[str, str],
+    timeline_end: float,
+    duration_s: float,
+) -> None:
+    elders = list(fleet.elders.values())
+    shown = 0
+    seen_messages = seen_calls = 0
+    people = {c["phone"]: c["name"] for e in registry["elders"] for c in e["contacts"]}
+    people.update({r["phone"]: r["name"] for r in registry["responders"]})
+    start = time.monotonic()
+    pending = list(steps)
+    actions = responder_script(elders)
+    tick = 0
+    while True:
+        elapsed = time.monotonic() - start
+        while pending and pending[0].at_s <= elapsed:
+            step = pending.pop(0)
+            print(f"[{_clock(now_ms())}] scenario: {step.says}")
+            step.act(fleet)
+        fleet.telemetry(tick)
+        tick += 1
+        for d in gateway.detections[shown:]:
+            what = KIND_ZH.get(d.kind, d.kind)
+            state = "已解除 cleared" if d.cleared else d.severity.upper()
+            who = names.get(d.elder_id or "", d.device_id)
+            print(f"[{_clock(d.ts_ms)}]   detected: {who} — {what} ({d.kind}) {state}")
+        shown = len(gateway.detections)
+        for m in fake.messages[seen_messages:]:
+            if m.accepted:
+                print(f"[{_clock(m.received_at_ms)}]   SMS  → {people.get(m.to, '?')} ({redact_phone(m.to)}): {m.body}")
+        seen_messages = len(fake.messages)
+        for c in fake.calls[seen_calls:]:
+            if c.accepted:
+                print(
+                    f"[{_clock(c.received_at_ms)}]   CALL → {people.get(c.to, '?')} "
+                    f"({redact_phone(c.to)}): reads the alert, asks to press 1 or 2"
+                )
+        seen_calls = len(fake.calls)
+        for act in list(actions):
+            if act.at_s <= elapsed:
+                actions.remove(act)
+                await act.run(gateway, fake, elders)
+        if elapsed >= max(timeline_end, duration_s) and (duration_s or not pending):
+            if duration_s or _all_seen(gateway, expects):
+                return
+            if elapsed > timeline_end + 30:
+                return
+        await asyncio.sleep(1.0)
 
 
 # YAML scenarios (simulators/scenarios/) the demo plays after its community script, each
@@ -474,9 +511,43 @@ def _summary(
     return failed
 
 
-def main(duration_s: float = 0.0) -> int:
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+async def run_until_signalled(duration_s: float = 0.0) -> int:
+    """The demo, stopped cleanly by SIGTERM, SIGINT (Ctrl-C) or SIGHUP (its terminal closed).
+
+    A signal cancels the demo wherever it is; every stage stops what it started on the
+    way out (gateway and its worker, fakes, Mosquitto, PostgreSQL) and the temporary
+    folders, which hold the token and the contacts' phone numbers, are removed. Then it
+    exits 0: the operator asked for the stop and got it. A second signal does not cut
+    the clean-up short.
+    """
+    demo = asyncio.current_task()
+    assert demo is not None
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        if not received:
+            print(f"\n{sig.name}: stopping the demo and everything it started ...", flush=True)
+            demo.cancel()
+        received.append(sig)
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig)
     try:
-        return asyncio.run(run_demo(duration_s))
-    except KeyboardInterrupt:
-        print("\nstopped; everything the demo started has been shut down")
-        return 130
+        return await run_demo(duration_s)
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        print("stopped; everything the demo started has been shut down and its temporary folders removed")
+        return 0
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)  # the interpreter's exit is not cut short either
+
+
+def main(duration_s: float = 0.0) -> int:
+    return asyncio.run(run_until_signalled(duration_s))

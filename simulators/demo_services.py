@@ -44,8 +44,8 @@ def _have(find: Any) -> bool:
 def _database(root: Path, say: Any) -> Iterator[Any]:
     if _have(postgres_bindir):
         database = LocalPostgres(root / "postgres")
-        database.start()
         try:
+            database.start()  # inside: a start cut short by a signal still stops what it started
             yield database
         finally:
             with contextlib.suppress(LocalServiceError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -156,7 +157,8 @@ class GatewayRunner:
                     self.process.wait()
             self.process = None
 
-    def start_process(self, **overrides: dict[str, Any]) -> subprocess.Popen[bytes]:
+    def start_process(self, *, own_group: bool = False, **overrides: dict[str, Any]) -> subprocess.Popen[bytes]:
+        """``own_group``: in a process group of its own (with its worker), as under systemd or a shell."""
         self.config(**overrides)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
         with (self.workdir / "gateway.log").open("ab") as log:
@@ -166,6 +168,7 @@ class GatewayRunner:
                 stderr=log,
                 cwd=REPO,
                 env=env,
+                start_new_session=own_group,
             )
         return self.process
 
@@ -179,3 +182,22 @@ class GatewayRunner:
     def log_text(self) -> str:
         path = self.workdir / "gateway.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def worker_children(pid: int) -> list[int]:
+    """The alert worker processes whose parent is ``pid``."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):
+                if b"gateway.alerting.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return found
+
+
+def zombie(pid: int) -> bool:
+    """Exited (or never was): its /proc entry is gone or says Z."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True

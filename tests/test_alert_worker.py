@@ -22,7 +22,7 @@ from gateway.domain.registry_db import import_registry
 from gateway.storage.schema import upgrade
 from simulators.providers.twilio import FakeTwilio, running_in_thread
 from simulators.services.local import free_port
-from tests.support import GatewayRunner, Publisher, query, wait_until
+from tests.support import GatewayRunner, Publisher, query, wait_until, worker_children, zombie
 
 SID, TOKEN = "AC" + "7" * 32, "worker-test-token"
 SON = "+8613800000077"
@@ -152,20 +152,6 @@ def test_the_worker_does_not_outlive_a_killed_gateway(
         timeout_s=10,
         what="the worker gone after its gateway was killed",
     )
-
-
-def worker_children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"gateway.alerting.worker" in cmdline:
-                found.append(int(child))
-    return found
-
-
-def zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (FileNotFoundError, IndexError):
-        return True
+    log = gateway.log_text()  # the worker's stderr is the gateway's log file
+    assert "alert worker: stopped" in log, log[-2000:]  # by end-of-file or the kernel's SIGTERM
+    assert "Fatal Python error" not in log and "Traceback" not in log, log[-2000:]

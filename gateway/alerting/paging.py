@@ -21,6 +21,7 @@ from gateway.error_text import first_line
 from gateway.notify.outbox import OutboxSender
 
 log = logging.getLogger(__name__)
+FINISH_TIMEOUT_S = 10.0  # for the pages under way at a stop (one send attempt is at most 10 s)
 
 
 class PagingLoops:
@@ -41,13 +42,32 @@ class PagingLoops:
         self.detections_stored = asyncio.Event()
         self.outbox_due = asyncio.Event()
         self._fast_sends: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
 
     async def run(self, alerts: AlertEngine) -> None:
-        """Until cancelled."""
+        """Until cancelled, or until ``stop()`` once the steps under way are done."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._alert_stage(alerts), name="escalate")
             if self.outbox is not None:
                 tasks.create_task(self._notify_stage(self.outbox), name="notify")
+
+    def stop(self) -> None:
+        """A clean stop: each loop finishes the step it is in and returns.
+
+        Cancelled instead, a loop cut off a batch of pages mid-send: those rows stayed
+        claimed ("sending") until their lease ran out, and were sent again then.
+        """
+        self._stopping.set()
+        self.detections_stored.set()
+        self.outbox_due.set()
+
+    async def finish(self, task: asyncio.Task[None], timeout_s: float = FINISH_TIMEOUT_S) -> None:
+        """``stop()``, wait for ``task`` (running ``run``) to return; cancel it if it takes too long."""
+        self.stop()
+        _, pending = await asyncio.wait({task}, timeout=timeout_s)
+        if pending:
+            log.warning("paging did not finish within %.0f s; cut off (leased pages are sent again)", timeout_s)
+            task.cancel()
 
     async def drain(self) -> None:
         """Let pages already being sent finish (on shutdown)."""
@@ -70,11 +90,13 @@ class PagingLoops:
         self, wake: asyncio.Event, every_s: float, step: Callable[[], Awaitable[None]], what: str
     ) -> None:
         """Run ``step`` when woken or every ``every_s``; the database being away only delays it."""
-        while True:
+        while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(every_s):
                     await wake.wait()
             wake.clear()
+            if self._stopping.is_set():
+                return
             if not self.database_up():
                 continue
             try:
@@ -92,7 +114,7 @@ class PagingLoops:
         """
 
         async def step() -> None:
-            while await alerts.process_detections() > 0:
+            while not self._stopping.is_set() and await alerts.process_detections() > 0:
                 pass
             await alerts.run_due()
             self.outbox_due.set()
@@ -103,7 +125,7 @@ class PagingLoops:
         """Send what the alert engine queued in the outbox: woken by it, and polled for retries."""
 
         async def step() -> None:
-            while await outbox.run_once() > 0:
+            while not self._stopping.is_set() and await outbox.run_once() > 0:
                 pass
 
         await self._database_loop(self.outbox_due, self.outbox_poll_s, step, "outbox")

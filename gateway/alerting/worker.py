@@ -14,17 +14,28 @@ schema migration 8) and it also polls, so a lost wake-up only delays. It publish
 
 The gateway starts it (``AlertWorkerProcess``), hands it the configuration on stdin,
 restarts it if it dies, and stops it by closing stdin: a worker whose gateway was
-killed sees end-of-file and exits, so it never outlives the gateway.
+killed sees end-of-file and exits, so it never outlives the gateway (and, on Linux,
+the kernel sends it SIGTERM too: ``PR_SET_PDEATHSIG``).
+
+A clean stop (issue 20). The worker is in the gateway's process group, so systemd's
+default stop and Ctrl-C in a terminal signal both at once: SIGTERM and SIGINT make it
+finish the sends under way and exit 0, like end-of-file does. Stdin is watched with
+``os.read`` on the raw descriptor from the event loop: a daemon thread blocked in
+``sys.stdin.buffer.read()`` held the buffered reader's lock at interpreter shutdown,
+and the interpreter aborted (``Fatal Python error: _enter_buffered_busy``, SIGABRT).
+The gateway marks itself stopping before anything is signalled, so a worker that
+exits while the gateway stops is not started again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
+import os
 import signal
 import sys
-import threading
 from typing import Any
 
 import msgspec
@@ -43,28 +54,34 @@ from gateway.ingest.batcher import wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.notify.outbox import OutboxSender
 from gateway.notify.setup import build_notifiers, outbox_settings
+from gateway.stop_signals import STOP_SIGNALS, record_stop_signals
 from gateway.storage.schema import DETECTIONS_CHANNEL
 
 log = logging.getLogger("gateway.alerting.worker")
 
 READY = b"ready\n"
 RESTART_DELAY_S = (1.0, 30.0)  # first and longest wait before starting a worker that died again
+STOPPING_GRACE_S = 0.25  # a worker that exits is first given this long to turn out to be a stop
+STOP_TIMEOUT_S = 15.0  # for the sends under way to finish after stdin is closed; then SIGKILL
 
 
 class AlertWorkerProcess:
     """The gateway's side: start the worker, restart it when it dies, stop it with the gateway."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, stopping: asyncio.Event | None = None) -> None:
         self.config = config
+        # set by the gateway's signal handler: from then on a worker that exits stays stopped
+        self.stopping = stopping if stopping is not None else asyncio.Event()
         self.started = asyncio.Event()  # it said "ready" once
         self.running = False  # it said "ready" and has not exited since
         self.restarts = 0
         self.pid: int | None = None
+        self.exit_code: int | None = None  # of the last worker that exited
 
     async def run(self) -> None:
-        """Until cancelled; each start waits for the worker's "ready" line."""
+        """Until cancelled or the gateway stops; each start waits for the worker's "ready" line."""
         delay = RESTART_DELAY_S[0]
-        while True:
+        while not self.stopping.is_set():
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -86,11 +103,17 @@ class AlertWorkerProcess:
                 self.running = False
             except asyncio.CancelledError:
                 self.running = False
-                await _stop(proc)
+                await self._stop(proc)
                 raise
             except (BrokenPipeError, ConnectionResetError):
                 code = await proc.wait()
                 self.running = False
+            self.exit_code = code
+            # the group's signal reaches the worker too; the gateway's own handler may run a
+            # moment later when its loop is busy, so wait briefly before calling this a death
+            if await _set_within(self.stopping, STOPPING_GRACE_S):
+                log.info("alert worker (pid %d) stopped with code %s", proc.pid, code)
+                return
             self.restarts += 1
             log.error(
                 "alert worker (pid %d) exited with code %s; starting it again in %.0f s "
@@ -99,21 +122,31 @@ class AlertWorkerProcess:
                 code,
                 delay,
             )
-            await asyncio.sleep(delay)
+            if await _set_within(self.stopping, delay):
+                return
             delay = min(delay * 2, RESTART_DELAY_S[1])
 
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        """Close its stdin (it finishes the sends under way and exits); kill it if it does not."""
+        if proc.returncode is None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("alert worker (pid %d) did not stop within %.0f s; killing it", proc.pid, STOP_TIMEOUT_S)
+                proc.kill()
+                await proc.wait()
+        self.exit_code = proc.returncode
+        log.info("alert worker (pid %d) stopped with code %s", proc.pid, proc.returncode)
 
-async def _stop(proc: asyncio.subprocess.Process, timeout_s: float = 15.0) -> None:
-    """Close its stdin (it finishes the sends under way and exits); kill it if it does not."""
-    if proc.returncode is not None:
-        return
-    if proc.stdin is not None:
-        proc.stdin.close()
+
+async def _set_within(event: asyncio.Event, timeout_s: float) -> bool:
     try:
-        await asyncio.wait_for(proc.wait(), timeout_s)
+        await asyncio.wait_for(event.wait(), timeout_s)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        return False
+    return True
 
 
 class AlertWorker:
@@ -178,9 +211,9 @@ class AlertWorker:
         freeze_long_lived()
         try:
             async with asyncio.TaskGroup() as tasks:
+                paging = tasks.create_task(loops.run(alerts), name="paging")
                 workers = [
                     tasks.create_task(self.mqtt.run(), name="mqtt"),
-                    tasks.create_task(loops.run(alerts), name="paging"),
                     tasks.create_task(self._listen(loops), name="listen"),
                     tasks.create_task(
                         watch_registry(self.dsn, self.kwargs, config.registry.reload_s, changed, loaded=loaded),
@@ -189,6 +222,7 @@ class AlertWorker:
                 ]
                 ready()
                 await stop.wait()
+                await loops.finish(paging)  # the pages under way are sent (downlinks need mqtt still)
                 for worker in workers:
                     worker.cancel()
         finally:
@@ -230,18 +264,56 @@ class AlertWorker:
         await self.mqtt.publish(command.topic, payload, qos=1)
 
 
-def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM (a clean stop) when the gateway dies, even if stdin were somehow kept open."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # end-of-file on stdin still stops it
+
+
+def _read_line(fd: int) -> bytes:
+    """The configuration line, read raw: no buffered reader, so no lock held at shutdown."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b""  # the gateway went away before handing over the configuration
+        data += chunk
+    return data
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
     """End of file on stdin: the gateway closed it or died. Either way, stop."""
-    sys.stdin.buffer.read()
-    loop.call_soon_threadsafe(stop.set)
+
+    def readable() -> None:
+        try:
+            more = os.read(fd, 4096)
+        except OSError:
+            more = b""
+        if not more:
+            loop.remove_reader(fd)
+            log.info("alert worker: stdin closed (the gateway stops or is gone); stopping")
+            stop.set()
+
+    loop.add_reader(fd, readable)
 
 
 def main() -> int:
     from gateway.logging_setup import setup_logging
     from gateway.settings import conninfo
 
-    line = sys.stdin.buffer.readline()
-    if not line:
+    signalled = record_stop_signals()  # a stop asked for before the event loop runs, or after it closed
+    _die_with_parent()  # (had the gateway died already, end-of-file below says so)
+    stdin = sys.stdin.fileno()
+    line = _read_line(stdin)
+    if not line or signalled:
         return 0
     config = msgspec.json.decode(line, type=GatewayConfig)
     setup_logging(config.logging.level)
@@ -250,9 +322,16 @@ def main() -> int:
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        threading.Thread(target=_watch_stdin, args=(loop, stop), daemon=True).start()
-        for sig in (signal.SIGTERM, signal.SIGINT):  # a service manager stopping the whole group
-            loop.add_signal_handler(sig, stop.set)
+        _watch_stdin(loop, stdin, stop)
+
+        def signalled_now(sig: signal.Signals) -> None:
+            log.info("alert worker: %s; finishing the sends under way and stopping", sig.name)
+            stop.set()
+
+        for sig in STOP_SIGNALS:  # a service manager or Ctrl-C stopping the whole group
+            loop.add_signal_handler(sig, signalled_now, sig)
+        if signalled:
+            stop.set()
 
         def ready() -> None:
             sys.stdout.buffer.write(READY)
@@ -262,6 +341,8 @@ def main() -> int:
         await AlertWorker(config, dsn, kwargs).run(stop, ready)
 
     asyncio.run(run())
+    record_stop_signals()  # asyncio put the defaults back: a late signal must not abort the exit
+    log.info("alert worker: stopped")
     return 0
 
 

@@ -92,6 +92,7 @@ class IngestConnection(asyncio.Protocol):
         self._puback_waiters: dict[int, asyncio.Future[None]] = {}
         self.last_heard = 0.0
         self.paused = False
+        self.held = False  # the gateway is stopping: publishes are left unacknowledged, for the next session
         self.unacked = 0  # QoS 1 messages received and not yet acknowledged (a takeover waits for 0)
 
     # asyncio.Protocol
@@ -118,7 +119,8 @@ class IngestConnection(asyncio.Protocol):
         if publishes.topics:
             ids = publishes.packet_ids
             self.unacked += len(ids) - ids.count(0)
-            self._sink(publishes, self)
+            if not self.held:
+                self._sink(publishes, self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -174,6 +176,10 @@ class IngestConnection(asyncio.Protocol):
         if self.transport is not None and not self.paused:
             self.transport.pause_reading()
             self.paused = True
+
+    def hold(self) -> None:
+        """Pass no more publishes on; control packets (PUBACKs of our downlinks, pings) still flow."""
+        self.held = True
 
     def resume(self) -> None:
         if self.transport is not None and self.paused:
@@ -330,6 +336,17 @@ class MqttIngestClient:
         codes = suback_codes((await self._reply(conn, unsuback)).body)
         if any(code >= 0x80 for code in codes):
             log.warning("MQTT unsubscribe from %s refused: %s", self.settings.subscription, codes)
+
+    def stop_reading(self) -> None:
+        """Take no more messages (a stop): what came is flushed and acked, the broker keeps the rest.
+
+        Without this, messages kept arriving while the stop flushed the batcher and sat in it
+        unacknowledged when the connection closed (redelivered to the next session, so not
+        lost, but not flushed either: tests/test_clean_stop.py saw 1,539 received, 1,401 acked).
+        """
+        self._closed = True  # and no reconnecting
+        if self.connection is not None:
+            self.connection.hold()
 
     def _pid(self) -> int:
         self._next_pid = self._next_pid % 65_535 + 1
