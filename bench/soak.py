@@ -80,7 +80,7 @@ from devices.contracts import GlucoseReading, PagerEvent, WristbandTelemetry  # 
 from simulators.community import offset  # noqa: E402
 from simulators.devices import accel  # noqa: E402
 from simulators.devices.wire import encode, make  # noqa: E402
-from simulators.providers.twilio import FakeTwilio, running_in_thread  # noqa: E402
+from simulators.providers.twilio.server import FakeTwilio, running_in_thread  # noqa: E402
 from simulators.services.local import free_port, private_services  # noqa: E402
 
 SID, TOKEN = "AC" + "5" * 32, "soak-token"

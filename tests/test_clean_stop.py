@@ -28,7 +28,7 @@ import yaml
 
 from gateway.alerting.worker import STOP_TIMEOUT_S
 from gateway.service import DRAIN_TIMEOUT_S
-from simulators.providers.twilio import FakeTwilio, running_in_thread
+from simulators.providers.twilio.server import FakeTwilio, running_in_thread
 from simulators.services.local import LocalMosquitto, LocalPostgres, free_port
 from tests.support import REPO, GatewayRunner, Publisher, count, query, wait_until, worker_children, zombie
 

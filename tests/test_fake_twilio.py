@@ -25,7 +25,9 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from gateway.notify.templates import MessageContext, render_gather_reply, render_voice_twiml
-from simulators.providers.twilio import FakeTwilio, FakeTwilioError, is_plausible_number, running_in_thread
+from simulators.providers.twilio.formats import is_plausible_number
+from simulators.providers.twilio.records import FakeTwilioError
+from simulators.providers.twilio.server import FakeTwilio, running_in_thread
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning"),

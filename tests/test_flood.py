@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
-from simulators.providers.twilio import FakeTwilio, running_in_thread
+from simulators.providers.twilio.server import FakeTwilio, running_in_thread
 from simulators.services.local import LocalMosquitto, free_port
 from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from simulators.providers.twilio import FakeTwilio, running_in_thread
+from simulators.providers.twilio.server import FakeTwilio, running_in_thread
 from simulators.services.local import LocalPostgres, free_port
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 

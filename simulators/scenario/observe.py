@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from gateway.service import Gateway
-from simulators.providers.twilio import FakeTwilio
+from simulators.providers.twilio.server import FakeTwilio
 from simulators.scenario.clock import ScenarioClock
 
 

@@ -16,7 +16,8 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from simulators.providers.twilio import FakeTwilio, FakeTwilioError
+from simulators.providers.twilio.records import FakeTwilioError
+from simulators.providers.twilio.server import FakeTwilio
 from simulators.scenario.clock import ScenarioClock
 from simulators.scenario.observe import Observed
 from simulators.scenario.plan import Person, World

@@ -42,7 +42,7 @@ from gateway.domain.registry_db import import_registry
 from gateway.notify.base import redact_phone
 from gateway.service import Gateway
 from gateway.storage.schema import upgrade
-from simulators.providers.twilio import FakeTwilio, running_in_thread
+from simulators.providers.twilio.server import FakeTwilio, running_in_thread
 from simulators.scenario.clock import ScenarioClock, start_ms_for
 from simulators.scenario.errors import ScenarioRunError
 from simulators.scenario.expect import Verdict, describe, judge
