@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.storage.policy import StorageSetupError
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -263,6 +264,24 @@ def cmd_report_responses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_vitals(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from gateway.service import _with_password, conninfo
+    from rules.vitals_report import render, vitals
+
+    config = _config(args)
+    dsn, kwargs = conninfo(config)
+    try:
+        with psycopg.connect(_with_password(dsn, kwargs)) as conn:
+            rows = vitals(conn, args.month, config.escalation.timezone)
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    print(render(rows, args.month))
+    return 0
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     from gateway.provision import BrokerCredentials, ProvisionError
 
@@ -390,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = report_sub.add_parser("responses", help="response times per community and tier")
     rep.add_argument("--month", required=True, help="e.g. 2026-11")
     rep.set_defaults(func=cmd_report_responses)
+    vit = report_sub.add_parser("vitals", help="monthly vitals and activity per elder (from the hourly rollups)")
+    vit.add_argument("--month", required=True, help="e.g. 2026-11")
+    vit.set_defaults(func=cmd_report_vitals)
 
     falls = sub.add_parser("falls", help="fall detector")
     falls_sub = falls.add_subparsers(dest="falls_command", required=True)
@@ -415,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except StorageSetupError as error:
+        print(f"storage error: {error}", file=sys.stderr)
         return 2
 
 

@@ -46,8 +46,10 @@ from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
 from gateway.registry_watch import watch_registry
 from gateway.responder import Responder
-from gateway.storage.schema import StoragePolicy, maintain_partitions, upgrade
+from gateway.storage import rollups
+from gateway.storage.schema import StoragePolicy, maintain_partitions, storage_mode, upgrade
 from gateway.storage.spool import DiskSpool
+from gateway.storage.upkeep_check import UpkeepOutcome, check_upkeep
 from gateway.storage.writer import StorageRejected, StorageUnavailable, TelemetryWriter
 from rules.engine import AlertEngine
 from rules.roster import check_roster
@@ -110,6 +112,7 @@ def storage_policy(config: GatewayConfig) -> StoragePolicy:
         ahead_days=config.storage.partition_ahead_days,
         retention_days=config.storage.retention_days,
         compress_after_days=config.storage.compress_after_days,
+        engine=config.storage.engine,
     )
 
 
@@ -178,6 +181,8 @@ class Gateway:
             self.batcher.add,
         )
         self.database_up = True
+        self.storage_mode = "unknown"  # timescaledb or partitioned, once the upkeep has looked
+        self.storage_upkeep: UpkeepOutcome | None = None  # what the last upkeep found (see upkeep_check.py)
         self.ready = asyncio.Event()
         self.detectors: DetectorSet | None = None
         self.responder: Responder | None = None
@@ -590,16 +595,39 @@ class Gateway:
             self.database_up = True
 
     async def _maintenance(self, dsn: str, kwargs: dict[str, object]) -> None:
-        def work() -> None:
+        """Storage upkeep at start-up and then every ``storage.upkeep_interval_s``.
+
+        Partitions ahead and expired ones dropped, the plain rollups refreshed (TimescaleDB's
+        own policies do both there), then the outcome checked: overdue compression or
+        retention shows in /metrics and /readyz, whatever the job status says.
+        """
+
+        def work() -> UpkeepOutcome:
+            now = datetime.now(UTC)
             with psycopg.connect(dsn, autocommit=True, **kwargs) as conn:  # type: ignore[arg-type]
-                maintain_partitions(conn, self.policy, datetime.now(UTC))
+                self.storage_mode = storage_mode(conn)
+                try:
+                    maintain_partitions(conn, self.policy, now)
+                    if self.storage_mode == "partitioned":
+                        rollups.refresh(conn, self.storage_mode, now)
+                    else:  # the continuous aggregates keep their own invalidation log
+                        conn.execute("DELETE FROM rollup_invalidations")
+                except psycopg.Error as error:  # then the check below is what tells
+                    if isinstance(error, psycopg.OperationalError):
+                        raise
+                    log.warning("storage upkeep failed: %s", first_line(error))
+                return check_upkeep(conn, self.policy, now)
 
         while True:
-            await asyncio.sleep(3600)
             try:
-                await asyncio.to_thread(work)
+                outcome = await asyncio.to_thread(work)
             except psycopg.Error as error:
-                log.warning("partition upkeep failed: %s", first_line(error))
+                log.warning("storage upkeep failed: %s", first_line(error))
+            else:
+                for warning in outcome.warnings():
+                    log.warning("storage upkeep: %s", warning)
+                self.storage_upkeep = outcome
+            await asyncio.sleep(self.config.storage.upkeep_interval_s)
 
     async def _log_stats(self) -> None:
         while True:

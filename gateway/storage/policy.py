@@ -8,6 +8,10 @@ from typing import Literal
 Engine = Literal["auto", "timescaledb", "partitions"]
 
 
+class StorageSetupError(RuntimeError):
+    """The database cannot hold the storage the configuration asks for; the message says how to fix it."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoragePolicy:
     """How much time the partitions cover, how long data is kept, and which engine stores it.

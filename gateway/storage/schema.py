@@ -14,8 +14,8 @@ import psycopg
 
 from gateway.storage import migrate
 from gateway.storage.partitions import MIGRATION_LOCK, maintain_partitions, partition_name, storage_mode
-from gateway.storage.policy import StoragePolicy
-from gateway.storage.timescale import StorageSetupError, choose_mode, sync_policies, timescale_state
+from gateway.storage.policy import StoragePolicy, StorageSetupError
+from gateway.storage.timescale import choose_mode, sync_policies, timescale_state
 
 __all__ = [
     "DETECTIONS_CHANNEL",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from gateway.storage.policy import Engine, StoragePolicy
+from gateway.storage.policy import Engine, StoragePolicy, StorageSetupError
 from gateway.storage.tables import TIME_SERIES, TableSpec
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,6 @@ PRELOAD_HELP = (
     "  timescaledb.telemetry_level = off\n"
     "or set storage.engine: partitions in the gateway config to use plain partitions"
 )
-
-
-class StorageSetupError(RuntimeError):
-    """The database cannot hold the storage the configuration asks for; the message says how to fix it."""
 
 
 @dataclass(frozen=True, slots=True)
