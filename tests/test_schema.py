@@ -8,6 +8,8 @@ hypertables). Each checks the layout of the mode it finds; none is skipped.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+import yaml
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.local_services import LocalPostgres
@@ -247,6 +250,16 @@ def test_a_server_that_cannot_hold_timescaledb_is_refused_before_any_change(post
     try:
         with pytest.raises(StorageSetupError, match="preload" if timescale_tree else "not installed"):
             upgrade(server.dsn, StoragePolicy(engine=engine))
+        config = server.workdir / "config.yaml"
+        config.write_text(yaml.safe_dump({"database": {"dsn": server.dsn}, "storage": {"engine": engine}}))
+        cli = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "-c", str(config), "db", "upgrade"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert cli.returncode == 2 and cli.stderr.startswith("storage error: TimescaleDB is "), cli.stderr
+        assert "Traceback" not in cli.stderr
         assert query(server.dsn, "SELECT to_regclass('schema_migrations')") == [(None,)]
         assert upgrade(server.dsn, StoragePolicy(engine="partitions"))[:1] == [1]
         assert query(server.dsn, "SELECT mode FROM storage_mode") == [("partitioned",)]
