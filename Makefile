@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_SECONDS ?= 0
 
-.PHONY: test test-fast lint demo bench system-deps venv lock clean
+.PHONY: test test-fast test-timescaledb lint demo bench system-deps venv lock clean
 
 system-deps:
 	@bash scripts/ensure-system-packages.sh
@@ -31,6 +31,22 @@ lock: venv
 	$(PY) -m pip install -q uv==0.13.9
 	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra bench --extra demo \
 		--generate-hashes --universal --python-version 3.11 -o requirements.lock
+
+# The storage, ingest, alert and API tests again, on a private server with TimescaleDB
+# preloaded (scripts/timescaledb-tree.sh finds it, or builds it from TIMESCALEDB_SRC).
+TIMESCALEDB_SRC ?=
+TIMESCALEDB_TESTS ?= tests/test_schema.py tests/test_rollups.py tests/test_storage_upkeep.py \
+	tests/test_spool.py tests/test_ingest_e2e.py tests/test_ingest_faults.py tests/test_ingest_lifecycle.py \
+	tests/test_outages.py tests/test_metrics.py tests/test_alerts.py tests/test_alerts_gateway.py \
+	tests/test_alert_worker.py tests/test_outbox.py tests/test_api_alerts.py tests/test_api_auth.py \
+	tests/test_api_elders.py tests/test_api_gateway.py tests/test_api_registry.py tests/test_api_scale.py
+TIMESCALEDB_SETTINGS := shared_preload_libraries=timescaledb;timescaledb.telemetry_level=off
+
+test-timescaledb: system-deps venv
+	@bin=$$(TIMESCALEDB_SRC="$(TIMESCALEDB_SRC)" bash scripts/timescaledb-tree.sh) && \
+	echo "TimescaleDB server: $$bin" && \
+	ELDERCARE_TEST_PG_BIN="$$bin" ELDERCARE_TEST_PG_SETTINGS="$(TIMESCALEDB_SETTINGS)" \
+	$(PY) -m pytest -q $(TIMESCALEDB_TESTS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -220,8 +220,16 @@ class AlertSide:
         connected = gw.mqtt.connected.is_set()
         worker = self.worker is None or self.worker.running
         ready = connected and gw.database_up and worker
+        upkeep = gw.storage_upkeep
+        storage = {"mode": gw.storage_mode, "warnings": upkeep.warnings() if upkeep is not None else []}
         return JSONResponse(
-            {"mqtt": connected, "database": gw.database_up, "alert_worker": worker, "spool_batches": len(gw.spool)},
+            {
+                "mqtt": connected,
+                "database": gw.database_up,
+                "alert_worker": worker,
+                "spool_batches": len(gw.spool),
+                "storage": storage,  # warnings do not make the gateway unready: alerts still flow
+            },
             status_code=200 if ready else 503,
         )
 

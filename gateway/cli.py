@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, load_config_or_default
 from gateway.logging_setup import setup_logging
+from gateway.storage.policy import StorageSetupError
 
 
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
@@ -260,6 +261,24 @@ def cmd_report_responses(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_vitals(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from gateway.alerting.vitals_report import render, vitals
+    from gateway.settings import conninfo, dsn_with_password
+
+    config = config_from_args(args)
+    dsn, kwargs = conninfo(config)
+    try:
+        with psycopg.connect(dsn_with_password(dsn, kwargs)) as conn:
+            rows = vitals(conn, args.month, config.escalation.timezone)
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    print(render(rows, args.month))
+    return 0
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     from gateway.provision import BrokerCredentials, ProvisionError
 
@@ -375,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = report_sub.add_parser("responses", help="response times per community and tier")
     rep.add_argument("--month", required=True, help="e.g. 2026-11")
     rep.set_defaults(func=cmd_report_responses)
+    vit = report_sub.add_parser("vitals", help="monthly vitals and activity per elder (from the hourly rollups)")
+    vit.add_argument("--month", required=True, help="e.g. 2026-11")
+    vit.set_defaults(func=cmd_report_vitals)
 
     falls = sub.add_parser("falls", help="fall detector")
     falls_sub = falls.add_subparsers(dest="falls_command", required=True)
@@ -396,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except StorageSetupError as error:
+        print(f"storage error: {error}", file=sys.stderr)
         return 2
 
 

@@ -78,11 +78,15 @@ class IngestConfig(_Section, frozen=True, kw_only=True):
 
 
 class StorageConfig(_Section, frozen=True, kw_only=True):
+    # auto: TimescaleDB when installed (refused if not preloaded), timescaledb: required,
+    # partitions: plain daily partitions. Read when a database is created; it keeps its mode.
+    engine: Literal["auto", "timescaledb", "partitions"] = "auto"
     spool_dir: str = "var/spool"
     partition_ahead_days: Annotated[int, Meta(ge=1, le=60)] = 3
     retention_days: Annotated[int, Meta(ge=1)] = 400
-    compress_after_days: Annotated[int, Meta(ge=1)] = 7
+    compress_after_days: Annotated[int, Meta(ge=1)] = 7  # TimescaleDB only
     db_retry_s: PositiveFloat = 1.0
+    upkeep_interval_s: PositiveFloat = 3600.0  # partitions, plain rollups, the upkeep outcome check
 
 
 TimeWindow = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")]

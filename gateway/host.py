@@ -21,6 +21,7 @@ from gateway.pipeline.decode import BatchDecoder
 from gateway.pipeline.stats import IngestStats
 from gateway.storage.durable import DurableStore
 from gateway.storage.spool import DiskSpool
+from gateway.storage.upkeep_check import UpkeepOutcome
 
 
 class IngestStatus(Protocol):
@@ -38,6 +39,10 @@ class IngestStatus(Protocol):
     def spool(self) -> DiskSpool: ...
     @property
     def database_up(self) -> bool: ...
+    @property
+    def storage_mode(self) -> str: ...
+    @property
+    def storage_upkeep(self) -> UpkeepOutcome | None: ...
 
 
 class AlertSideHost(IngestStatus, Protocol):

@@ -104,6 +104,16 @@ class GatewayCollector(Collector):
             value=1 if gw.mqtt.connected.is_set() else 0,
         )
         yield GaugeMetricFamily("eldercare_database_up", "1 when PostgreSQL answers", value=1 if gw.database_up else 0)
+        upkeep = gw.storage_upkeep
+        if upkeep is not None:
+            overdue = GaugeMetricFamily(
+                "eldercare_storage_overdue_chunks",
+                "Chunks or partitions storage upkeep should have compressed or dropped by now",
+                labels=["job"],
+            )
+            overdue.add_metric(["compression"], upkeep.uncompressed_overdue)
+            overdue.add_metric(["retention"], upkeep.expired_present)
+            yield overdue
         worker = self.worker
         if worker is not None:
             yield GaugeMetricFamily(

@@ -45,9 +45,11 @@ from gateway.pipeline.decode import BatchDecoder, DecodeLimits
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
 from gateway.pipeline.stats import IngestStats
 from gateway.settings import conninfo, detect_settings, dsn_with_password, storage_policy
+from gateway.storage import rollups
 from gateway.storage.durable import DurableStore, StoreHooks
-from gateway.storage.schema import maintain_partitions, upgrade
+from gateway.storage.schema import maintain_partitions, storage_mode, upgrade
 from gateway.storage.spool import DiskSpool
+from gateway.storage.upkeep_check import UpkeepOutcome, check_upkeep
 from gateway.storage.writer import TelemetryWriter
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,8 @@ class Gateway:
             ),
             self.batcher.add,
         )
+        self.storage_mode = "unknown"  # timescaledb or partitioned, once the upkeep has looked
+        self.storage_upkeep: UpkeepOutcome | None = None  # what the last upkeep found (see upkeep_check.py)
         self.ready = asyncio.Event()
         self.detectors: DetectorSet | None = None
         self.alert_side: AlertSide | None = None
@@ -478,16 +482,39 @@ class Gateway:
         return self.durable.database_up
 
     async def _maintenance(self, dsn: str, kwargs: dict[str, object]) -> None:
-        def work() -> None:
+        """Storage upkeep at start-up and then every ``storage.upkeep_interval_s``.
+
+        Partitions ahead and expired ones dropped, the plain rollups refreshed (TimescaleDB's
+        own policies do both there), then the outcome checked: overdue compression or
+        retention shows in /metrics and /readyz, whatever the job status says.
+        """
+
+        def work() -> UpkeepOutcome:
+            now = datetime.now(UTC)
             with psycopg.connect(dsn, autocommit=True, **kwargs) as conn:  # type: ignore[arg-type]
-                maintain_partitions(conn, self.policy, datetime.now(UTC))
+                self.storage_mode = storage_mode(conn)
+                try:
+                    maintain_partitions(conn, self.policy, now)
+                    if self.storage_mode == "partitioned":
+                        rollups.refresh(conn, self.storage_mode, now)
+                    else:  # the continuous aggregates keep their own invalidation log
+                        conn.execute("DELETE FROM rollup_invalidations")
+                except psycopg.Error as error:  # then the check below is what tells
+                    if isinstance(error, psycopg.OperationalError):
+                        raise
+                    log.warning("storage upkeep failed: %s", first_line(error))
+                return check_upkeep(conn, self.policy, now)
 
         while True:
-            await asyncio.sleep(3600)
             try:
-                await asyncio.to_thread(work)
+                outcome = await asyncio.to_thread(work)
             except psycopg.Error as error:
-                log.warning("partition upkeep failed: %s", first_line(error))
+                log.warning("storage upkeep failed: %s", first_line(error))
+            else:
+                for warning in outcome.warnings():
+                    log.warning("storage upkeep: %s", warning)
+                self.storage_upkeep = outcome
+            await asyncio.sleep(self.config.storage.upkeep_interval_s)
 
     async def _log_stats(self) -> None:
         while True:

@@ -49,6 +49,7 @@ def storage_policy(config: GatewayConfig) -> StoragePolicy:
         ahead_days=config.storage.partition_ahead_days,
         retention_days=config.storage.retention_days,
         compress_after_days=config.storage.compress_after_days,
+        engine=config.storage.engine,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -435,6 +436,9 @@ def test_post_station_takes_and_resolves_a_live_sos_and_another_grid_cannot_see_
     expect(page.locator('.chart-host[data-chart="bp"] path.chart-line')).to_have_count(2)
     page.locator('button[data-range="7d"]').click()
     expect(page.locator('.chart-host[data-chart="glucose"] path.chart-line')).to_have_count(1)
+    page.locator('button[data-range="30d"]').click()
+    expect(page.locator('button[data-range="30d"]')).to_have_class(re.compile("active"))
+    expect(page.locator('.chart-host[data-chart="hr"] path.chart-line')).to_have_count(1)
     assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 

@@ -28,6 +28,7 @@ class ApiContext:
     clock_ms: Callable[[], int]
     connect: Callable[[], psycopg.Connection[Any]]  # a blocking connection, for the registry import
     battery_low_pct: float = 15.0
+    timezone: str = "Asia/Shanghai"  # where a day starts, for the 30-day chart
     stopping: Callable[[], bool] = _never  # the server is shutting down: long streams end
     auth: Authenticator = field(init=False)
     feed: AlertFeed = field(init=False)

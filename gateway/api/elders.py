@@ -32,6 +32,7 @@ from gateway.api.schemas import (
     ReadingQuery,
     Readings,
 )
+from gateway.storage.rollup_reads import rollup_series
 
 _OPEN = """
 LEFT JOIN (SELECT elder_id, count(*) AS n,
@@ -52,9 +53,11 @@ METRICS: dict[str, tuple[str, str, str, str]] = {
     "systolic": ("telemetry_bp", "systolic", "bp", "avg"),
     "diastolic": ("telemetry_bp", "diastolic", "bp", "avg"),
 }
-RANGES: dict[str, tuple[timedelta, str]] = {
-    "24h": (timedelta(hours=24), "5 minutes"),
-    "7d": (timedelta(days=7), "1 hour"),
+RAW_RANGES: dict[str, tuple[timedelta, str]] = {"24h": (timedelta(hours=24), "5 minutes")}
+# longer ranges read the hourly rollups (gateway/storage/rollups.py): hours, or days in ctx.timezone
+ROLLUP_RANGES: dict[str, tuple[timedelta, str]] = {
+    "7d": (timedelta(days=7), "hour"),
+    "30d": (timedelta(days=30), "day"),
 }
 
 
@@ -203,8 +206,16 @@ async def readings(call: Call) -> Readings:
     elder_id = call.path("elder_id")
     await visible_elder(call, elder_id)
     q: ReadingQuery = call.query
+    if q.range in ROLLUP_RANGES:
+        span, unit = ROLLUP_RANGES[q.range]
+        async with call.ctx.pool.connection() as conn:
+            found = await rollup_series(
+                conn, elder_id, q.metric, unit, call.ctx.now() - span, call.ctx.now(), call.ctx.timezone
+            )
+        points = [ReadingPoint(time=b, value=v) for b, v in found]
+        return Readings(metric=q.metric, range=q.range, points=points)
     table, column, kind, agg = METRICS[q.metric]
-    span, bucket = RANGES[q.range]
+    span, bucket = RAW_RANGES[q.range]
     now = call.ctx.now()
     async with call.ctx.pool.connection() as conn:
         cur = await conn.execute(

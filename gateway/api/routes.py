@@ -287,6 +287,7 @@ def api_routes(
         dsn,
         kwargs,
         battery_low_pct=config.detect.battery_warning_pct,
+        timezone=config.detect.timezone,
         stopping=stopping,
     )
     return [*build_routes(ctx), *console_routes(tile_url=config.api.console_tile_url)]

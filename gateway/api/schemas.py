@@ -271,7 +271,7 @@ class ElderDetail(_Response):
 
 class ReadingQuery(_Request):
     metric: Metric
-    range: Literal["24h", "7d"] = "24h"
+    range: Literal["24h", "7d", "30d"] = "24h"
 
 
 class ReadingPoint(_Response):
@@ -281,7 +281,7 @@ class ReadingPoint(_Response):
 
 class Readings(_Response):
     metric: Metric
-    range: Literal["24h", "7d"]
+    range: Literal["24h", "7d", "30d"]
     points: list[ReadingPoint]
 
 

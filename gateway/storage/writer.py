@@ -5,12 +5,18 @@ A batch that may repeat rows already stored (the broker redelivered it after a c
 a device re-sent a reading, or a spooled batch is replayed) goes through the
 idempotent path instead: COPY into a temporary staging table, then
 ``INSERT ... ON CONFLICT DO NOTHING``, so every reading is stored exactly once.
+
+Rows more than ``LATE_MS`` old when written may land below a rollup's watermark (the
+refresh stops that far before the hour); the batch then records their time span in
+``rollup_invalidations`` (one row, rarely: a backlog, a replay), so the plain-partition
+rollups re-aggregate those hours (gateway/storage/rollups.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, date, datetime
 
 import psycopg
@@ -20,7 +26,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.pipeline.batch import DecodedBatch, TableRows
 from gateway.storage.binary_copy import COPY_HEADER, COPY_TRAILER, encode_rows
-from gateway.storage.schema import StoragePolicy, maintain_partitions
+from gateway.storage.partitions import maintain_partitions
+from gateway.storage.policy import StoragePolicy
+from gateway.storage.rollups import BY_SOURCE, LATE_MS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,21 @@ def _days_in(decoded: DecodedBatch) -> set[date]:
             for ms in (int(ts.min()), int(ts.max())):
                 days.add(datetime.fromtimestamp(ms / 1000, UTC).date())
     return days
+
+
+def _late_span(rows: TableRows, now_ms: int) -> tuple[str, datetime, datetime] | None:
+    """(table, oldest, newest) when a rolled-up table gets rows older than ``LATE_MS``."""
+    if rows.spec.name not in BY_SOURCE:
+        return None
+    ts = rows.columns[0].values
+    oldest = int(ts.min())
+    if oldest >= now_ms - LATE_MS:
+        return None
+    return (
+        rows.spec.name,
+        datetime.fromtimestamp(oldest / 1000, UTC),
+        datetime.fromtimestamp(int(ts.max()) / 1000, UTC),
+    )
 
 
 class TelemetryWriter:
@@ -76,9 +99,18 @@ class TelemetryWriter:
 
     async def _write(self, decoded: DecodedBatch, *, idempotent: bool) -> None:
         async with self.pool.connection() as conn, conn.transaction():
+            late = []
             for rows in decoded.tables:
                 if len(rows):
                     await self._copy(conn, rows, idempotent)
+                    span = _late_span(rows, int(time.time() * 1000))
+                    if span is not None:
+                        late.append(span)
+            if late:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO rollup_invalidations (source, from_time, to_time) VALUES (%s, %s, %s)", late
+                    )
             if decoded.detections:
                 async with conn.cursor() as cur:
                     await cur.executemany(

@@ -156,6 +156,12 @@ class LocalPostgres:
     port: int = 0
     fsync: bool = True
     dbname: str = "eldercare"
+    bindir: Path | None = None  # another server tree (e.g. one with TimescaleDB); default: the newest installed
+    settings: dict[str, str] = field(default_factory=dict)  # extra postgresql.conf settings (-c name=value)
+
+    @property
+    def binaries(self) -> Path:
+        return self.bindir or postgres_bindir()
 
     @property
     def datadir(self) -> Path:
@@ -175,7 +181,7 @@ class LocalPostgres:
         return result
 
     def start(self) -> LocalPostgres:
-        bindir = postgres_bindir()
+        bindir = self.binaries
         self.workdir.mkdir(parents=True, exist_ok=True)
         if _as_root():
             _let_postgres_in(self.workdir)
@@ -200,7 +206,7 @@ class LocalPostgres:
             f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
             f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=100 "
             "-c shared_buffers=128MB"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             [
                 str(bindir / "pg_ctl"),
@@ -234,7 +240,7 @@ class LocalPostgres:
         return self
 
     def _database_exists(self) -> bool:
-        bindir = postgres_bindir()
+        bindir = self.binaries
         out = self._run(
             [
                 str(bindir / "psql"),
@@ -254,7 +260,7 @@ class LocalPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         if (self.datadir / "postmaster.pid").exists():
-            self._run([str(postgres_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
+            self._run([str(self.binaries / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
 
 
 @contextlib.contextmanager

@@ -70,7 +70,9 @@ export function lineChart(host, spec) {
     if (!s.pts.length) continue;
     // a band's continuous series breaks where data is missing (no straight line across hours
     // without readings); spot measurements (glucose, blood pressure) join their points
-    const gap = s.continuous ? Math.max(spec.rangeMs / 60, 20 * 60 * 1000) : Infinity;
+    // (the 30-day chart has one point a day: a missing day breaks it, not every day)
+    const span = spec.rangeMs > 8 * 24 * HOUR ? 1.5 * 24 * HOUR : Math.max(spec.rangeMs / 60, 20 * 60 * 1000);
+    const gap = s.continuous ? span : Infinity;
     let d = "";
     let prev = null;
     for (const [x, v] of s.pts) {

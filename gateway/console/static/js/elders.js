@@ -10,7 +10,8 @@ import { isWaiting, store } from "./store.js";
 import { clear, h } from "./ui.js";
 
 const PAGE = 100;
-const RANGES = { "24h": 24 * 3600 * 1000, "7d": 7 * 24 * 3600 * 1000 };
+// 24 h: 5-minute points from the readings; 7 days: hourly and 30 days: daily, from the rollups
+const RANGES = { "24h": 24 * 3600 * 1000, "7d": 7 * 24 * 3600 * 1000, "30d": 30 * 24 * 3600 * 1000 };
 const CHARTS = [
   { key: "hr", metrics: ["hr"], label: "elder.hr", unit: "unit.bpm", band: [50, 110], colors: ["#e0475b"], floor: 0,
     continuous: true },
@@ -143,7 +144,7 @@ export class ElderPage {
         for (const b of this.rangeButtons) b.classList.toggle("active", b.dataset.range === r);
         this.loadReadings();
       },
-    }, t(r === "24h" ? "elder.range24h" : "elder.range7d")));
+    }, t(`elder.range${r}`)));
     this.chartHosts = {};
     const charts = CHARTS.map((c) => {
       this.chartHosts[c.key] = h("div.chart-host", { dataset: { chart: c.key } });

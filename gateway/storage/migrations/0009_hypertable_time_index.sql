@@ -1,0 +1,5 @@
+-- hypertables keep only their primary key: drop the extra (time DESC) index
+-- create_hypertable added <table>_time_idx to every hypertable; no query uses it (every
+-- reading query names its devices, and the key leads with device_id) and it costs every
+-- insert (bench/ingest.py --timescaledb). Partitioned databases never had it.
+-- run: hypertable_time_indexes

@@ -1,0 +1,5 @@
+-- hourly rollups of vitals and activity for the charts and the monthly report
+-- Continuous aggregates under TimescaleDB, a table + view the gateway refreshes otherwise
+-- (gateway/storage/rollups.py). Readings stored below a rollup's watermark later are
+-- recorded here by the writer and re-aggregated by the next refresh.
+-- run: hourly_rollups
