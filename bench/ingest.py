@@ -12,7 +12,12 @@ Prints messages per second for each, the ratio gateway / gmqtt, rows in the data
 afterwards (must equal what was published) and the gateway's peak RSS. Last line:
 ``ingest_ratio=<gateway/null> rows_ok=<true|false>``.
 
-Run: ``.venv/bin/python bench/ingest.py [--messages 500000] [--devices 10000]``
+``--timescaledb`` runs the gateway three times in the same run, on one private server
+with TimescaleDB preloaded (scripts/timescaledb-tree.sh finds or builds it): plain daily
+partitions (``storage.engine: partitions``), hypertables as the schema makes them (primary
+key only), and hypertables with the ``(time DESC)`` index create_hypertable adds by default.
+
+Run: ``.venv/bin/python bench/ingest.py [--messages 500000] [--devices 10000] [--timescaledb]``
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from simulators.bulk_publisher import publish_all  # noqa: E402
-from simulators.services.local import private_services  # noqa: E402
+from simulators.services.local import LocalPostgres, private_services  # noqa: E402
 
 TOPIC_FILTER = "eldercare/v1/+/+/telemetry"  # the stream is telemetry only
 SESSION_EXPIRY_S = 86_400
@@ -170,14 +175,22 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def drain_gateway(port: int, dsn: str, n: int, workdir: Path) -> tuple[float, int, float, float]:
-    config = workdir / "gateway.yaml"
+def drain_gateway(
+    port: int,
+    dsn: str,
+    n: int,
+    workdir: Path,
+    client_id: str = "gateway",
+    engine: str = "auto",
+    extra_sql: tuple[str, ...] = (),
+) -> tuple[float, int, float, float]:
+    config = workdir / f"{client_id}.yaml"
     config.write_text(
         json.dumps(
             {
-                "mqtt": {"port": port, "client_id": "gateway"},
+                "mqtt": {"port": port, "client_id": client_id},
                 "database": {"dsn": dsn},
-                "storage": {"spool_dir": str(workdir / "spool")},
+                "storage": {"spool_dir": str(workdir / f"spool-{client_id}"), "engine": engine},
                 "notify": {"http_port": 0},
                 "logging": {"level": "WARNING"},
             }
@@ -190,6 +203,8 @@ def drain_gateway(port: int, dsn: str, n: int, workdir: Path) -> tuple[float, in
         capture_output=True,
     )
     with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in extra_sql:
+            conn.execute(statement)
         proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "-c", str(config), "run"], cwd=REPO)
         try:
             start = time.perf_counter()
@@ -213,8 +228,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=500_000)
     parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--timescaledb", action="store_true", help="also hypertables, with and without the time index")
     args = parser.parse_args()
     n = args.messages
+    if args.timescaledb:
+        return timescaledb_run(n, args.devices)
     # no broker persistence: autosaving a store of 1.5M queued messages every few
     # seconds would stall the broker and measure its disk, not the subscribers
     with private_services("eldercare-bench-", fsync=True, max_queued_messages=n * 2, broker_persistence=False) as (
@@ -253,6 +271,63 @@ def main() -> int:
         print(f"rows in database: {rows:,} of {n:,} published; gateway peak RSS {rss:.0f} MB; cores: {os.cpu_count()}")
         print(f"ingest_ratio={gw_rate / null_rate:.3f} rows_ok={'true' if rows == n else 'false'}")
         return 0
+
+
+TIME_INDEX = "CREATE INDEX telemetry_wristband_time_idx ON telemetry_wristband (time DESC)"
+RUNS = (  # client id / database, engine, extra statements, label
+    ("gw_partitions", "partitions", (), "daily partitions (primary key)"),
+    ("gw_hypertables", "timescaledb", (), "hypertables (primary key only, as created)"),
+    ("gw_hypertables_idx", "timescaledb", (TIME_INDEX,), "hypertables + (time DESC) index"),
+)
+
+
+def timescaledb_run(n: int, devices: int) -> int:
+    """The gateway on partitions and on hypertables (without and with the time index), one server, one run."""
+    tree = subprocess.run(
+        ["bash", str(REPO / "scripts" / "timescaledb-tree.sh")], capture_output=True, text=True, check=False
+    )
+    if tree.returncode != 0:
+        print(tree.stderr, file=sys.stderr)
+        return 1
+    with private_services("eldercare-bench-", fsync=True, max_queued_messages=n * 2, broker_persistence=False) as (
+        broker,
+        _plain,
+    ):
+        root = broker.workdir.parent
+        database = LocalPostgres(
+            root / "postgres-timescaledb",
+            fsync=True,
+            bindir=Path(tree.stdout.strip()),
+            settings={"shared_preload_libraries": "timescaledb", "timescaledb.telemetry_level": "off"},
+        )
+        database.start()
+        try:
+            admin = database.dsn.rsplit("/", 1)[0]
+            with psycopg.connect(admin + "/postgres", autocommit=True) as conn:
+                for name, *_ in RUNS:
+                    conn.execute(f"CREATE DATABASE {name}")
+            for name, *_ in RUNS:
+                register_session(broker.port, name)
+            stream = wristband_stream(n, devices, time.time_ns() // 1_000_000 - n)
+            acked = asyncio.run(publish_all("127.0.0.1", broker.port, stream))
+            print(f"queued {acked:,} messages ({devices:,} devices) for {len(RUNS)} gateway sessions")
+            if acked != n:
+                return 1
+            rates = {}
+            for name, engine, extra, label in RUNS:
+                rate, rows, rss, cpu = drain_gateway(broker.port, f"{admin}/{name}", n, root, name, engine, extra)
+                rates[name] = rate
+                ok = "ok" if rows == n else f"ONLY {rows:,}"
+                print(f"{label:<44} {rate:>9,.0f} msg/s  {cpu:5.1f} us CPU/msg  rows {ok}  RSS {rss:.0f} MB")
+            base = rates["gw_partitions"]
+            print(
+                f"hypertables/partitions = {rates['gw_hypertables'] / base:.2f}, "
+                f"with time index/partitions = {rates['gw_hypertables_idx'] / base:.2f}, "
+                f"time index cost = {1 - rates['gw_hypertables_idx'] / rates['gw_hypertables']:.1%}"
+            )
+        finally:
+            database.stop("immediate")
+    return 0
 
 
 if __name__ == "__main__":
