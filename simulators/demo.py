@@ -234,6 +234,7 @@ async def run_demo(duration_s: float = 0.0) -> int:
                         },
                     },
                     "escalation": compressed(DEFAULT_ESCALATION, 8),
+                    "api": {"cookie_secure": False},  # the demo console is plain http on loopback
                     "registry": {"file": str(work / "registry.yaml")},
                     "detect": {
                         "fall_confirm_s": 10,

@@ -31,7 +31,7 @@ def partitions(dsn: str, table: str) -> set[str]:
 
 
 def test_upgrade_is_versioned_and_idempotent(database: str) -> None:
-    assert upgrade(database) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert upgrade(database) == [1, 2, 3, 4, 5, 6, 7, 8, 20]
     assert upgrade(database) == []
     assert query(database, "SELECT version FROM schema_migrations ORDER BY 1") == [
         (1,),
@@ -42,6 +42,7 @@ def test_upgrade_is_versioned_and_idempotent(database: str) -> None:
         (6,),
         (7,),
         (8,),
+        (20,),
     ]
     assert query(database, "SELECT mode FROM storage_mode") == [("partitioned",)]
 

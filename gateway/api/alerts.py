@@ -12,6 +12,7 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from gateway.api.alert_views import SEVERITY_RANK, summaries
+from gateway.api.audit_log import record_read
 from gateway.api.auth import Scope
 from gateway.api.http import ApiError, Call, not_found
 from gateway.api.schemas import (
@@ -136,6 +137,12 @@ async def alert_detail(call: Call) -> AlertDetail:
             for t, lat, lon, acc in await cur.fetchall()
         ]
     fields = {name: getattr(alert, name) for name in AlertSummary.__struct_fields__}
+    await record_read(
+        call,
+        "read.alert",
+        alert.elder_id or f"alert:{alert.alert_id}",
+        {"alert_id": alert.alert_id, "trail_points": len(trail), "detections": len(detections)},
+    )
     detail = AlertDetail(**fields, timeline=timeline, notifications=notifications, detections=detections, trail=trail)
     return detail
 

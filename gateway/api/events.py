@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SESSION_CHECK_S = 1.0  # a stream sending frames re-reads its session this often (logout elsewhere, expiry)
 LATE_COMMIT_S = 5.0  # how long an id may stay invisible before its transaction commits
 QUEUE_MAX = 2000  # a console this far behind is dropped; it reconnects with Last-Event-ID
 BACKLOG_MAX = 2000
@@ -59,6 +60,7 @@ class Subscriber:
     user: Principal
     queue: asyncio.Queue[tuple[int, AlertSummary]] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     overflowed: bool = False
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # its session was ended (logout)
 
 
 class AlertFeed:
@@ -80,6 +82,12 @@ class AlertFeed:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+
+    def end_session(self, session: bytes) -> None:
+        """A logout here: this session's streams send nothing more."""
+        for sub in list(self.subscribers):
+            if sub.user.session == session:
+                sub.ended.set()
 
     async def _run(self) -> None:
         try:
@@ -157,6 +165,9 @@ async def backlog(call: Call, after: int) -> list[tuple[int, AlertSummary]]:
     return sorted(((latest[a.alert_id], a) for a in found), key=lambda pair: pair[0])
 
 
+_LOGOUT = b'event: logout\ndata: {"error": "session_expired"}\n\n'
+
+
 def _frame(event_id: int, alert: AlertSummary) -> bytes:
     return b"event: alert\nid: %d\ndata: %s\n\n" % (event_id, msgspec.json.encode(alert))
 
@@ -175,25 +186,41 @@ async def alert_events(call: Call) -> StreamingResponse:
 
     async def stream() -> AsyncIterator[bytes]:
         sent: deque[int] = deque(maxlen=10_000)
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+
+        async def session_ended(force: bool = False) -> bool:
+            """Before any frame: ended here (at once), or elsewhere (read at most every SESSION_CHECK_S)."""
+            nonlocal checked
+            if sub.ended.is_set():
+                return True
+            if force or loop.time() - checked >= SESSION_CHECK_S:
+                checked = loop.time()
+                return not await ctx.auth.still_valid(user)
+            return False
+
         try:
             yield b"retry: 3000\n\n"
             for event_id, alert in missed:
+                if await session_ended():
+                    yield _LOGOUT
+                    return
                 sent.append(event_id)
                 yield _frame(event_id, alert)
-            loop = asyncio.get_running_loop()
             next_ping = loop.time() + ctx.settings.events_ping_s
             while not ctx.stopping() and not sub.overflowed:
                 item = None
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.05, min(1.0, next_ping - loop.time()))):
+                    async with asyncio.timeout(max(0.05, min(SESSION_CHECK_S, next_ping - loop.time()))):
                         item = await sub.queue.get()
+                ping = loop.time() >= next_ping
+                if (item is not None or ping or sub.ended.is_set()) and await session_ended(force=ping):
+                    yield _LOGOUT
+                    return
                 if item is not None and item[0] not in sent:
                     sent.append(item[0])
                     yield _frame(*item)
-                if loop.time() >= next_ping:
-                    if not await ctx.auth.still_valid(user):
-                        yield b'event: logout\ndata: {"error": "session_expired"}\n\n'
-                        return
+                if ping:
                     yield b"event: ping\ndata: " + json.dumps({"at": ctx.now().isoformat()}).encode() + b"\n\n"
                     next_ping = loop.time() + ctx.settings.events_ping_s
         finally:

@@ -122,8 +122,8 @@ def feature_from_spec(elder_id: str, spec: dict[str, Any]) -> Fence:
         geometry=geometry,
         properties=FenceProperties(
             name=str(spec.get("name") or spec["id"]),
-            kind=kind,
-            elder_id=elder_id,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
+            elder_id=elder_id,
             active_hours=spec.get("active"),
             margin_m=spec.get("margin_m"),
             severity=spec.get("severity"),

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.api.request_checks import CSRF_HEADER, UNSAFE_METHODS, cross_origin, media_type
 from gateway.api.schemas import Error
 
 if TYPE_CHECKING:
@@ -115,10 +116,12 @@ class Endpoint:
         base = {self.status, *self.errors, 503}
         if self.auth:
             base.add(401)
-        if self.roles is not None:
-            base.add(403)
+        if self.roles is not None or self.method in UNSAFE_METHODS:
+            base.add(403)  # a role, or a change from another origin
         if self.query is not None or self.body is not None:
             base.update((400, 422))
+        if self.body is not None:
+            base.add(415)
         return tuple(sorted(base))
 
     def route(self, ctx: ApiContext) -> Route:
@@ -135,9 +138,22 @@ class Endpoint:
         return Route(self.path, endpoint, methods=[self.method], name=f"{self.method} {self.path}")
 
     async def _run(self, ctx: ApiContext, request: Request) -> Response:
+        if any("\x00" in str(value) for value in request.path_params.values()):
+            raise ApiError(404, "not_found", "No id holds a NUL character.")  # PostgreSQL text cannot hold one
+        unsafe = request.method in UNSAFE_METHODS
+        if unsafe and (refusal := cross_origin(request, ctx.settings.allowed_origins)) is not None:
+            raise ApiError(403, "cross_origin", refusal)
         user = await ctx.auth.authenticate(request) if self.auth else None
+        if unsafe and user is not None and user.by_cookie and not request.headers.get(CSRF_HEADER):
+            raise ApiError(
+                403, "csrf_header_missing", "A change made with the session cookie needs the X-Requested-With header."
+            )
         if user is not None and self.roles is not None and user.role not in self.roles:
             raise ApiError(403, "forbidden", f"The {user.role} role may not do this.")
+        if self.body is not None:
+            expected = "multipart/form-data" if self.body == "multipart" else "application/json"
+            if media_type(request) != expected:
+                raise ApiError(415, "unsupported_media_type", f"Send the body as {expected} (its Content-Type).")
         query = decode_query(request, self.query) if self.query is not None else None
         body = None
         if self.body is not None and self.body != "multipart":
@@ -176,11 +192,25 @@ async def decode_body(request: Request, kind: Any, *, required: bool = True) -> 
             raise ApiError(400, "bad_json", "The request needs a JSON body.")
         raw = b"{}"
     try:
-        return msgspec.json.decode(raw, type=kind)
+        decoded = msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as error:
         raise ApiError(422, "invalid_body", _sentence(error)) from None
     except msgspec.DecodeError as error:
         raise ApiError(400, "bad_json", f"The body is not JSON: {error}.") from None
+    if b"\\u0000" in raw and _holds_nul(msgspec.json.decode(raw)):
+        raise ApiError(400, "bad_json", "The body holds a NUL character (\\u0000), which no field may contain.")
+    return decoded
+
+
+def _holds_nul(value: Any) -> bool:
+    """Any string (key or value) in decoded JSON with a NUL: PostgreSQL text cannot store one."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -199,7 +229,10 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 
 def too_large(limit: int) -> ApiError:
-    return ApiError(413, "too_large", f"The upload is larger than {limit // 1024} KiB.")
+    # close: the rest of the body is not read, so the connection cannot carry another request
+    return ApiError(
+        413, "too_large", f"The upload is larger than {limit // 1024} KiB.", headers={"Connection": "close"}
+    )
 
 
 def _sentence(error: msgspec.ValidationError) -> str:

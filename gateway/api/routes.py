@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.api import alerts, elders, events, fences, people, registry_upload, session
+from gateway.api import alerts, audit_log, elders, events, fences, people, registry_upload, session
 from gateway.api.auth import ADMIN, STAFF
 from gateway.api.context import ApiContext
 from gateway.api.http import Endpoint, json_response
@@ -25,6 +25,8 @@ from gateway.api.schemas import (
     AlertList,
     AlertQuery,
     AlertSummary,
+    AuditList,
+    AuditQuery,
     DeviceList,
     DeviceQuery,
     ElderDetail,
@@ -100,8 +102,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "alerts",
         response=AlertSummary,
         body=AckBody,
-        body_required=False,
         errors=(404, 409),
+        description="The body is JSON, at least {} (a cross-site form cannot send that).",
     ),
     Endpoint(
         "POST",
@@ -230,6 +232,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(413,),
         description="All rows or none: any invalid row answers 422 with every bad row "
         "and column. See CONTRACT.md for the columns.",
+    ),
+    Endpoint(
+        "GET",
+        "/api/audit",
+        audit_log.list_audit,
+        "The audit log: who read or changed what, newest first",
+        "audit",
+        response=AuditList,
+        query=AuditQuery,
+        roles=ADMIN,
+        description="Every read of an elder's record by a person (read.elder, read.readings, read.alert, "
+        "read.fences, read.elders, read.map) and every change (login, fence.*, registry.import, user.*). "
+        "Filter by actor, action (exact, or a prefix ending in '.'), target (an elder id), since/until; "
+        "page with before_id.",
     ),
     Endpoint(
         "GET",

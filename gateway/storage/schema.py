@@ -366,6 +366,18 @@ def _migration_8(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePo
     conn.execute(DETECTIONS_NOTIFY_SQL)
 
 
+AUDIT_INDEX_SQL = """
+CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor, id);
+CREATE INDEX IF NOT EXISTS audit_log_target ON audit_log (target, id);
+CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log (action, id);
+"""
+
+
+def _migration_20(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePolicy) -> None:
+    """Reads are logged now, so the log grows by one row per view: the admin's filters need indexes."""
+    conn.execute(AUDIT_INDEX_SQL)
+
+
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "registry, dead letters and time-series tables", _migration_1),
     (2, "detections and geofences", _migration_2),
@@ -375,6 +387,7 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (6, "registry version: running gateways reload elders, devices and fences when it moves", _migration_6),
     (7, "gateway instances: heartbeats for scale-out ownership", _migration_7),
     (8, "stored detections notify the alert worker", _migration_8),
+    (20, "audit log indexes: by actor, by target (reads of elders' records are logged)", _migration_20),
 )
 
 
