@@ -205,7 +205,8 @@ class AlertSide:
         sock.setblocking(False)
         self._http_socket = sock
         self.http_port = int(sock.getsockname()[1])
-        server = _HttpServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        # proxy_headers=False: X-Forwarded-For is believed only from api.trusted_proxies (request_checks.py)
+        server = _HttpServer(uvicorn.Config(app, log_level="warning", lifespan="off", proxy_headers=False))
         self.http = server
         return server
 

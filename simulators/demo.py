@@ -262,6 +262,7 @@ async def _community(
                     },
                 },
                 "escalation": compressed(DEFAULT_ESCALATION, 8),
+                "api": {"cookie_secure": False},  # the demo console is plain http on loopback
                 "registry": {"file": str(work / "registry.yaml")},
                 "detect": {
                     "fall_confirm_s": 10,

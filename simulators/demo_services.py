@@ -52,13 +52,13 @@ def _database(root: Path, say: Any) -> Iterator[Any]:
                 database.stop("immediate")
         return
     try:
-        import pgserver  # type: ignore[import-not-found]
+        import pgserver
     except ImportError:
         raise LocalServiceError(
             "PostgreSQL is not installed and cannot be (run `make demo` as root to install it), and the "
             "embedded stand-in is missing too: .venv/bin/pip install pgserver"
         ) from None
-    server = pgserver.get_server(str(root / "pgserver"), cleanup_mode="stop")
+    server = pgserver.get_server(str(root / "pgserver"), cleanup_mode="stop")  # type: ignore[attr-defined]
     say("PostgreSQL is not installed: using pgserver, an embedded PostgreSQL from pip (demo only)")
     yield EmbeddedPostgres(server.get_uri())
 

@@ -269,6 +269,8 @@ async def _start_webhooks(dsn: str) -> Webhooks:
     await engine.process_detections()
     await engine.run_due()
     async with pool.connection() as conn:
+        # as the outbox records them once the provider accepted each page: callbacks must name these
+        await conn.execute("UPDATE notifications SET provider_sid = 'CA' || id")
         cur = await conn.execute("SELECT id FROM notifications ORDER BY id")
         ids = [row[0] for row in await cur.fetchall()]
     hooks = TwilioWebhooks(pool, engine, TWILIO_TOKEN, PUBLIC_URL, lambda: NOW_MS)

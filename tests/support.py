@@ -90,6 +90,7 @@ class GatewayRunner:
             "database": {"dsn": dsn, "connect_timeout_s": 2},
             "storage": {"spool_dir": str(workdir / "spool"), "db_retry_s": 0.2},
             "notify": {"http_port": 0},
+            "api": {"cookie_secure": False},  # plain http on loopback
             "logging": {"level": "INFO", "stats_interval_s": 5},
         }
         self.gateway: Gateway | None = None

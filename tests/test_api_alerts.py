@@ -56,7 +56,7 @@ def test_list_detail_and_the_whole_response_through_the_engine(harness: ApiHarne
         taken = client.post(f"/api/alerts/{sos}/ack", headers=grid1, json={"eta_min": 8, "note": "on my way"})
         assert taken.status_code == 200, taken.text
         assert taken.json()["state"] == "acknowledged" and taken.json()["acknowledged_by"] == "王芳"
-        again = client.post(f"/api/alerts/{sos}/ack", headers=grid1)  # the same person again: no change
+        again = client.post(f"/api/alerts/{sos}/ack", headers=grid1, json={})  # the same person again: no change
         assert again.status_code == 200
         hotline = login(client, "hotline")
         clash = client.post(f"/api/alerts/{sos}/ack", headers=hotline, json={})
@@ -173,7 +173,7 @@ def test_every_role_sees_and_acts_only_in_its_scope(harness: ApiHarness) -> None
         family = login(client, "family1")
         assert client.put("/api/elders/e1/fences/park", headers=family, json=square).status_code == 403
         assert client.get("/api/responders", headers=family).status_code == 403
-        assert client.post(f"/api/alerts/{a1}/ack", headers=family).status_code == 200  # family may take it
+        assert client.post(f"/api/alerts/{a1}/ack", headers=family, json={}).status_code == 200  # family may take it
         assert (
             client.post(
                 "/api/registry/import", headers=login(client, "hotline"), files={"file": ("x.csv", b"elder_id,name\n")}

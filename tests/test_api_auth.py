@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.api.auth import hash_password, verify_password
 from gateway.api.settings import ApiConfig
-from tests.test_api_helpers import PASSWORD, ApiHarness, add_users, login, rows, seed_registry
+from tests.test_api_helpers import JSON, PASSWORD, ApiHarness, add_users, login, rows, seed_registry
 
 
 def test_passwords_are_scrypt_hashes_that_verify_only_the_right_password() -> None:
@@ -54,7 +54,8 @@ def test_login_me_logout_and_unauthenticated_calls(database: str) -> None:
         unknown = client.post("/api/login", json={"username": "nobody", "password": "wrong password"})
         assert unknown.status_code == 401 and unknown.json()["detail"] == bad.json()["detail"]
         assert client.post("/api/login", json={"username": "grid1"}).status_code == 422
-        assert client.post("/api/login", content=b"{not json").status_code == 400
+        assert client.post("/api/login", content=b"{not json", headers=JSON).status_code == 400
+        assert client.post("/api/login", content=b"{not json").status_code == 415  # a form could send that
     actions = [a for (a,) in rows(database, "SELECT action FROM audit_log ORDER BY id")]
     assert actions == ["login", "logout", "login_failed", "login_failed"]
 
@@ -96,7 +97,7 @@ def test_openapi_document_covers_every_endpoint(database: str) -> None:
     assert set(doc["components"]["securitySchemes"]) == {"bearer", "session"}
     ops = {(path, method) for path, item in doc["paths"].items() for method in item}
     assert ("/api/alerts/{alert_id}/ack", "post") in ops and ("/api/elders/{elder_id}/fences/{fence_id}", "put") in ops
-    assert len(ops) == 21
+    assert len(ops) == 22
     for path, method in ops:
         op = doc["paths"][path][method]
         if path != "/api/login":

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.detect.engine import DetectorSet
 from gateway.domain.registry_db import load_registry_from_db
-from tests.test_api_helpers import SQUARE, ApiHarness, add_users, login, rows, seed_registry
+from tests.test_api_helpers import JSON, SQUARE, ApiHarness, add_users, login, rows, seed_registry
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def test_fences_drawn_as_geojson_are_validated_stored_and_audited(harness: ApiHa
         assert refused(_feature("not coordinates"))
         assert refused(POLYGON, fence="no spaces")
         assert refused({**POLYGON, "id": "other"}, fence="estate")
-        assert client.put("/api/elders/e1/fences/bad", headers=grid1, content=b"{oops").status_code == 400
+        assert client.put("/api/elders/e1/fences/bad", headers={**grid1, **JSON}, content=b"{oops").status_code == 400
 
         assert client.delete("/api/elders/e1/fences/estate", headers=grid1).status_code == 204
         assert client.delete("/api/elders/e1/fences/estate", headers=grid1).status_code == 404

@@ -33,6 +33,7 @@ from gateway.domain.registry_db import import_registry, load_registry_from_db
 from gateway.storage.schema import upgrade
 
 PASSWORD = "correct horse battery"
+JSON = {"Content-Type": "application/json"}
 HOME1 = {"lat": 31.2304, "lon": 121.4737}
 SQUARE = [[121.4730, 31.2300], [121.4745, 31.2300], [121.4745, 31.2310], [121.4730, 31.2310], [121.4730, 31.2300]]
 
@@ -113,7 +114,7 @@ class ApiHarness:
     def __init__(self, dsn: str, settings: ApiConfig | None = None) -> None:
         self.dsn = dsn
         self.now_ms = time.time_ns() // 1_000_000
-        self.settings = settings or ApiConfig()
+        self.settings = settings or ApiConfig(cookie_secure=False)  # plain http on loopback
         self.engine: AlertEngine | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: uvicorn.Server | None = None
@@ -144,7 +145,9 @@ class ApiHarness:
                     stopping=lambda: self.server is not None and self.server.should_exit,
                 )
                 app = Starlette(routes=build_routes(ctx))
-                self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+                self.server = uvicorn.Server(
+                    uvicorn.Config(app, log_level="warning", lifespan="off", proxy_headers=False)  # as the gateway
+                )
                 self.loop = asyncio.get_running_loop()
                 ready.set()
                 await self.server.serve(sockets=[sock])

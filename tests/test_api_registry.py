@@ -164,7 +164,7 @@ def test_bad_files_are_refused(harness: ApiHarness, database: str) -> None:
         assert _upload(client, admin, "elders.csv", b"").status_code == 422
         no_file = client.post("/api/registry/import", headers=admin, data={"other": "x"}, files={"x": ("a.csv", b"1")})
         assert no_file.status_code == 400
-        assert client.post("/api/registry/import", headers=admin, json={}).status_code == 400
+        assert client.post("/api/registry/import", headers=admin, json={}).status_code == 415  # multipart only
         assert _upload(client, login(client, "station"), "elders.csv", b"elder_id,name\n").status_code == 403
     assert rows(database, "SELECT count(*) FROM elders") == [(3,)]
     assert rows(database, "SELECT count(*) FROM audit_log WHERE action = 'registry.import'") == [(0,)]

@@ -215,3 +215,48 @@ def test_a_signed_well_formed_reply_still_takes_the_alert(webhooks: Webhooks) ->
     response = webhooks.post("/twilio/sms", urlencode(params).encode(), _signed("/twilio/sms", params))
     assert response.status_code == 200 and "A1" in response.text
     assert _alert_states(webhooks) == [("acknowledged",)]
+
+
+def test_a_key_press_naming_another_call_does_not_take_the_alert(webhooks: Webhooks) -> None:
+    """A signed press whose CallSid is not the call this notification was placed as: ignored."""
+    first, second = webhooks.notification_ids[:2]
+    path = f"/twilio/voice/gather/{first}"
+    for other in (f"CA{second}", "CA-somebody-else", ""):
+        params = {"CallSid": other, "Digits": "1"} if other else {"Digits": "1"}
+        response = webhooks.post(path, urlencode(params).encode(), _signed(path, params))
+        assert response.status_code in (200, 400), response.text
+    status = f"/twilio/status/{first}"
+    params = {"CallSid": f"CA{second}", "CallStatus": "busy"}
+    assert webhooks.post(status, urlencode(params).encode(), _signed(status, params)).status_code == 200
+    assert _alert_states(webhooks) == [("notifying",)]
+    with psycopg.connect(webhooks.pool.conninfo) as conn:
+        statuses = conn.execute("SELECT status FROM notifications WHERE id = %s", (first,)).fetchall()
+    assert statuses != [("no_answer",)]
+    # the call it was placed as: taken
+    params = {"CallSid": f"CA{first}", "Digits": "1"}
+    assert webhooks.post(path, urlencode(params).encode(), _signed(path, params)).status_code == 200
+    assert _alert_states(webhooks) == [("acknowledged",)]
+
+
+def test_an_unsigned_huge_body_is_refused_before_it_is_read(webhooks: Webhooks) -> None:
+    """102 MB unsigned to /twilio/sms: 413 after at most 64 KiB, whether declared or streamed."""
+    consumed = 0
+
+    async def body() -> Any:
+        nonlocal consumed
+        for _ in range(102):
+            consumed += 1
+            yield b"Body=" + b"x" * (1024 * 1024 - 5)
+
+    response = webhooks.loop.run_until_complete(
+        webhooks.client.post(
+            "/twilio/sms", content=body(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+    )
+    assert response.status_code == 413 and consumed <= 2, (response.status_code, consumed)
+    declared = webhooks.post(
+        "/twilio/sms",
+        b"Body=x",
+        {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": str(102 * 1024 * 1024)},
+    )
+    assert declared.status_code == 413

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import resource
+import select
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +262,52 @@ def test_an_sos_during_a_database_outage_still_pages_and_is_recorded_later(
         timeout_s=30,
         what="the SOS recorded as an alert once the database is back",
     )
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (the gateway runs in a thread of it)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_a_huge_unsigned_webhook_is_refused_before_the_gateway_holds_it(
+    gateway: GatewayRunner, fake: FakeTwilio, tmp_path: Path
+) -> None:
+    """102 MB unsigned to /twilio/sms, streamed (chunked, no length): 413 after a few KB, memory flat."""
+    public = start(gateway, fake, tmp_path)
+    port = int(public.rsplit(":", 1)[1])
+    before = _rss_mb()
+    chunk = b"x" * (1024 * 1024)
+    sent = 0
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /twilio/sms HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        while sent < 102 * len(chunk):
+            if select.select([sock], [], [], 0)[0]:
+                break  # the gateway has answered (or closed): stop sending
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        closed = False
+        deadline = time.monotonic() + 20
+        while not closed and time.monotonic() < deadline:
+            if not select.select([sock], [], [], 1)[0]:
+                continue
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            answer += data
+            closed = not data  # the gateway closed its side: it reads no more of the body
+    grew = _rss_mb() - before
+    assert answer.startswith(b"HTTP/1.1 413") and closed, (answer[:200], sent, closed)
+    assert sent <= 16 * len(chunk), sent  # it answered long before the 102 MB were sent
+    assert grew < 40, grew

@@ -13,8 +13,10 @@ from typing import Any
 
 from gateway.alerting.actions import AlertError
 from gateway.api.alert_views import SEVERITY_RANK, summaries
+from gateway.api.audit_log import record_read
 from gateway.api.auth import Scope
-from gateway.api.http import ApiError, Call, not_found
+from gateway.api.errors import ApiError, not_found
+from gateway.api.http import Call
 from gateway.api.schemas import (
     AckBody,
     AlertDetail,
@@ -136,6 +138,12 @@ async def alert_detail(call: Call) -> AlertDetail:
             for t, lat, lon, acc in await cur.fetchall()
         ]
     fields = {name: getattr(alert, name) for name in AlertSummary.__struct_fields__}
+    await record_read(
+        call,
+        "read.alert",
+        alert.elder_id or f"alert:{alert.alert_id}",
+        {"alert_id": alert.alert_id, "trail_points": len(trail), "detections": len(detections)},
+    )
     detail = AlertDetail(**fields, timeline=timeline, notifications=notifications, detections=detections, trail=trail)
     return detail
 

@@ -8,8 +8,10 @@ hashes still verify.
 
 A session is a random 256-bit token; only its SHA-256 is stored, so reading the
 sessions table does not let anyone log in. Sessions expire (``api.session_ttl_h``).
-Failed logins are rows in ``login_failures`` (shared by every gateway instance) and a
-username or client address past its limit in the window gets 429.
+Failed logins are rows in ``login_failures`` (shared by every gateway instance); a
+username from one client address, or a client address, past its limit in the window
+gets 429. Each attempt is counted before its password is checked, so a burst of
+parallel guesses is counted in full (``_reserve_attempt``).
 
 Scope: ``Scope.alerts`` and ``Scope.elders`` return SQL predicates (over ``alerts a``
 and ``elders e``) that every query adds, so an id from another grid simply matches
@@ -27,12 +29,13 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
-from gateway.api.http import ApiError
+from gateway.api.errors import ApiError
 from gateway.api.schemas import User
 from gateway.api.settings import ApiConfig
 
@@ -76,13 +79,59 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_hex(8))
 
 
-def check_password_strength(password: str) -> str | None:
-    """Why a new password is refused, or None."""
+def check_password_strength(password: str, username: str = "") -> str | None:
+    """Why a new password is refused, or None.
+
+    Length alone lets ``aaaaaaaaaa`` and ``password123`` through, the first guesses of
+    any attacker. Refused too: a common password (``common_passwords.txt``, shipped in
+    the package), including one only decorated (``P@ssw0rd2024!`` is ``password``),
+    one character or a short pattern repeated, a run along the alphabet, digits or
+    keyboard, digits only (a phone number or a date), the username itself.
+    """
     if len(password) < 10:
         return "a password needs at least 10 characters"
     if len(password) > 1024:
         return "a password may have at most 1024 characters"
+    lowered = password.lower()
+    if any(lowered == (lowered[:k] * len(lowered))[: len(lowered)] for k in range(1, 5)):
+        return "a password may not be one character or a short pattern repeated"
+    if password.isdigit():
+        return "a password may not be digits only (phone numbers and dates are guessed first)"
+    if _is_run(lowered):
+        return "a password may not be a run of neighbouring letters, digits or keys"
+    if len(username) >= 4 and username.lower() in lowered:
+        return "a password may not contain the username"
+    core = _core(lowered)
+    if lowered in _common() or core in _common() or core.translate(_LEET) in _common():
+        return "this password is among the most common ones; choose a longer phrase of your own"
     return None
+
+
+_LEET = str.maketrans({"@": "a", "4": "a", "0": "o", "1": "i", "!": "i", "3": "e", "$": "s", "5": "s", "7": "t"})
+_ROWS = (
+    "`1234567890-=",
+    "qwertyuiop[]",
+    "asdfghjkl;'",
+    "zxcvbnm,./",
+    "abcdefghijklmnopqrstuvwxyz",
+    "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik,9ol.0p;/",  # down the keyboard's columns
+)
+
+
+def _core(text: str) -> str:
+    """The password without the digits and symbols people add around a word to pass a rule."""
+    return text.strip("0123456789!@#$%^&*()_+-=.,?~ ")
+
+
+def _is_run(text: str) -> bool:
+    """Neighbours along the alphabet, the digits or a keyboard row, either way (``abcdefghij``, ``0987654321``)."""
+    return any(text in row * 2 or text in row[::-1] * 2 for row in _ROWS)
+
+
+@functools.cache
+def _common() -> frozenset[str]:
+    source = resources.files("gateway.api").joinpath("common_passwords.txt").read_text("utf-8")
+    return frozenset(line.strip() for line in source.splitlines() if line.strip() and not line.startswith("#"))
 
 
 def _b64(raw: bytes) -> str:
@@ -105,6 +154,7 @@ class Principal:
     grid: str | None
     elder_id: str | None
     session: bytes
+    by_cookie: bool = False  # the token came from the cookie (a browser adds it by itself: check for CSRF)
 
     @property
     def actor(self) -> str:
@@ -149,10 +199,6 @@ class Scope:
         return "e.elder_id = %s", (user.elder_id,)
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 class Authenticator:
     def __init__(self, pool: AsyncConnectionPool, settings: ApiConfig, clock_ms: Callable[[], int]) -> None:
         self.pool = pool
@@ -163,7 +209,7 @@ class Authenticator:
         return datetime.fromtimestamp(self.clock_ms() / 1000, UTC)
 
     async def authenticate(self, request: Request) -> Principal:
-        token = _token_from(request)
+        token, by_cookie = _token_from(request)
         if not token:
             raise ApiError(
                 401,
@@ -194,27 +240,12 @@ class Authenticator:
                 "The session has expired; log in again.",
                 headers={"WWW-Authenticate": 'Bearer realm="eldercare", error="invalid_token"'},
             )
-        return _principal(row[1:], digest)
+        return _principal(row[1:], digest, by_cookie=by_cookie)
 
     async def login(self, username: str, password: str, client: str) -> tuple[str, datetime, Principal]:
         now = self.now()
-        since = now - timedelta(seconds=self.settings.login_window_s)
+        attempt = await self._reserve_attempt(username, client, now)
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT (SELECT count(*) FROM login_failures WHERE username = %s AND at > %s), "
-                "(SELECT count(*) FROM login_failures WHERE client = %s AND at > %s)",
-                (username, since, client, since),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            if row[0] >= self.settings.login_max_failures or row[1] >= self.settings.login_max_failures_ip:
-                retry = int(self.settings.login_window_s)
-                raise ApiError(
-                    429,
-                    "too_many_attempts",
-                    f"Too many failed logins; try again in {max(1, retry // 60)} minutes.",
-                    headers={"Retry-After": str(retry)},
-                )
             cur = await conn.execute(
                 "SELECT password_hash, username, role, display_name, language, community, grid, elder_id "
                 "FROM users WHERE username = %s",
@@ -224,10 +255,7 @@ class Authenticator:
         stored = found[0] if found else _dummy_hash()
         ok = await asyncio.to_thread(verify_password, password, stored)
         if not ok or found is None:
-            async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(
-                    "INSERT INTO login_failures (username, client, at) VALUES (%s, %s, %s)", (username, client, now)
-                )
+            async with self.pool.connection() as conn, conn.transaction():  # the reserved attempt stays: a failure
                 await conn.execute(
                     "DELETE FROM login_failures WHERE at < %s",
                     (now - timedelta(seconds=self.settings.login_window_s * 2),),
@@ -242,10 +270,51 @@ class Authenticator:
                 "VALUES (%s, %s, %s, %s, %s)",
                 (token_hash(token), username, now, expires, client),
             )
-            await conn.execute("DELETE FROM login_failures WHERE username = %s", (username,))
+            await conn.execute(
+                "DELETE FROM login_failures WHERE (username = %s AND client = %s) OR id = %s",
+                (username, client, attempt),
+            )
             await conn.execute("DELETE FROM sessions WHERE expires_at < %s", (now - timedelta(days=1),))
             await audit(conn, username, "login", None, {"client": client}, now)
         return token, expires, _principal(found[1:], token_hash(token))
+
+    async def _reserve_attempt(self, username: str, client: str, now: datetime) -> int:
+        """Count this attempt before the password is checked; 429 if it is one too many.
+
+        The attempt is committed as a failure first and the window counted after, so of
+        N simultaneous attempts the k-th to commit sees at least k rows: at most the
+        limit get to scrypt, however many arrive at once, on however many gateways.
+        A refused attempt removes its row again (a flood does not grow the table). The
+        limit is per username *and* address, plus per address: a stranger guessing at
+        the hotline's account locks out only themselves, never the operator.
+        """
+        since = now - timedelta(seconds=self.settings.login_window_s)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO login_failures (username, client, at) VALUES (%s, %s, %s) RETURNING id",
+                (username, client, now),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            attempt = int(row[0])
+            await conn.commit()
+            cur = await conn.execute(
+                "SELECT (SELECT count(*) FROM login_failures WHERE username = %s AND client = %s AND at > %s), "
+                "(SELECT count(*) FROM login_failures WHERE client = %s AND at > %s)",
+                (username, client, since, client, since),
+            )
+            counts = await cur.fetchone()
+            assert counts is not None
+            if counts[0] <= self.settings.login_max_failures and counts[1] <= self.settings.login_max_failures_ip:
+                return attempt
+            await conn.execute("DELETE FROM login_failures WHERE id = %s", (attempt,))
+        retry = int(self.settings.login_window_s)
+        raise ApiError(
+            429,
+            "too_many_attempts",
+            f"Too many failed logins; try again in {max(1, retry // 60)} minutes.",
+            headers={"Retry-After": str(retry)},
+        )
 
     async def still_valid(self, user: Principal) -> bool:
         """For long streams: the session has not been ended or expired meanwhile."""
@@ -261,7 +330,7 @@ class Authenticator:
             await audit(conn, user.username, "logout", None, {}, self.now())
 
 
-def _principal(row: Any, session: bytes) -> Principal:
+def _principal(row: Any, session: bytes, *, by_cookie: bool = False) -> Principal:
     username, role, display_name, language, community, grid, elder_id = row
     return Principal(
         username=username,
@@ -272,14 +341,16 @@ def _principal(row: Any, session: bytes) -> Principal:
         grid=grid,
         elder_id=elder_id,
         session=session,
+        by_cookie=by_cookie,
     )
 
 
-def _token_from(request: Request) -> str | None:
+def _token_from(request: Request) -> tuple[str | None, bool]:
+    """The session token, and whether it came from the cookie rather than an Authorization header."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
-        return header[7:].strip() or None
-    return request.cookies.get(COOKIE) or None
+        return header[7:].strip() or None, False
+    return request.cookies.get(COOKIE) or None, True
 
 
 async def audit(conn: Any, actor: str, action: str, target: str | None, detail: dict[str, Any], at: datetime) -> None:

@@ -51,7 +51,7 @@ def _read_password(args: argparse.Namespace) -> str:
         password = getpass.getpass("password: ")
         if getpass.getpass("again: ") != password:
             raise _UsersError("the passwords differ")
-    problem = check_password_strength(password)
+    problem = check_password_strength(password, getattr(args, "username", ""))
     if problem:
         raise _UsersError(problem)
     return password

@@ -1,5 +1,8 @@
 """Elders, their devices, readings and the map: read-only views, scoped to the user.
 
+Each view of elders' records (detail, readings, list, map) is written to the audit
+log as it is served (``audit_log.record_read``).
+
 List endpoints page (``limit``/``offset``) and count; the per-elder open-alert summary
 is one grouped scan of the open alerts (a few thousand rows at most), not a query per
 elder.
@@ -7,13 +10,16 @@ elder.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, timedelta
 from typing import Any
 
+from gateway.api.audit_log import record_read
 from gateway.api.auth import Scope
 from gateway.api.devices import devices, scope_named
+from gateway.api.errors import not_found
 from gateway.api.fence_shapes import bounds_of, feature_from_spec
-from gateway.api.http import Call, not_found
+from gateway.api.http import Call
 from gateway.api.schemas import (
     ContactView,
     DeviceList,
@@ -104,7 +110,14 @@ async def list_elders(call: Call) -> ElderList:
         )
         for i, n, c, g, lat, lon, count, rank in rows
     ]
+    await record_read(call, "read.elders", None, _shown(e.elder_id for e in elders))
     return ElderList(elders=elders, total=int(total[0]) if total else 0)
+
+
+def _shown(elder_ids: Iterable[str], most: int = 500) -> dict[str, Any]:
+    """Which elders a list showed (their homes), for the audit row; a long list is cut with its count."""
+    ids = list(elder_ids)
+    return {"elders": len(ids), "elder_ids": ids[:most]}
 
 
 async def visible_elder(call: Call, elder_id: str) -> tuple[str, str | None, str | None, dict[str, Any]]:
@@ -151,6 +164,7 @@ async def elder_detail(call: Call) -> ElderDetail:
         for c in profile.get("contacts", [])
     ]
     shown = {k: v for k, v in profile.items() if k not in ("id", "name", "community", "grid", "contacts")}
+    await record_read(call, "read.elder", elder_id, {"parts": ["profile", "contacts", "devices", "latest", "fences"]})
     return ElderDetail(
         elder_id=elder_id,
         name=name,
@@ -206,6 +220,7 @@ async def readings(call: Call) -> Readings:
     elder_id = call.path("elder_id")
     await visible_elder(call, elder_id)
     q: ReadingQuery = call.query
+    await record_read(call, "read.readings", elder_id, {"metric": q.metric, "range": q.range})
     if q.range in ROLLUP_RANGES:
         span, unit = ROLLUP_RANGES[q.range]
         async with call.ctx.pool.connection() as conn:
@@ -269,6 +284,7 @@ async def elder_map(call: Call) -> MapView:
         if lat is not None and lon is not None
     ]
     features = [feature_from_spec(e, s) for e, s in fence_rows]
+    await record_read(call, "read.map", None, _shown(e.elder_id for e in elders))
     boxes = [(m.lon, m.lat, m.lon, m.lat) for m in elders]
     boxes += [b for _, s in fence_rows if (b := bounds_of(s)) is not None]
     bounds = (

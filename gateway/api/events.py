@@ -15,29 +15,21 @@ seconds ago) and skips ids it has delivered, so such a late row is not lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from starlette.responses import StreamingResponse
 
 from gateway.api.alert_views import summaries
-from gateway.api.auth import EVERYTHING, Principal, Scope
-from gateway.api.schemas import AlertSummary, EventsQuery
-
-if TYPE_CHECKING:
-    from gateway.api.http import Call
+from gateway.api.auth import EVERYTHING, Principal
+from gateway.api.schemas import AlertSummary
 
 log = logging.getLogger(__name__)
 
+SESSION_CHECK_S = 1.0  # a stream sending frames re-reads its session this often (logout elsewhere, expiry)
 LATE_COMMIT_S = 5.0  # how long an id may stay invisible before its transaction commits
 QUEUE_MAX = 2000  # a console this far behind is dropped; it reconnects with Last-Event-ID
 BACKLOG_MAX = 2000
@@ -59,6 +51,7 @@ class Subscriber:
     user: Principal
     queue: asyncio.Queue[tuple[int, AlertSummary]] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     overflowed: bool = False
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # its session was ended (logout)
 
 
 class AlertFeed:
@@ -80,6 +73,12 @@ class AlertFeed:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+
+    def end_session(self, session: bytes) -> None:
+        """A logout here: this session's streams send nothing more."""
+        for sub in list(self.subscribers):
+            if sub.user.session == session:
+                sub.ended.set()
 
     async def _run(self) -> None:
         try:
@@ -139,66 +138,3 @@ class AlertFeed:
                 sub.queue.put_nowait((event_id, alert))
             except asyncio.QueueFull:
                 sub.overflowed = True
-
-
-async def backlog(call: Call, after: int) -> list[tuple[int, AlertSummary]]:
-    """What changed since ``after`` (a Last-Event-ID), for this user, oldest change first."""
-    scope, params = Scope.alerts(call.who)
-    async with call.ctx.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT alert_id, max(id) AS last FROM alert_events WHERE id > %s GROUP BY alert_id "
-            "ORDER BY last DESC LIMIT %s",
-            (after, BACKLOG_MAX),
-        )
-        latest = {a: i for a, i in await cur.fetchall()}
-        if not latest:
-            return []
-        found = await summaries(conn, f"a.alert_id = ANY(%s) AND {scope}", [list(latest), *params])
-    return sorted(((latest[a.alert_id], a) for a in found), key=lambda pair: pair[0])
-
-
-def _frame(event_id: int, alert: AlertSummary) -> bytes:
-    return b"event: alert\nid: %d\ndata: %s\n\n" % (event_id, msgspec.json.encode(alert))
-
-
-async def alert_events(call: Call) -> StreamingResponse:
-    q: EventsQuery = call.query
-    header = call.request.headers.get("last-event-id", "").strip()
-    after = int(header) if header.isdigit() else q.last_event_id
-    ctx, user = call.ctx, call.who
-    sub = ctx.feed.subscribe(user)
-    try:
-        missed = await backlog(call, after) if after is not None else []
-    except BaseException:
-        ctx.feed.unsubscribe(sub)
-        raise
-
-    async def stream() -> AsyncIterator[bytes]:
-        sent: deque[int] = deque(maxlen=10_000)
-        try:
-            yield b"retry: 3000\n\n"
-            for event_id, alert in missed:
-                sent.append(event_id)
-                yield _frame(event_id, alert)
-            loop = asyncio.get_running_loop()
-            next_ping = loop.time() + ctx.settings.events_ping_s
-            while not ctx.stopping() and not sub.overflowed:
-                item = None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.05, min(1.0, next_ping - loop.time()))):
-                        item = await sub.queue.get()
-                if item is not None and item[0] not in sent:
-                    sent.append(item[0])
-                    yield _frame(*item)
-                if loop.time() >= next_ping:
-                    if not await ctx.auth.still_valid(user):
-                        yield b'event: logout\ndata: {"error": "session_expired"}\n\n'
-                        return
-                    yield b"event: ping\ndata: " + json.dumps({"at": ctx.now().isoformat()}).encode() + b"\n\n"
-                    next_ping = loop.time() + ctx.settings.events_ping_s
-        finally:
-            ctx.feed.unsubscribe(sub)
-
-    return StreamingResponse(
-        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )

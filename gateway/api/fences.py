@@ -13,10 +13,12 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from gateway.api.audit_log import record_read
 from gateway.api.auth import Scope, audit
 from gateway.api.elders import fences_of, visible_elder
+from gateway.api.errors import ApiError, not_found
 from gateway.api.fence_shapes import FenceProblem, feature_from_spec, spec_from_feature
-from gateway.api.http import ApiError, Call, not_found
+from gateway.api.http import Call
 from gateway.api.schemas import Fence, FenceCollection, FenceInput
 from gateway.domain.registry import RegistryError, registry_from_dicts
 
@@ -26,7 +28,9 @@ FENCE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 async def list_fences(call: Call) -> FenceCollection:
     elder_id = call.path("elder_id")
     await visible_elder(call, elder_id)
-    return await fences_of(call, [elder_id])
+    fences = await fences_of(call, [elder_id])
+    await record_read(call, "read.fences", elder_id, {"fences": len(fences.features)})
+    return fences
 
 
 def _fence_id(call: Call) -> str:

@@ -23,6 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.api.errors import ApiError, too_large
+from gateway.api.request_checks import CSRF_HEADER, UNSAFE_METHODS, cross_origin, media_type
 from gateway.api.schemas import Error
 
 if TYPE_CHECKING:
@@ -31,31 +33,6 @@ if TYPE_CHECKING:
 
 MAX_JSON_BYTES = 256 * 1024
 _ENCODER = msgspec.json.Encoder()
-
-
-class ApiError(Exception):
-    """An error answer; ``extra`` fields are added to the JSON body."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        *,
-        headers: dict[str, str] | None = None,
-        body: msgspec.Struct | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers or {}
-        self.body = body
-
-
-def not_found(what: str) -> ApiError:
-    """Unknown and out of scope look the same: an id guessed from outside tells nothing."""
-    return ApiError(404, "not_found", f"There is no {what} you may see.")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -115,10 +92,12 @@ class Endpoint:
         base = {self.status, *self.errors, 503}
         if self.auth:
             base.add(401)
-        if self.roles is not None:
-            base.add(403)
+        if self.roles is not None or self.method in UNSAFE_METHODS:
+            base.add(403)  # a role, or a change from another origin
         if self.query is not None or self.body is not None:
             base.update((400, 422))
+        if self.body is not None:
+            base.add(415)
         return tuple(sorted(base))
 
     def route(self, ctx: ApiContext) -> Route:
@@ -135,9 +114,22 @@ class Endpoint:
         return Route(self.path, endpoint, methods=[self.method], name=f"{self.method} {self.path}")
 
     async def _run(self, ctx: ApiContext, request: Request) -> Response:
+        if any("\x00" in str(value) for value in request.path_params.values()):
+            raise ApiError(404, "not_found", "No id holds a NUL character.")  # PostgreSQL text cannot hold one
+        unsafe = request.method in UNSAFE_METHODS
+        if unsafe and (refusal := cross_origin(request, ctx.settings.allowed_origins)) is not None:
+            raise ApiError(403, "cross_origin", refusal)
         user = await ctx.auth.authenticate(request) if self.auth else None
+        if unsafe and user is not None and user.by_cookie and not request.headers.get(CSRF_HEADER):
+            raise ApiError(
+                403, "csrf_header_missing", "A change made with the session cookie needs the X-Requested-With header."
+            )
         if user is not None and self.roles is not None and user.role not in self.roles:
             raise ApiError(403, "forbidden", f"The {user.role} role may not do this.")
+        if self.body is not None:
+            expected = "multipart/form-data" if self.body == "multipart" else "application/json"
+            if media_type(request) != expected:
+                raise ApiError(415, "unsupported_media_type", f"Send the body as {expected} (its Content-Type).")
         query = decode_query(request, self.query) if self.query is not None else None
         body = None
         if self.body is not None and self.body != "multipart":
@@ -176,30 +168,54 @@ async def decode_body(request: Request, kind: Any, *, required: bool = True) -> 
             raise ApiError(400, "bad_json", "The request needs a JSON body.")
         raw = b"{}"
     try:
-        return msgspec.json.decode(raw, type=kind)
+        decoded = msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as error:
         raise ApiError(422, "invalid_body", _sentence(error)) from None
     except msgspec.DecodeError as error:
         raise ApiError(400, "bad_json", f"The body is not JSON: {error}.") from None
+    if b"\\u0000" in raw and _holds_nul(msgspec.json.decode(raw)):
+        raise ApiError(400, "bad_json", "The body holds a NUL character (\\u0000), which no field may contain.")
+    return decoded
+
+
+def _holds_nul(value: Any) -> bool:
+    """Any string (key or value) in decoded JSON with a NUL: PostgreSQL text cannot store one."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+DISCARD_MAX_BYTES = 16 * 1024 * 1024  # past a limit, up to this much more is read and dropped
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` (before it is all in memory)."""
+    """The body, refused with 413 as soon as it passes ``limit`` (before it is all in memory).
+
+    What follows the limit is read and thrown away, up to ``DISCARD_MAX_BYTES``, so an
+    honest client that sent a file too large gets the 413 instead of a connection reset
+    (closing a socket with unread data resets it); memory stays at ``limit``. A body
+    larger still is cut off: the connection closes without reading it.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and int(declared) > limit + DISCARD_MAX_BYTES:
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large(limit)
+            if size > limit + DISCARD_MAX_BYTES:
+                raise too_large(limit)
+            chunks.clear()
+            continue
         chunks.append(chunk)
+    if size > limit:
+        raise too_large(limit)
     return b"".join(chunks)
-
-
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, "too_large", f"The upload is larger than {limit // 1024} KiB.")
 
 
 def _sentence(error: msgspec.ValidationError) -> str:

@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from gateway.alerting.roster import RosterError, check_roster
-from gateway.api.http import ApiError, Call, read_limited
+from gateway.api.errors import ApiError
+from gateway.api.http import Call, read_limited
 from gateway.api.registry_sheet import SheetError, SheetResult, parse_sheet, read_table
 from gateway.api.schemas import ImportErrors, ImportQuery, ImportResult, RowError
 from gateway.domain.registry import RegistryError, registry_from_dicts

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.alerting.engine import AlertEngine
-from gateway.api import alerts, elders, events, fences, people, registry_upload, session
+from gateway.api import alerts, audit_log, elders, event_stream, fences, people, registry_upload, session
 from gateway.api.auth import ADMIN, STAFF
 from gateway.api.context import ApiContext
 from gateway.api.http import Endpoint, json_response
@@ -27,6 +27,8 @@ from gateway.api.schemas import (
     AlertList,
     AlertQuery,
     AlertSummary,
+    AuditList,
+    AuditQuery,
     DeviceList,
     DeviceQuery,
     ElderDetail,
@@ -101,8 +103,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "alerts",
         response=AlertSummary,
         body=AckBody,
-        body_required=False,
         errors=(404, 409),
+        description="The body is JSON, at least {} (a cross-site form cannot send that).",
     ),
     Endpoint(
         "POST",
@@ -234,8 +236,22 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "GET",
+        "/api/audit",
+        audit_log.list_audit,
+        "The audit log: who read or changed what, newest first",
+        "audit",
+        response=AuditList,
+        query=AuditQuery,
+        roles=ADMIN,
+        description="Every read of an elder's record by a person (read.elder, read.readings, read.alert, "
+        "read.fences, read.elders, read.map) and every change (login, fence.*, registry.import, user.*). "
+        "Filter by actor, action (exact, or a prefix ending in '.'), target (an elder id), since/until; "
+        "page with before_id.",
+    ),
+    Endpoint(
+        "GET",
         "/api/events",
-        events.alert_events,
+        event_stream.alert_events,
         "Live alert changes (Server-Sent Events)",
         "events",
         query=EventsQuery,

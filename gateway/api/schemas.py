@@ -389,3 +389,30 @@ class ImportErrors(_Response):
 
 class EventsQuery(_Request):
     last_event_id: Annotated[int, Meta(ge=0)] | None = None  # for clients that cannot set the header
+
+
+# -- audit log ---------------------------------------------------------------------------
+
+
+class AuditQuery(_Request):
+    actor: Annotated[str, Meta(max_length=128)] | None = None
+    action: Annotated[str, Meta(max_length=64)] | None = None  # exact, or a prefix ending in "." ("read.")
+    target: Annotated[str, Meta(max_length=256)] | None = None
+    since: Annotated[datetime, Meta(tz=True)] | None = None
+    until: Annotated[datetime, Meta(tz=True)] | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+    before_id: Annotated[int, Meta(ge=1, le=2**62)] | None = None
+
+
+class AuditEntry(_Response):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    detail: dict[str, Any]
+
+
+class AuditList(_Response):
+    entries: list[AuditEntry]  # newest first
+    next_before_id: int | None  # pass as before_id for the next (older) page; null: no more

@@ -1,7 +1,8 @@
 """Twilio's webhooks: SMS replies, key presses, delivery and call status. All signed.
 
-Every request's ``X-Twilio-Signature`` is checked against the public URL Twilio
-called (``public_base_url`` + path) before anything else; an unsigned or wrongly
+A body over 64 KiB is refused with 413 as it arrives, before anything is parsed (an
+unsigned 100 MB POST costs no memory). Every request's ``X-Twilio-Signature`` is then
+checked against the public URL Twilio called (``public_base_url`` + path); an unsigned or wrongly
 signed request gets 403 and a log line, a signed one without its message or call id
 (or with a NUL, which Twilio never sends) 400. Twilio retries webhooks, so each effect
 is applied once: receipts are keyed by the message or call id (and digits).
@@ -10,17 +11,20 @@ is applied once: receipts are keyed by the message or call id (and digits).
   "1 A17") takes the most recent open alert paged to that phone, or the named one.
 * ``POST /twilio/voice/gather/{notification_id}`` — the key pressed during our call:
   1 takes the alert, 2 passes it on (the tier stops waiting for this person), 3 says
-  "I have arrived" (on scene). SMS replies use the same digits.
+  "I have arrived" (on scene). SMS replies use the same digits. The ``CallSid`` must
+  be the call this notification was placed as, or the press is ignored.
 * ``POST /twilio/status/{notification_id}`` — delivery or call progress; a missed,
-  busy or failed call counts as no answer.
+  busy or failed call counts as no answer. It too must name this notification's sid.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from psycopg_pool import AsyncConnectionPool
@@ -39,6 +43,8 @@ from gateway.notify.templates import render_gather_reply
 log = logging.getLogger(__name__)
 
 _REPLY = re.compile(r"^\s*([123])\s*(A?\d+)?\s*$", re.IGNORECASE)
+MAX_BODY_BYTES = 64 * 1024  # Twilio's callbacks are a few KB (an SMS body is at most 1,600 characters)
+SID_WAIT_S = 3.0  # a callback may beat the outbox's write of the call's sid by a moment
 NO_ANSWER = frozenset({"no-answer", "busy", "failed", "canceled"})
 DELIVERY_FAILED = frozenset({"failed", "undelivered"})
 
@@ -75,8 +81,13 @@ class TwilioWebhooks:
 
         ``required`` lists groups of parameter names of which each group needs one.
         """
-        form = await request.form()
-        params = {k: str(v) for k, v in form.items()}
+        raw = await _body_within(request, MAX_BODY_BYTES)
+        if raw is None:
+            self.refused += 1
+            log.warning("refused a webhook to %s: body over %d bytes", request.url.path, MAX_BODY_BYTES)
+            # close: the rest of the body is not read, so the connection cannot carry another request
+            return PlainTextResponse("request body too large", status_code=413, headers={"Connection": "close"})
+        params = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         url = self.public + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not self.validator.validate(url, params, signature):
@@ -95,6 +106,30 @@ class TwilioWebhooks:
             log.warning("refused a signed webhook to %s: %s", request.url.path, problem)
             return PlainTextResponse(f"malformed webhook: {problem}", status_code=400)
         return params
+
+    async def _sid_matches(self, nid: int, params: dict[str, str]) -> bool:
+        """The callback names the call or message this notification was sent as (``provider_sid``).
+
+        A signed callback is still only Twilio's word about *some* call of ours: a key
+        press from another call (a forwarded or replayed callback URL) must not take
+        this alert. Until the outbox has recorded the sid, wait a moment for it.
+        """
+        named = params.get("CallSid") or params.get("MessageSid") or ""
+        deadline = asyncio.get_running_loop().time() + SID_WAIT_S
+        while True:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute("SELECT provider_sid FROM notifications WHERE id = %s", (nid,))
+                row = await cur.fetchone()
+            if row is None:
+                return False  # an unknown notification: nothing to take
+            if row[0] is not None or asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        if row[0] == named:
+            return True
+        self.refused += 1
+        log.warning("ignored a signed callback to %s: it names another call or message", f"notification {nid}")
+        return False
 
     async def _first_time(self, key: str) -> bool:
         async with self.pool.connection() as conn:
@@ -136,6 +171,8 @@ class TwilioWebhooks:
             return params
         nid = int(request.path_params["notification_id"])
         digits = params.get("Digits", "")
+        if not await self._sid_matches(nid, params):
+            return twiml()
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT alert_id, recipient_name, recipient_key, language FROM notifications WHERE id = %s", (nid,)
@@ -187,6 +224,8 @@ class TwilioWebhooks:
         if isinstance(params, Response):
             return params
         nid = int(request.path_params["notification_id"])
+        if not await self._sid_matches(nid, params):
+            return PlainTextResponse("")
         call_status = params.get("CallStatus")
         message_status = params.get("MessageStatus")
         now = self.clock_ms()
@@ -221,6 +260,21 @@ class TwilioWebhooks:
                     provider_status=call_status or message_status,
                 )
         return PlainTextResponse("")
+
+
+async def _body_within(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it passes ``limit`` (declared or streamed): nothing big is held."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def webhook_app(webhooks: TwilioWebhooks, extra_routes: list[Any] | None = None) -> Starlette:

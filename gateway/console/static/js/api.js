@@ -1,4 +1,6 @@
 // The console's only way to the gateway: same-origin JSON calls (see gateway/api/CONTRACT.md).
+// Every call carries X-Requested-With, which no cross-site form can add: the server refuses a
+// change made with the session cookie without it (request_checks.py).
 
 export class ApiError extends Error {
   constructor(status, code, detail) {
@@ -23,7 +25,7 @@ export function setToken(value) {
 }
 
 export async function api(path, { method = "GET", body, signal, quiet401 = false } = {}) {
-  const headers = { accept: "application/json" };
+  const headers = { accept: "application/json", "x-requested-with": "eldercare-console" };
   if (body !== undefined) headers["content-type"] = "application/json";
   if (token) headers.authorization = `Bearer ${token}`;
   const response = await fetch(path, {
