@@ -32,7 +32,7 @@ from gateway.config import GatewayConfig, database_password, mqtt_password
 from gateway.detect.detection import Detection
 from gateway.detect.engine import DetectorSet
 from gateway.detect.index import DetectSettings
-from gateway.detect.registry import RegistryFile, load_registry, parse_window
+from gateway.detect.registry import RegistryFile, device_types, load_registry, parse_window
 from gateway.detect.registry_db import import_registry, load_registry_from_db
 from gateway.error_text import first_line
 from gateway.gc_tuning import freeze_long_lived
@@ -220,6 +220,7 @@ class Gateway:
         registry = await self._load_registry(dsn, kwargs)
         self.detectors = DetectorSet(registry, detect_settings(self.config))
         self.registry = registry
+        self._use_device_types(registry)
         log.info(
             "detectors ready: %d elders, %d devices, %d fences",
             len(registry.elders),
@@ -352,9 +353,17 @@ class Gateway:
 
         await watch_registry(dsn, kwargs, self.config.registry.reload_s, changed)
 
+    def _use_device_types(self, registry: RegistryFile) -> None:
+        """Both decoders (storing and, in a cluster, detecting) refuse a topic of another type."""
+        types = device_types(registry)
+        self.decoder.use_device_types(types)
+        if self.cluster is not None:
+            self.cluster.decoder.use_device_types(types)
+
     def _use_registry(self, registry: RegistryFile) -> None:
         self.registry = registry
         self.detectors = DetectorSet(registry, detect_settings(self.config))
+        self._use_device_types(registry)
         if self.cluster is not None:
             self.cluster.detectors_replaced()
         if self.emergency is not None:

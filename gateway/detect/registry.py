@@ -152,6 +152,11 @@ def validate(registry: RegistryFile) -> RegistryFile:
     return registry
 
 
+def device_types(registry: RegistryFile) -> dict[str, str]:
+    """Device id -> its registered type."""
+    return {d.id: d.type for elder in registry.elders for d in elder.devices}
+
+
 def _convert(raw: Any, source: str) -> RegistryFile:
     try:
         registry = msgspec.convert(raw, RegistryFile, strict=False)
