@@ -31,7 +31,7 @@ def partitions(dsn: str, table: str) -> set[str]:
 
 
 def test_upgrade_is_versioned_and_idempotent(database: str) -> None:
-    assert upgrade(database) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert upgrade(database) == [1, 2, 3, 4, 5, 6, 7, 8, 30]
     assert upgrade(database) == []
     assert query(database, "SELECT version FROM schema_migrations ORDER BY 1") == [
         (1,),
@@ -42,6 +42,7 @@ def test_upgrade_is_versioned_and_idempotent(database: str) -> None:
         (6,),
         (7,),
         (8,),
+        (30,),
     ]
     assert query(database, "SELECT mode FROM storage_mode") == [("partitioned",)]
 
@@ -86,3 +87,27 @@ def test_writer_creates_a_missing_partition_and_stores_the_row(database: str) ->
 
     asyncio.run(write())
     assert query(database, "SELECT device_id, glucose_mmol FROM telemetry_glucose") == [("gl-1", 5.5)]
+
+
+def test_migration_30_gives_old_grid_worker_accounts_the_only_community(database: str) -> None:
+    upgrade(database)
+    from gateway.storage.schema import _migration_30
+
+    with psycopg.connect(database) as conn:
+        conn.execute(
+            "INSERT INTO elders (elder_id, name, community, grid, profile) "
+            "VALUES ('e1', 'A', '和平社区', '网格1', '{}')"
+        )
+        conn.execute(
+            "INSERT INTO users (username, password_hash, role, display_name, grid) "
+            "VALUES ('old', 'x', 'grid_worker', 'old', '网格1')"
+        )
+        _migration_30(conn, StoragePolicy())
+        assert conn.execute("SELECT community FROM users").fetchall() == [("和平社区",)]
+        conn.execute("UPDATE users SET community = NULL")
+        conn.execute(
+            "INSERT INTO elders (elder_id, name, community, grid, profile) "
+            "VALUES ('e2', 'B', '幸福社区', '网格1', '{}')"
+        )
+        _migration_30(conn, StoragePolicy())
+        assert conn.execute("SELECT community FROM users").fetchall() == [(None,)]  # which 网格1? the console asks

@@ -8,6 +8,7 @@ an error naming the elder, not a silent default.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -92,7 +93,36 @@ def parse_window(text: str) -> tuple[int, int]:
     return h1 * 60 + m1, h2 * 60 + m2
 
 
-def validate(registry: RegistryFile) -> RegistryFile:
+def _grid_workers_with_community(registry: RegistryFile, communities: Collection[str]) -> RegistryFile:
+    """A grid is (community, grid): every grid worker names its community.
+
+    Grid names repeat across communities (each has its 网格1), so a worker known by
+    the grid's name alone would see and be paged for another community's elders. A
+    registry from before communities were required is read as it meant: with one
+    community (here, or already stored: ``communities``) its workers are that
+    community's; with more, which one is ambiguous and the registry is refused.
+    """
+    legacy = [r for r in registry.responders if r.role == "grid_worker" and not r.community]
+    if not legacy:
+        return registry
+    known = sorted({e.community for e in registry.elders if e.community} | {c for c in communities if c})
+    if len(known) > 1:
+        names = ", ".join(r.id for r in legacy[:10])
+        raise RegistryError(
+            f"responder(s) {names}: a grid worker needs a community (there are {len(known)}: "
+            f"{', '.join(known[:5])}{', ...' if len(known) > 5 else ''}; grid names repeat across communities)"
+        )
+    if not known:
+        return registry
+    responders = [
+        msgspec.structs.replace(r, community=known[0]) if r.role == "grid_worker" and not r.community else r
+        for r in registry.responders
+    ]
+    return msgspec.structs.replace(registry, responders=responders)
+
+
+def validate(registry: RegistryFile, communities: Collection[str] = ()) -> RegistryFile:
+    """Check the registry; ``communities``: those of stored elders not in it (an import of some elders)."""
     seen_elders: set[str] = set()
     seen_devices: dict[str, str] = {}
     for elder in registry.elders:
@@ -149,7 +179,7 @@ def validate(registry: RegistryFile) -> RegistryFile:
                     f"roster override for {override.responder}: {text!r} is not an RFC 3339 time with an offset"
                 ) from None
             del moment
-    return registry
+    return _grid_workers_with_community(registry, communities)
 
 
 def device_types(registry: RegistryFile) -> dict[str, str]:
@@ -157,12 +187,12 @@ def device_types(registry: RegistryFile) -> dict[str, str]:
     return {d.id: d.type for elder in registry.elders for d in elder.devices}
 
 
-def _convert(raw: Any, source: str) -> RegistryFile:
+def _convert(raw: Any, source: str, communities: Collection[str] = ()) -> RegistryFile:
     try:
         registry = msgspec.convert(raw, RegistryFile, strict=False)
     except msgspec.ValidationError as error:
         raise RegistryError(f"{source}: {error}") from None
-    return validate(registry)
+    return validate(registry, communities)
 
 
 def load_registry(path: str | Path) -> RegistryFile:
@@ -181,7 +211,10 @@ def registry_from_dicts(
     elders: list[dict[str, Any]],
     responders: list[dict[str, Any]] | None = None,
     roster_overrides: list[dict[str, Any]] | None = None,
+    communities: Collection[str] = (),
 ) -> RegistryFile:
     return _convert(
-        {"elders": elders, "responders": responders or [], "roster_overrides": roster_overrides or []}, "registry"
+        {"elders": elders, "responders": responders or [], "roster_overrides": roster_overrides or []},
+        "registry",
+        communities,
     )

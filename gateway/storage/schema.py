@@ -366,6 +366,19 @@ def _migration_8(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePo
     conn.execute(DETECTIONS_NOTIFY_SQL)
 
 
+def _migration_30(conn: psycopg.Connection[tuple[object, ...]], policy: StoragePolicy) -> None:
+    """Grid-worker accounts carry their community: a grid is (community, grid), not the grid's name.
+
+    With one community the accounts made before are its own; with several they stay
+    without one, and the console refuses them (403) until ``eldercare users community``.
+    """
+    conn.execute(
+        "UPDATE users SET community = (SELECT min(community) FROM elders WHERE community <> '') "
+        "WHERE role = 'grid_worker' AND community IS NULL "
+        "AND (SELECT count(DISTINCT community) FROM elders WHERE community <> '') = 1"
+    )
+
+
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "registry, dead letters and time-series tables", _migration_1),
     (2, "detections and geofences", _migration_2),
@@ -375,6 +388,7 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (6, "registry version: running gateways reload elders, devices and fences when it moves", _migration_6),
     (7, "gateway instances: heartbeats for scale-out ownership", _migration_7),
     (8, "stored detections notify the alert worker", _migration_8),
+    (30, "grid-worker accounts carry their community (a grid is community and grid)", _migration_30),
 )
 
 
