@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import stat
@@ -12,10 +13,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.local_services import LocalMosquitto
 from gateway.provision import BrokerCredentials, ProvisionError
+from tests.support import GatewayRunner, count, wait_until
 
 
 def connect(port: int, user: str, password: str) -> tuple[mqtt.Client, Any]:
@@ -178,3 +181,42 @@ def test_accounts_from_an_older_version_are_typed_without_a_new_password(tmp_pat
     assert "wb-9" in creds.users() and password  # the device keeps its password
     with pytest.raises(ProvisionError, match="no credentials"):
         creds.set_type("wb-5", "pager")
+
+
+def test_through_the_gateway_a_forged_type_leaves_no_alert_and_no_row(
+    secured: Any, database: str, tmp_path: Path
+) -> None:
+    """The provisioned ACL in front of the gateway: wb-1's SOS as a pager and 2.1 mmol/L as a meter never arrive."""
+    broker, creds, gw_password, passwords = secured
+    registry = tmp_path / "registry.yaml"
+    elder = {
+        "id": "e1",
+        "name": "王秀英",
+        "devices": [{"id": "wb-1", "type": "wristband"}, {"id": "pg-1", "type": "pager"}],
+        "contacts": [{"name": "王强", "phone": "+8613800000001"}],
+    }
+    hotline = {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"}
+    registry.write_text(yaml.safe_dump({"elders": [elder], "responders": [hotline]}, allow_unicode=True))
+    runner = GatewayRunner(broker_port=broker.port, dsn=database, workdir=tmp_path / "gateway")
+    band, reason = connect(broker.port, "wb-1", passwords["wb-1"])
+    assert not reason.is_failure
+    try:
+        runner.start(mqtt={"username": creds.gateway_user, "password": gw_password}, registry={"file": str(registry)})
+        now = time.time_ns() // 1_000_000
+
+        def send(topic: str, payload: dict[str, Any]) -> None:
+            band.publish(topic, json.dumps({"ts": now, **payload}), qos=1).wait_for_publish(5)
+
+        send("eldercare/v1/wristband/wb-1/telemetry", {"hr": 70})
+        wait_until(lambda: count(database, "telemetry_wristband") == 1, what="the band's first reading")
+        send("eldercare/v1/pager/wb-1/event", {"event": "sos"})
+        send("eldercare/v1/glucose/wb-1/telemetry", {"glucose": 2.1})
+        send("eldercare/v1/wristband/wb-1/telemetry", {"ts": now + 1000, "hr": 71})  # after the forged ones
+        wait_until(lambda: count(database, "telemetry_wristband") == 2, what="the band's second reading")
+        time.sleep(0.5)
+        assert count(database, "alerts") == 0 and count(database, "telemetry_glucose") == 0
+        assert count(database, "device_events") == 0 and count(database, "dead_letters") == 0  # refused at the broker
+    finally:
+        runner.stop()
+        band.loop_stop()
+        band.disconnect()

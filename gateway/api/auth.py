@@ -214,8 +214,8 @@ class Authenticator:
             raise ApiError(
                 403,
                 "account_needs_community",
-                f"The grid-worker account {user.username} has no community, and there are several with a "
-                f"grid called {user.grid}; an administrator sets it: "
+                f"The grid-worker account {user.username} has no community, and there are several "
+                f"(each may have a grid called {user.grid}); an administrator sets it: "
                 f"eldercare users community {user.username} <community>.",
             )
         return dataclasses.replace(user, community=found[0] if found else None)
