@@ -375,3 +375,21 @@ def test_a_grid_worker_without_a_community_is_the_only_ones_or_refused() -> None
         registry_from_dicts(
             [{"id": "eB", "name": "B", "community": "幸福社区", "grid": "网格1"}], legacy, communities=["和平社区"]
         )
+
+
+def test_a_stored_registry_with_such_a_worker_still_loads_and_pages_the_next_tier(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What is in the database loads (a gateway that does not start pages nobody); the worker is paged for no one."""
+    elders = [
+        {"id": "eA", "name": "A", "community": "和平社区", "grid": "网格1"},
+        {"id": "eB", "name": "B", "community": "幸福社区", "grid": "网格1"},
+    ]
+    with caplog.at_level("ERROR", "gateway.detect.registry"):
+        stored = registry_from_dicts(
+            elders, [_r("gw", "grid_worker", grid="网格1"), _r("hl", "hotline")], strict_grids=False
+        )
+    assert any("gw: a grid worker needs a community" in r.message for r in caplog.records)
+    for elder in stored.elders:
+        assert resolve_role("grid_worker", elder, stored, local("mon", 10)) == []
+        assert [r.key for r in resolve_role("hotline", elder, stored, local("mon", 10))] == ["responder:hl"]
