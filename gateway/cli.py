@@ -272,8 +272,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
         if args.provision_command == "gateway":
             print(f"gateway account {creds.gateway_user}: password {creds.add_gateway()}")
         elif args.provision_command == "add":
-            for device in args.devices:
-                print(f"{device}: password {creds.add_device(device, args.type)}")
+            for device, password in creds.add_devices(args.devices, args.type).items():
+                print(f"{device}: password {password}")
         elif args.provision_command == "type":
             for device in args.devices:
                 creds.set_type(device, args.device_type)

@@ -157,20 +157,30 @@ class BrokerCredentials:
                 self.warnings.append(problem)
 
     def _set(self, user: str, password: str, device_type: str | None = None) -> None:
+        self._set_many({user: password}, device_type)
+
+    def _set_many(self, passwords: dict[str, str], device_type: str | None) -> None:
+        """Hash each password in; the ACL is written once, also when a later one fails."""
         self.passwd_file.parent.mkdir(parents=True, exist_ok=True)
         if not self.passwd_file.exists():
             self.passwd_file.touch(mode=0o600)
         os.chmod(self.passwd_file, 0o600)
-        result = subprocess.run(
-            [_passwd_binary(), "-b", str(self.passwd_file), user, password], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            raise ProvisionError(f"mosquitto_passwd failed for {user}: {result.stderr.strip()}")
-        self._hand_over(self.passwd_file)  # mosquitto_passwd rewrites the file: hand it over each time
         types = self.device_types()
-        if device_type is not None:
-            types[user] = device_type
-        self._write_acl(types)
+        try:
+            for user, password in passwords.items():
+                result = subprocess.run(
+                    [_passwd_binary(), "-b", str(self.passwd_file), user, password],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if result.returncode != 0:
+                    raise ProvisionError(f"mosquitto_passwd failed for {user}: {result.stderr.strip()}")
+                if device_type is not None:
+                    types[user] = device_type
+        finally:
+            self._hand_over(self.passwd_file)  # mosquitto_passwd rewrites the file: hand it over each time
+            self._write_acl(types)
 
     def users(self) -> list[str]:
         if not self.passwd_file.exists():
@@ -185,16 +195,23 @@ class BrokerCredentials:
 
     def add_device(self, device_id: str, device_type: str) -> str:
         """A new device account of ``device_type``; returns the password to put on the device (shown once)."""
+        return self.add_devices([device_id], device_type)[device_id]
+
+    def add_devices(self, device_ids: list[str], device_type: str) -> dict[str, str]:
+        """New accounts of one type, all checked first; the ACL is rewritten once, not once per device."""
         _check_type(device_type)
-        if not _DEVICE_ID.match(device_id):
-            raise ProvisionError(f"device id {device_id!r} is not 1-64 letters, digits, '_', '.', '-'")
-        if device_id == self.gateway_user:
-            raise ProvisionError(f"{device_id!r} is the gateway's own account")
-        if device_id in self.users():
-            raise ProvisionError(f"device {device_id} already has credentials; use rotate")
-        password = new_password()
-        self._set(device_id, password, device_type)
-        return password
+        existing = set(self.users())
+        for device_id in device_ids:
+            if not _DEVICE_ID.match(device_id):
+                raise ProvisionError(f"device id {device_id!r} is not 1-64 letters, digits, '_', '.', '-'")
+            if device_id == self.gateway_user:
+                raise ProvisionError(f"{device_id!r} is the gateway's own account")
+            if device_id in existing:
+                raise ProvisionError(f"device {device_id} already has credentials; use rotate")
+            existing.add(device_id)  # named twice in one call
+        passwords = {device_id: new_password() for device_id in device_ids}
+        self._set_many(passwords, device_type)
+        return passwords
 
     def set_type(self, device_id: str, device_type: str) -> None:
         """Give an account (one from an older version, or a device re-registered) its type; the password stays."""

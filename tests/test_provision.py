@@ -6,6 +6,8 @@ import json
 import os
 import pwd
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.local_services import LocalMosquitto
 from gateway.provision import BrokerCredentials, ProvisionError
-from tests.support import GatewayRunner, count, wait_until
+from tests.support import REPO, GatewayRunner, count, wait_until
 
 
 def connect(port: int, user: str, password: str) -> tuple[mqtt.Client, Any]:
@@ -220,3 +222,24 @@ def test_through_the_gateway_a_forged_type_leaves_no_alert_and_no_row(
         runner.stop()
         band.loop_stop()
         band.disconnect()
+
+
+def test_the_provision_command_types_every_account_it_adds(tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        files = ["--passwd-file", str(tmp_path / "p"), "--acl-file", str(tmp_path / "a")]
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "provision", *files, *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+
+    added = cli("add", "--type", "glucose", "gl-1", "gl-2")
+    assert added.returncode == 0, added.stderr
+    assert [line.split(":")[0] for line in added.stdout.splitlines()] == ["gl-1", "gl-2"]
+    assert cli("add", "gl-3").returncode == 2  # no type: refused by the parser
+    assert cli("add", "--type", "pager", "gl-2", "pg-9").returncode == 1  # gl-2 exists: nothing added
+    assert "pg-9" not in cli("list").stdout
+    assert cli("type", "pager", "gl-2").returncode == 0
+    assert BrokerCredentials(tmp_path / "p", tmp_path / "a").device_types() == {"gl-1": "glucose", "gl-2": "pager"}
