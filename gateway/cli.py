@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from devices.contracts import DEVICE_TYPES
 from gateway.config import ConfigError, GatewayConfig, load_config_or_default
 from gateway.logging_setup import setup_logging
 from gateway.storage.policy import StorageSetupError
@@ -287,8 +288,12 @@ def cmd_provision(args: argparse.Namespace) -> int:
         if args.provision_command == "gateway":
             print(f"gateway account {creds.gateway_user}: password {creds.add_gateway()}")
         elif args.provision_command == "add":
+            for device, password in creds.add_devices(args.devices, args.type).items():
+                print(f"{device}: password {password}")
+        elif args.provision_command == "type":
             for device in args.devices:
-                print(f"{device}: password {creds.add_device(device)}")
+                creds.set_type(device, args.device_type)
+                print(f"{device}: may publish only as a {args.device_type}")
         elif args.provision_command == "rotate":
             print(f"{args.device}: new password {creds.rotate(args.device)}")
         elif args.provision_command == "revoke":
@@ -300,6 +305,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     except ProvisionError as error:
         print(f"provision: {error}", file=sys.stderr)
         return 1
+    for warning in creds.warnings:
+        print(f"provision: warning: {warning}", file=sys.stderr)
     print("passwords are shown once; reload the broker to apply: kill -HUP $(pidof mosquitto)", file=sys.stderr)
     return 0
 
@@ -380,9 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--acl-file", default="/etc/mosquitto/eldercare.acl")
     prov_sub = prov.add_subparsers(dest="provision_command", required=True)
     prov_sub.add_parser("gateway", help="create or reset the gateway's own account").set_defaults(func=cmd_provision)
-    p_add = prov_sub.add_parser("add", help="credentials for new devices")
+    p_add = prov_sub.add_parser("add", help="credentials for new devices (all of one type)")
+    p_add.add_argument(
+        "--type", required=True, choices=DEVICE_TYPES, help="the registered type: the only topics it may publish on"
+    )
     p_add.add_argument("devices", nargs="+")
     p_add.set_defaults(func=cmd_provision)
+    p_type = prov_sub.add_parser("type", help="set the type of existing accounts (made by an older version)")
+    p_type.add_argument("device_type", choices=DEVICE_TYPES)
+    p_type.add_argument("devices", nargs="+")
+    p_type.set_defaults(func=cmd_provision)
     for name, text in (("rotate", "a new password for a device"), ("revoke", "remove a device's access")):
         p = prov_sub.add_parser(name, help=text)
         p.add_argument("device")

@@ -30,7 +30,7 @@ from gateway.cluster.instance import Cluster
 from gateway.config import GatewayConfig, mqtt_password
 from gateway.detect.engine import DetectorSet
 from gateway.domain.detection import Detection
-from gateway.domain.registry import RegistryFile, load_registry
+from gateway.domain.registry import RegistryFile, device_types, load_registry
 from gateway.domain.registry_db import import_registry, load_registry_from_db
 from gateway.domain.registry_watch import watch_registry
 from gateway.error_text import first_line
@@ -162,6 +162,7 @@ class Gateway:
         registry = await self._load_registry(dsn, kwargs)
         self.detectors = DetectorSet(registry, detect_settings(self.config))
         self.registry = registry
+        self._use_device_types(registry)
         log.info(
             "detectors ready: %d elders, %d devices, %d fences",
             len(registry.elders),
@@ -304,9 +305,17 @@ class Gateway:
 
         await watch_registry(dsn, kwargs, self.config.registry.reload_s, changed)
 
+    def _use_device_types(self, registry: RegistryFile) -> None:
+        """Both decoders (storing and, in a cluster, detecting) refuse a topic of another type."""
+        types = device_types(registry)
+        self.decoder.use_device_types(types)
+        if self.cluster is not None:
+            self.cluster.decoder.use_device_types(types)
+
     def _use_registry(self, registry: RegistryFile) -> None:
         self.registry = registry
         self.detectors = DetectorSet(registry, detect_settings(self.config))
+        self._use_device_types(registry)
         if self.cluster is not None:
             self.cluster.detectors_replaced()
         if self.emergency is not None:

@@ -112,9 +112,30 @@ def build(n: int = 50, seed: int = 5) -> tuple[list[SimElder], dict[str, Any]]:
 
 CHILD_NAMES = ["强", "娜", "伟", "静", "磊", "敏"]
 RESPONDERS: list[dict[str, Any]] = [
-    {"id": "grid-1", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "网格1"},
-    {"id": "grid-2", "name": "赵刚", "role": "grid_worker", "phone": "+8613900000002", "grid": "网格2"},
-    {"id": "grid-3", "name": "孙丽", "role": "grid_worker", "phone": "+8613900000003", "grid": "网格3"},
+    {
+        "id": "grid-1",
+        "name": "王芳",
+        "role": "grid_worker",
+        "phone": "+8613900000001",
+        "grid": "网格1",
+        "community": "幸福社区",
+    },
+    {
+        "id": "grid-2",
+        "name": "赵刚",
+        "role": "grid_worker",
+        "phone": "+8613900000002",
+        "grid": "网格2",
+        "community": "幸福社区",
+    },
+    {
+        "id": "grid-3",
+        "name": "孙丽",
+        "role": "grid_worker",
+        "phone": "+8613900000003",
+        "grid": "网格3",
+        "community": "幸福社区",
+    },
     {
         "id": "station",
         "name": "幸福社区养老驿站",

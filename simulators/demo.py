@@ -392,7 +392,14 @@ async def _play_yaml_scenarios(broker: Any, database: Any) -> Any:
 DEMO_ACCOUNTS = (
     ("hotline", "hotline", "热线值班员", "24 小时热线 hotline: sees every alert", None, None),
     ("post", "post_station", "驿站值班员", "驿站值班 post station of 幸福社区", "幸福社区", None),
-    ("grid1", "grid_worker", "网格1网格员", "网格员 grid worker of 网格1 (only its grid)", None, "网格1"),
+    (
+        "grid1",
+        "grid_worker",
+        "网格1网格员",
+        "网格员 grid worker of 幸福社区 网格1 (only its grid)",
+        "幸福社区",
+        "网格1",
+    ),
 )
 
 

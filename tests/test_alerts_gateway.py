@@ -15,7 +15,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.services.local import LocalMosquitto
-from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
+from tests.support import REPO, GatewayRunner, Publisher, count, query, wait_until
 
 REGISTRY: dict[str, Any] = {
     "elders": [
@@ -106,3 +106,31 @@ def test_sos_to_pages_fall_asks_the_elder_and_the_cli_takes_and_closes(
         assert "幸福社区" in report.stdout and "total: 2 alerts, 1 acknowledged" in report.stdout
     finally:
         band.close()
+
+
+def test_a_topic_of_another_type_than_the_registered_one_is_a_dead_letter(
+    gateway: GatewayRunner, publisher: Publisher, database: str, tmp_path: Path
+) -> None:
+    """Without the broker's per-type ACL: wristband wb-1 posing as a pager (SOS) or a glucose meter (2.1 mmol/L)."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump(REGISTRY, allow_unicode=True))
+    gateway.start(registry={"file": str(registry)})
+    t = time.time_ns() // 1_000_000
+    publisher.publish("eldercare/v1/pager/wb-1/event", json.dumps({"ts": t, "event": "sos"}))
+    publisher.publish("eldercare/v1/glucose/wb-1/telemetry", json.dumps({"ts": t, "glucose": 2.1}))
+    publisher.publish("eldercare/v1/wristband/pg-1/event", json.dumps({"ts": t, "event": "sos"}))
+    wait_until(lambda: count(database, "dead_letters") == 3, what="three dead letters")
+    letters = query(database, "SELECT topic, reason FROM dead_letters ORDER BY topic")
+    assert [topic for topic, _ in letters] == [
+        "eldercare/v1/glucose/wb-1/telemetry",
+        "eldercare/v1/pager/wb-1/event",
+        "eldercare/v1/wristband/pg-1/event",
+    ]
+    assert "registered as a wristband, not a glucose" in letters[0][1]
+    # the band's own SOS still works, and is the only alert
+    publisher.publish("eldercare/v1/wristband/wb-1/event", json.dumps({"ts": t + 1, "event": "sos"}))
+    wait_until(lambda: query(database, "SELECT 1 FROM alerts"), what="the band's own SOS")
+    time.sleep(0.5)
+    assert query(database, "SELECT kind, device_id FROM alerts") == [("sos", "wb-1")]
+    assert query(database, "SELECT count(*) FROM telemetry_glucose")[0][0] == 0
+    assert query(database, "SELECT device_id, device_type FROM device_events") == [("wb-1", "wristband")]

@@ -32,7 +32,7 @@ def test_login_me_logout_and_unauthenticated_calls(database: str) -> None:
             "role": "grid_worker",
             "display_name": "王芳",
             "language": "zh",
-            "community": None,
+            "community": "幸福社区",
             "grid": "g1",
             "elder_id": None,
         }

@@ -68,8 +68,22 @@ ELDERS: list[dict[str, Any]] = [
     },
 ]
 RESPONDERS: list[dict[str, Any]] = [
-    {"id": "grid1", "name": "王芳", "role": "grid_worker", "phone": "+8613900000001", "grid": "g1"},
-    {"id": "grid3", "name": "赵磊", "role": "grid_worker", "phone": "+8613900000003", "grid": "g3"},
+    {
+        "id": "grid1",
+        "name": "王芳",
+        "role": "grid_worker",
+        "phone": "+8613900000001",
+        "grid": "g1",
+        "community": "幸福社区",
+    },
+    {
+        "id": "grid3",
+        "name": "赵磊",
+        "role": "grid_worker",
+        "phone": "+8613900000003",
+        "grid": "g3",
+        "community": "和平社区",
+    },
     {"id": "station", "name": "幸福驿站", "role": "post_station", "phone": "+8613900000009", "community": "幸福社区"},
     {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"},
 ]
@@ -81,9 +95,9 @@ OVERRIDES: list[dict[str, Any]] = [
 USERS: dict[str, tuple[str, str, str | None, str | None, str | None]] = {
     "hotline": ("hotline", "热线值班员", None, None, None),
     "station": ("post_station", "幸福驿站值班", "幸福社区", None, None),
-    "grid1": ("grid_worker", "王芳", None, "g1", None),
-    "grid2": ("grid_worker", "刘洋", None, "g2", None),
-    "grid3": ("grid_worker", "赵磊", None, "g3", None),
+    "grid1": ("grid_worker", "王芳", "幸福社区", "g1", None),
+    "grid2": ("grid_worker", "刘洋", "幸福社区", "g2", None),
+    "grid3": ("grid_worker", "赵磊", "和平社区", "g3", None),
     "family1": ("family", "王强", None, None, "e1"),
     "admin": ("admin", "管理员", None, None, None),
 }

@@ -55,7 +55,7 @@ def test_lists_and_map_answer_quickly_with_10000_elders_and_1000_open_alerts(dat
         database,
         {
             "hotline": ("hotline", "热线", None, None, None),
-            "grid": ("grid_worker", "网格员", None, "g7", None),
+            "grid": ("grid_worker", "网格员", "c7", "g7", None),  # g7 lies in c7: i % 200 == 7 gives i % 20 == 7
             "station": ("post_station", "驿站", "c7", None, None),
         },
     )

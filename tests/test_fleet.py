@@ -90,7 +90,7 @@ def test_short_run_every_acknowledged_message_is_stored(
 def test_per_device_credentials_one_connection_each(tmp_path: Path) -> None:
     creds = BrokerCredentials(tmp_path / "passwd", tmp_path / "acl")
     lines = [
-        f"sim-{kind}-{i:06d}: password {creds.add_device(f'sim-{kind}-{i:06d}')}"
+        f"sim-{kind}-{i:06d}: password {creds.add_device(f'sim-{kind}-{i:06d}', device_type_of(f'sim-{kind}-{i:06d}'))}"
         for i, kind in enumerate(["wb"] * 8 + ["pg", "gl", "bp"])
     ]
     lines.append("sim-wb-000099: password wrong")  # provisioned nowhere

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from gateway.alerting.roster import (
     resolve_role,
 )
 from gateway.domain.people import GeoPoint, Responder, RosterOverride
-from gateway.domain.registry import ElderSpec, RegistryFile, registry_from_dicts
+from gateway.domain.registry import ElderSpec, RegistryError, RegistryFile, registry_from_dicts
 
 # 2025-01-06 is a Monday.
 DAY = {"mon": 6, "tue": 7, "wed": 8, "thu": 9, "fri": 10, "sat": 11, "sun": 12}
@@ -340,3 +341,55 @@ def test_windows(window: str, at: datetime, inside: bool, end: datetime) -> None
     assert next_window_end(window, at) == end
     assert next_window_end(window, at.astimezone(UTC)) == end
     assert next_window_end(window, at) - at <= timedelta(days=1)
+
+
+def test_a_grid_is_community_and_grid_every_community_has_its_wangge1() -> None:
+    elders = [
+        {"id": "eA", "name": "A", "community": "和平社区", "grid": "网格1"},
+        {"id": "eB", "name": "B", "community": "幸福社区", "grid": "网格1"},
+    ]
+    staff = [
+        _r("gwA", "grid_worker", grid="网格1", community="和平社区"),
+        _r("gwB", "grid_worker", grid="网格1", community="幸福社区"),
+    ]
+    registry = registry_from_dicts(elders, staff)
+    for elder, expected in zip(registry.elders, (["responder:gwA"], ["responder:gwB"]), strict=True):
+        assert [r.key for r in resolve_role("grid_worker", elder, registry, local("mon", 10))] == expected
+
+
+def test_a_grid_worker_without_a_community_is_the_only_ones_or_refused() -> None:
+    legacy = [_r("gw", "grid_worker", grid="网格1")]
+    one = registry_from_dicts([{"id": "eA", "name": "A", "community": "和平社区", "grid": "网格1"}], legacy)
+    assert one.responders[0].community == "和平社区"  # from before communities were required: what it meant
+    assert [r.key for r in resolve_role("grid_worker", one.elders[0], one, local("mon", 10))] == ["responder:gw"]
+    with pytest.raises(RegistryError, match=re.escape("responder(s) gw: a grid worker needs a community (there are 2")):
+        registry_from_dicts(
+            [
+                {"id": "eA", "name": "A", "community": "和平社区", "grid": "网格1"},
+                {"id": "eB", "name": "B", "community": "幸福社区", "grid": "网格1"},
+            ],
+            legacy,
+        )
+    # an import of 幸福社区's elders alone, with 和平社区's stored: just as ambiguous
+    with pytest.raises(RegistryError, match="needs a community"):
+        registry_from_dicts(
+            [{"id": "eB", "name": "B", "community": "幸福社区", "grid": "网格1"}], legacy, communities=["和平社区"]
+        )
+
+
+def test_a_stored_registry_with_such_a_worker_still_loads_and_pages_the_next_tier(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What is in the database loads (a gateway that does not start pages nobody); the worker is paged for no one."""
+    elders = [
+        {"id": "eA", "name": "A", "community": "和平社区", "grid": "网格1"},
+        {"id": "eB", "name": "B", "community": "幸福社区", "grid": "网格1"},
+    ]
+    with caplog.at_level("ERROR", "gateway.domain.registry"):
+        stored = registry_from_dicts(
+            elders, [_r("gw", "grid_worker", grid="网格1"), _r("hl", "hotline")], strict_grids=False
+        )
+    assert any("gw: a grid worker needs a community" in r.message for r in caplog.records)
+    for elder in stored.elders:
+        assert resolve_role("grid_worker", elder, stored, local("mon", 10)) == []
+        assert [r.key for r in resolve_role("hotline", elder, stored, local("mon", 10))] == ["responder:hl"]

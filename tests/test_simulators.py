@@ -357,7 +357,7 @@ def test_every_device_type_against_the_gateway_stores_everything(
 def secured(tmp_path: Path) -> Iterator[tuple[LocalMosquitto, BrokerCredentials, str, dict[str, str]]]:
     creds = BrokerCredentials(tmp_path / "eldercare.passwd", tmp_path / "eldercare.acl")
     gw_password = creds.add_gateway()
-    passwords = {d: creds.add_device(d) for d in ("wb-7", "pg-7")}
+    passwords = {d: creds.add_device(d, t) for d, t in (("wb-7", "wristband"), ("pg-7", "pager"))}
     broker = LocalMosquitto(
         tmp_path / "mosquitto",
         anonymous=False,

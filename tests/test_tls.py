@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.provision import hand_to_broker
 from simulators.services.local import LocalMosquitto, free_port
 from tests.support import GatewayRunner, count, wait_until
 
@@ -66,6 +67,7 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[LocalMosquitto, int, Path]]:
     certs = tmp_path / "certs"
     certs.mkdir()
     ca, cert, key = make_ca_and_server_cert(certs)
+    assert hand_to_broker(key) is None  # the broker runs as mosquitto: its key must be its own
     tls_port = free_port()
     broker = LocalMosquitto(
         tmp_path / "mosquitto",

@@ -209,8 +209,8 @@ def resolve_role(
         ]
     typed_role = cast(Role, role)
     staff = [r for r in registry.responders if r.role == typed_role]
-    if role == "grid_worker":
-        staff = [r for r in staff if elder.grid and r.grid == elder.grid]
+    if role == "grid_worker":  # a grid is (community, grid): every community has its 网格1
+        staff = [r for r in staff if elder.grid and r.grid == elder.grid and (r.community or "") == elder.community]
     elif role in ("post_station", "volunteer"):
         staff = [r for r in staff if elder.community and r.community == elder.community]
     present = [r for r in staff if on_duty(r, registry.roster_overrides, at, tz=tz)]

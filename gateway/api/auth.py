@@ -15,13 +15,17 @@ parallel guesses is counted in full (``_reserve_attempt``).
 
 Scope: ``Scope.alerts`` and ``Scope.elders`` return SQL predicates (over ``alerts a``
 and ``elders e``) that every query adds, so an id from another grid simply matches
-nothing and the answer is 404.
+nothing and the answer is 404. A grid is (community, grid), never the grid's name
+alone: every community has its 网格1. A grid-worker account from before accounts
+carried a community is read as the only community's, and refused (403, saying how
+to fix it) once there are several.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -184,7 +188,10 @@ class Scope:
         if user.role == "post_station":
             return "(a.community = %s OR (a.community IS NULL AND e.community = %s))", (user.community,) * 2
         if user.role == "grid_worker":
-            return "(a.grid = %s OR (a.grid IS NULL AND e.grid = %s))", (user.grid,) * 2
+            return (
+                "((a.grid = %s AND a.community = %s) OR (a.grid IS NULL AND e.grid = %s AND e.community = %s))",
+                (user.grid, user.community or "") * 2,
+            )
         return "a.elder_id = %s", (user.elder_id,)
 
     @staticmethod
@@ -195,7 +202,7 @@ class Scope:
         if user.role == "post_station":
             return "e.community = %s", (user.community,)
         if user.role == "grid_worker":
-            return "e.grid = %s", (user.grid,)
+            return "(e.grid = %s AND e.community = %s)", (user.grid, user.community or "")
         return "e.elder_id = %s", (user.elder_id,)
 
 
@@ -240,7 +247,24 @@ class Authenticator:
                 "The session has expired; log in again.",
                 headers={"WWW-Authenticate": 'Bearer realm="eldercare", error="invalid_token"'},
             )
-        return _principal(row[1:], digest, by_cookie=by_cookie)
+        return await self._with_community(_principal(row[1:], digest, by_cookie=by_cookie))
+
+    async def _with_community(self, user: Principal) -> Principal:
+        """A grid-worker account without a community: the only community's, else refused (which 网格1?)."""
+        if user.role != "grid_worker" or user.community is not None:
+            return user
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT DISTINCT community FROM elders WHERE community <> '' LIMIT 2")
+            found = [c for (c,) in await cur.fetchall()]
+        if len(found) > 1:
+            raise ApiError(
+                403,
+                "account_needs_community",
+                f"The grid-worker account {user.username} has no community, and there are several "
+                f"(each may have a grid called {user.grid}); an administrator sets it: "
+                f"eldercare users community {user.username} <community>.",
+            )
+        return dataclasses.replace(user, community=found[0] if found else None)
 
     async def login(self, username: str, password: str, client: str) -> tuple[str, datetime, Principal]:
         now = self.now()

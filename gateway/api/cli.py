@@ -27,8 +27,8 @@ def register(sub: Any) -> None:
     add.add_argument("--role", required=True, choices=ROLES)
     add.add_argument("--display-name", help="how the user appears in the alert trail (default: the username)")
     add.add_argument("--language", choices=("zh", "en"), default="zh")
-    add.add_argument("--community", help="post station: its community")
-    add.add_argument("--grid", help="grid worker: its grid")
+    add.add_argument("--community", help="post station, grid worker: its community")
+    add.add_argument("--grid", help="grid worker: its grid (in its community: every community may have a 网格1)")
     add.add_argument("--elder", help="family: the elder's id")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.set_defaults(func=cmd_users)
@@ -37,6 +37,10 @@ def register(sub: Any) -> None:
     passwd.add_argument("username")
     passwd.add_argument("--password-stdin", action="store_true")
     passwd.set_defaults(func=cmd_users)
+    community = users_sub.add_parser("community", help="set the community of a grid worker or post station")
+    community.add_argument("username")
+    community.add_argument("community")
+    community.set_defaults(func=cmd_users)
     remove = users_sub.add_parser("remove", help="delete an account and its sessions")
     remove.add_argument("username")
     remove.set_defaults(func=cmd_users)
@@ -55,6 +59,14 @@ def _read_password(args: argparse.Namespace) -> str:
     if problem:
         raise _UsersError(problem)
     return password
+
+
+def _only_community(conn: Any, grid: str) -> str | None:
+    """The community of a grid worker added without one: the only one there is, else refused."""
+    found = [c for (c,) in conn.execute("SELECT DISTINCT community FROM elders WHERE community <> '' LIMIT 2")]
+    if len(found) > 1:
+        raise _UsersError(f"a grid_worker account needs --community: several communities may have a grid {grid}")
+    return found[0] if found else None
 
 
 class _UsersError(Exception):
@@ -101,7 +113,7 @@ def _run(conn: Any, args: argparse.Namespace) -> int:
         ).fetchall()
         print(f"{'username':<20} {'role':<13} {'display name':<16} scope")
         for username, role, display, community, grid, elder, live in rows:
-            scope = community or grid or elder or "everything"
+            scope = f"{community or '(no community)'} / {grid}" if grid else community or elder or "everything"
             print(f"{username:<20} {role:<13} {display:<16} {scope}  ({live} active session(s))")
         print(f"{len(rows)} user(s)")
         return 0
@@ -116,6 +128,8 @@ def _run(conn: Any, args: argparse.Namespace) -> int:
         }.get(args.role)
         if scope and not scope[1]:
             raise _UsersError(f"a {args.role} account needs --{scope[0]}")
+        if args.role == "grid_worker" and not args.community:
+            args.community = _only_community(conn, args.grid)
         password = _read_password(args)
         display = args.display_name or args.username
         try:
@@ -129,7 +143,7 @@ def _run(conn: Any, args: argparse.Namespace) -> int:
                         args.role,
                         display,
                         args.language,
-                        args.community if args.role == "post_station" else None,
+                        args.community if args.role in ("post_station", "grid_worker") else None,
                         args.grid if args.role == "grid_worker" else None,
                         args.elder if args.role == "family" else None,
                     ),
@@ -150,6 +164,19 @@ def _run(conn: Any, args: argparse.Namespace) -> int:
         return 0
     if not exists:
         raise _UsersError(f"no user {args.username}")
+    if command == "community":
+        role = conn.execute("SELECT role FROM users WHERE username = %s", (args.username,)).fetchone()[0]
+        if role not in ("grid_worker", "post_station"):
+            raise _UsersError(f"{args.username} is a {role}: only grid workers and post stations have a community")
+        with conn.transaction():
+            conn.execute("UPDATE users SET community = %s WHERE username = %s", (args.community, args.username))
+            conn.execute("DELETE FROM sessions WHERE username = %s", (args.username,))
+            conn.execute(
+                "INSERT INTO audit_log (actor, action, target, detail) VALUES (%s, 'user.community', %s, %s)",
+                (_actor(), args.username, Jsonb({"community": args.community})),
+            )
+        print(f"{args.username} now covers community {args.community}; their sessions are ended")
+        return 0
     if command == "passwd":
         password = _read_password(args)
         with conn.transaction():

@@ -41,8 +41,8 @@ def may_see(user: Principal, alert: AlertSummary) -> bool:
         return True
     if user.role == "post_station":
         return alert.community is not None and alert.community == user.community
-    if user.role == "grid_worker":
-        return alert.grid is not None and alert.grid == user.grid
+    if user.role == "grid_worker":  # a grid is (community, grid): every community has its 网格1
+        return alert.grid is not None and alert.grid == user.grid and (alert.community or "") == (user.community or "")
     return alert.elder_id is not None and alert.elder_id == user.elder_id
 
 

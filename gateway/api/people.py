@@ -1,9 +1,10 @@
 """Responders and roster overrides, as far as a user's area reaches.
 
-A post station sees the responders of its community and of the grids its elders live
-in; a grid worker those of its grid and of the communities its elders belong to; both
-see the hotline. Phone numbers are shown only to the hotline and admins, who arrange
-cover; the others reach colleagues through the escalation itself.
+A post station sees the responders of its community (its grid workers included: a
+grid is (community, grid), and every community has its 网格1); a grid worker those of
+its own grid and the other responders of its community; both see the hotline. Phone
+numbers are shown only to the hotline and admins, who arrange cover; the others reach
+colleagues through the escalation itself.
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ def _visible(user: Principal) -> tuple[str, tuple[Any, ...]]:
     if user.role in EVERYTHING:
         return "true", ()
     if user.role == "post_station":
-        return (
-            "(spec->>'role' = 'hotline' OR spec->>'community' = %s OR spec->>'grid' IN "
-            "(SELECT DISTINCT grid FROM elders WHERE community = %s AND grid <> ''))",
-            (user.community,) * 2,
-        )
+        return "(spec->>'role' = 'hotline' OR spec->>'community' = %s)", (user.community,)
     return (
-        "(spec->>'role' = 'hotline' OR spec->>'grid' = %s OR spec->>'community' IN "
-        "(SELECT DISTINCT community FROM elders WHERE grid = %s AND community <> ''))",
-        (user.grid,) * 2,
+        "(spec->>'role' = 'hotline' OR (spec->>'role' = 'grid_worker' AND spec->>'grid' = %s AND "
+        "coalesce(spec->>'community', '') = %s) OR (spec->>'role' <> 'grid_worker' AND spec->>'community' = %s))",
+        (user.grid, user.community or "", user.community or ""),
     )
 
 

@@ -94,8 +94,10 @@ def _import(connect: Any, filename: str, data: bytes, dry_run: bool, username: s
             raise _invalid(sheet.errors)
         responders = [s for (s,) in conn.execute("SELECT spec FROM responders ORDER BY responder_id")]
         overrides = [s for (s,) in conn.execute("SELECT spec FROM roster_overrides ORDER BY id")]
+        # grid workers are (community, grid): the sheet's elders alone would not show every community
+        communities = [c for (c,) in conn.execute("SELECT DISTINCT community FROM elders WHERE community <> ''")]
         try:
-            registry = registry_from_dicts(sheet.elders, responders, overrides)
+            registry = registry_from_dicts(sheet.elders, responders, overrides, communities)
             check_roster(registry, require_hotline=False)
         except (RegistryError, RosterError) as error:
             raise _invalid([RowError(row=_row_of(sheet, str(error)), column=None, detail=str(error))]) from None

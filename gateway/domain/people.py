@@ -51,8 +51,9 @@ class GeoPoint(_Strict, frozen=True, kw_only=True):
 class Responder(_Strict, frozen=True, kw_only=True):
     """A grid worker, post-station phone, volunteer or hotline line.
 
-    ``grid`` (grid workers) and ``community`` (post stations, volunteers) say whose
-    elders they cover; the hotline covers everyone. ``shifts`` say when they are on
+    ``grid`` with ``community`` (grid workers: grid names repeat across communities)
+    and ``community`` (post stations, volunteers) say whose elders they cover; the
+    hotline covers everyone. ``shifts`` say when they are on
     duty (empty: always).
     """
 

@@ -7,7 +7,9 @@ an error naming the elder, not a silent default.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +23,7 @@ from gateway.domain.clinical import RULE_NAMES
 from gateway.domain.people import Contact, Responder, RosterOverride
 
 Condition = Literal["dementia", "diabetes", "hypertension", "heart_disease", "copd", "fall_risk"]
+log = logging.getLogger(__name__)
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -92,7 +95,45 @@ def parse_window(text: str) -> tuple[int, int]:
     return h1 * 60 + m1, h2 * 60 + m2
 
 
-def validate(registry: RegistryFile) -> RegistryFile:
+def _grid_workers_with_community(
+    registry: RegistryFile, communities: Collection[str], strict_grids: bool = True
+) -> RegistryFile:
+    """A grid is (community, grid): every grid worker names its community.
+
+    Grid names repeat across communities (each has its 网格1), so a worker known by
+    the grid's name alone would see and be paged for another community's elders. A
+    registry from before communities were required is read as it meant: with one
+    community (here, or already stored: ``communities``) its workers are that
+    community's; with more, which one is ambiguous and the registry is refused. What
+    is already stored (``strict_grids=False``) is loaded even so, with an error in the
+    log: those workers are then paged for nobody's elders and the escalation goes on
+    to the next tier, which is better than a gateway that does not start.
+    """
+    legacy = [r for r in registry.responders if r.role == "grid_worker" and not r.community]
+    if not legacy:
+        return registry
+    known = sorted({e.community for e in registry.elders if e.community} | {c for c in communities if c})
+    if len(known) > 1:
+        names = ", ".join(r.id for r in legacy[:10])
+        problem = (
+            f"responder(s) {names}: a grid worker needs a community (there are {len(known)}: "
+            f"{', '.join(known[:5])}{', ...' if len(known) > 5 else ''}; grid names repeat across communities)"
+        )
+        if strict_grids:
+            raise RegistryError(problem)
+        log.error("%s; they are paged for no elder until the registry gives them one", problem)
+        return registry
+    if not known:
+        return registry
+    responders = [
+        msgspec.structs.replace(r, community=known[0]) if r.role == "grid_worker" and not r.community else r
+        for r in registry.responders
+    ]
+    return msgspec.structs.replace(registry, responders=responders)
+
+
+def validate(registry: RegistryFile, communities: Collection[str] = (), *, strict_grids: bool = True) -> RegistryFile:
+    """Check the registry; ``communities``: those of stored elders not in it (an import of some elders)."""
     seen_elders: set[str] = set()
     seen_devices: dict[str, str] = {}
     for elder in registry.elders:
@@ -149,15 +190,20 @@ def validate(registry: RegistryFile) -> RegistryFile:
                     f"roster override for {override.responder}: {text!r} is not an RFC 3339 time with an offset"
                 ) from None
             del moment
-    return registry
+    return _grid_workers_with_community(registry, communities, strict_grids)
 
 
-def _convert(raw: Any, source: str) -> RegistryFile:
+def device_types(registry: RegistryFile) -> dict[str, str]:
+    """Device id -> its registered type."""
+    return {d.id: d.type for elder in registry.elders for d in elder.devices}
+
+
+def _convert(raw: Any, source: str, communities: Collection[str] = (), strict_grids: bool = True) -> RegistryFile:
     try:
         registry = msgspec.convert(raw, RegistryFile, strict=False)
     except msgspec.ValidationError as error:
         raise RegistryError(f"{source}: {error}") from None
-    return validate(registry)
+    return validate(registry, communities, strict_grids=strict_grids)
 
 
 def load_registry(path: str | Path) -> RegistryFile:
@@ -176,7 +222,13 @@ def registry_from_dicts(
     elders: list[dict[str, Any]],
     responders: list[dict[str, Any]] | None = None,
     roster_overrides: list[dict[str, Any]] | None = None,
+    communities: Collection[str] = (),
+    *,
+    strict_grids: bool = True,
 ) -> RegistryFile:
     return _convert(
-        {"elders": elders, "responders": responders or [], "roster_overrides": roster_overrides or []}, "registry"
+        {"elders": elders, "responders": responders or [], "roster_overrides": roster_overrides or []},
+        "registry",
+        communities,
+        strict_grids,
     )

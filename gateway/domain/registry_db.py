@@ -79,4 +79,5 @@ def load_registry_from_db(conn: psycopg.Connection[Any]) -> RegistryFile:
         elders[elder_id]["devices"].append({"id": device_id, "type": device_type, "reporting_interval_s": interval})
     responders = [spec for (spec,) in conn.execute("SELECT spec FROM responders ORDER BY responder_id")]
     overrides = [spec for (spec,) in conn.execute("SELECT spec FROM roster_overrides ORDER BY id")]
-    return registry_from_dicts(list(elders.values()), responders, overrides)
+    # stored before grid workers named their community: load it anyway (logged), never fail to start
+    return registry_from_dicts(list(elders.values()), responders, overrides, strict_grids=False)

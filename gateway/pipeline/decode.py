@@ -3,12 +3,20 @@
 Per message this does the least it can: a cached topic route, one msgspec decode,
 an append. Range checks live in the contract types (msgspec enforces them while
 decoding); time-window checks and column building run over whole arrays.
+
+A topic names the device's type, and the broker's ACL ties each account to its own
+type, but a gateway without that ACL (or with an old one) must not believe the
+topic either: a wristband publishing on ``pager/<its id>/event`` would open an SOS
+for its elder, and ``glucose/<its id>/telemetry`` a hypoglycaemia alert. So a
+registered device on a topic of another type is a dead letter. The check lives in
+the route cache (cleared when the registry changes), so it costs nothing per message.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +69,12 @@ class BatchDecoder:
         self._routes: dict[bytes, Route | Rejected] = {}
         self.rate_limiter = rate_limiter
         self._forgot_ms = 0
+        self.device_types: Mapping[str, str] = {}
+
+    def use_device_types(self, device_types: Mapping[str, str]) -> None:
+        """Device id -> registered type (from the registry); topics of another type are refused."""
+        self.device_types = device_types
+        self._routes.clear()
 
     def _route(self, topic: bytes) -> Route | Rejected:
         try:
@@ -69,6 +83,13 @@ class BatchDecoder:
             route: Route | Rejected = Rejected("topic is not valid UTF-8")
         else:
             route = route_topic(text)
+        if isinstance(route, Route):
+            registered = self.device_types.get(route.device_id)
+            if registered is not None and registered != route.device_type:
+                route = Rejected(
+                    f"device {route.device_id} is registered as a {registered}, not a {route.device_type}: "
+                    "a device may publish only on its own type's topics"
+                )
         if len(self._routes) >= ROUTE_CACHE_LIMIT:
             self._routes.clear()
         self._routes[topic] = route

@@ -8,6 +8,9 @@ after its batch is committed to the database. The raw messages are kept, not the
 decoded rows, so replay goes through exactly the same decoder (with the time the
 batch was first received as its reference clock); detections made when the batch
 arrived are kept with it, since detection runs once, on live data.
+
+The batches hold positions and health readings, so the folder is 0700 and each file
+0600 whatever the umask (a folder left 0755 by an older version is tightened on open).
 """
 
 from __future__ import annotations
@@ -44,10 +47,13 @@ class DiskSpool:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)  # mkdir's mode is cut by the umask, and an old folder keeps its own
         for leftover in directory.glob("*.tmp"):  # a write cut short by a crash: never acked
             leftover.unlink()
         files = self._files()
+        for path in files:
+            os.chmod(path, 0o600)
         self._next = max((self._seq(p) for p in files), default=0) + 1
         # kept in memory: the pipeline asks on every batch, a directory scan each time is waste
         self._count = len(files)
@@ -76,7 +82,7 @@ class DiskSpool:
         final = self.directory / f"{self._next:016d}{self.SUFFIX}"
         tmp = final.with_suffix(".tmp")
         self._next += 1
-        with open(tmp, "wb") as fh:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             fh.write(self._encoder.encode(record))
             fh.flush()
             os.fsync(fh.fileno())

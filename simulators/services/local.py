@@ -3,7 +3,9 @@
 Tests, benchmarks and the demo each get their own broker and database (own data
 directory, free port on loopback) so they never touch, or depend on, services that
 happen to run on the machine. initdb and pg_ctl refuse to run as root, so when we
-are root they run as the ``postgres`` user.
+are root they run as the ``postgres`` user; Mosquitto then runs as ``mosquitto``, as
+the packaged service does, so a file it cannot read fails here as it would in
+production (its folder is handed to that user, the files its config names are not).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -52,6 +55,11 @@ def _let_postgres_in(workdir: Path) -> None:
     (0700), so each parent we own gets the search bit and nothing more.
     """
     os.chmod(workdir, 0o777)
+    _let_through(workdir)
+
+
+def _let_through(workdir: Path) -> None:
+    """Give each parent of ``workdir`` that we own the search bit, so another user can reach it."""
     for parent in workdir.parents:
         st = parent.stat()
         if st.st_uid == os.geteuid() and not st.st_mode & 0o001:
@@ -75,6 +83,19 @@ def mosquitto_binary() -> str:
     if not found:
         raise LocalServiceError("mosquitto not found: install the 'mosquitto' package")
     return found
+
+
+BROKER_USER = "mosquitto"  # the account Debian's and upstream's packages run the broker as
+
+
+def _broker_account() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(BROKER_USER)
+    except KeyError:
+        raise LocalServiceError(
+            f"no {BROKER_USER!r} user to run the broker as (root would hide files it cannot read): "
+            "install the 'mosquitto' package"
+        ) from None
 
 
 @dataclass
@@ -108,7 +129,7 @@ class LocalMosquitto:
             "log_type warning",
         ]
         if _as_root():
-            lines.append("user root")
+            lines.append(f"user {BROKER_USER}")
         return "\n".join([*lines, *self.extra_config]) + "\n"
 
     def start(self) -> LocalMosquitto:
@@ -117,6 +138,12 @@ class LocalMosquitto:
             self.port = free_port()
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
+        if _as_root():  # its own folder (persistence) is the broker's; what extra_config names is not
+            account = _broker_account()
+            os.chown(self.workdir, account.pw_uid, account.pw_gid)
+            for path in self.workdir.iterdir():
+                os.chown(path, account.pw_uid, account.pw_gid)
+            _let_through(self.workdir)
         with (self.workdir / "mosquitto.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [mosquitto_binary(), "-c", str(conf)],
