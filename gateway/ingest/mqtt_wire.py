@@ -1,11 +1,15 @@
 """The few MQTT 5 packets the gateway's ingest connection speaks, encoded and parsed.
 
 Why our own codec: the gateway must acknowledge a QoS 1 message only once it is
-durable, and do so for thousands of messages at a time. The Python clients either
-acknowledge before the application sees the message (paho, aiomqtt, gmqtt by default)
-or spawn one task per message to delay the PUBACK (gmqtt with
-``optimistic_acknowledgement=False``). Parsing PUBLISH frames in bulk and writing one
-buffer of PUBACKs per durable batch is both correct and faster (see bench/ingest.py).
+durable, and do so for thousands of messages at a time. gmqtt acknowledges before the
+application sees the message by default, or spawns one task per message to delay the
+PUBACK (``optimistic_acknowledgement=False``). paho-mqtt 2 can acknowledge by hand
+(``manual_ack=True``, one ``client.ack(mid, qos)`` per message, from its network
+thread), and aiomqtt 3 (alpha) acknowledges by hand on its ``mqtt5`` codec; neither
+writes one buffer of PUBACKs per durable batch. Parsing PUBLISH frames in bulk and
+acknowledging a batch at once after its commit is correct and fast (bench/ingest.py
+measures it against a gmqtt subscriber that only counts; the ``mqtt5`` codec is not
+measured yet).
 Only what the ingest path needs is here: CONNECT/CONNACK, SUBSCRIBE/SUBACK,
 PUBLISH (both ways, QoS 0/1), PUBACK, PINGREQ/PINGRESP, DISCONNECT, and
 UNSUBSCRIBE/UNSUBACK (a cluster instance leaving its shared subscription).
