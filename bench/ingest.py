@@ -6,7 +6,13 @@ compete for the two cores while a subscriber is measured. Then, one at a time:
 
 * ``mosquitto_sub`` (C): the ceiling;
 * a gmqtt subscriber that only counts: the fastest Python client, the baseline;
+* our receive path alone (``MqttIngestClient``), acknowledging each read in one buffer;
+* aiomqtt 3 (alpha, on the ``mqtt5`` codec) acknowledging by hand, each batch of 2,000
+  once it is complete (as the gateway does after commit), when aiomqtt 3 is installed;
 * the gateway (``eldercare run``): receive, decode, store with binary COPY, ack.
+
+Before the broker starts, bench/mqtt_parse.py compares PUBLISH parsing alone (our
+codec, ``mqtt5``, paho-mqtt 2) on the same recorded streams (``--parse-only`` stops there).
 
 Prints messages per second for each, the ratio gateway / gmqtt, rows in the database
 afterwards (must equal what was published) and the gateway's peak RSS. Last line:
@@ -17,7 +23,7 @@ with TimescaleDB preloaded (scripts/timescaledb-tree.sh finds or builds it): pla
 partitions (``storage.engine: partitions``), hypertables as the schema makes them (primary
 key only), and hypertables with the ``(time DESC)`` index create_hypertable adds by default.
 
-Run: ``.venv/bin/python bench/ingest.py [--messages 500000] [--devices 10000] [--timescaledb]``
+Run: ``.venv/bin/python bench/ingest.py [--messages 500000] [--devices 10000] [--timescaledb] [--parse-only]``
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.mqtt_parse import documented_stream  # noqa: E402
+from bench.mqtt_parse import report as parse_report  # noqa: E402
 from simulators.bulk_publisher import publish_all  # noqa: E402
 from simulators.services.local import LocalPostgres, private_services  # noqa: E402
 
@@ -149,6 +157,79 @@ asyncio.run(main())
 """
 
 
+OWN_NULL = r"""
+import asyncio, sys, time
+from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
+n = int(sys.argv[2])
+async def main():
+    done = asyncio.Event()
+    count = [0]
+    def sink(publishes, connection):
+        count[0] += len(publishes)
+        client.ack(connection, publishes.packet_ids)  # one buffer of PUBACKs per read
+        if count[0] >= n:
+            done.set()
+    settings = MqttSettings(port=int(sys.argv[1]), client_id="null-ours", topic_filters=("eldercare/v1/+/+/telemetry",))
+    client = MqttIngestClient(settings, sink)
+    start = time.perf_counter()
+    task = asyncio.create_task(client.run())
+    await asyncio.wait_for(done.wait(), 600)
+    print(n / (time.perf_counter() - start))
+    await client.close()
+    await asyncio.wait_for(task, 10)
+asyncio.run(main())
+"""
+
+# the session (registered beforehand) holds the subscription: queued messages come on CONNECT
+AIOMQTT3_NULL = r"""
+import asyncio, sys, time
+import aiomqtt
+n = int(sys.argv[2])
+async def main():
+    client = aiomqtt.Client(
+        hostname="127.0.0.1", port=int(sys.argv[1]), identifier="null-aiomqtt3",
+        clean_start=False, session_expiry_interval=86400,
+    )
+    count = 0
+    batch = []
+    start = time.perf_counter()
+    async with client:
+        async for packet in client.messages():
+            count += 1
+            batch.append(packet.packet_id)
+            if len(batch) >= 2000 or count >= n:  # the batch is "committed": acknowledge it
+                for packet_id in batch:
+                    await client.puback(packet_id)
+                batch.clear()
+            if count >= n:
+                break
+    print(n / (time.perf_counter() - start))
+asyncio.run(main())
+"""
+
+
+def aiomqtt3_installed() -> bool:
+    try:
+        import aiomqtt
+    except ImportError:
+        return False
+    return aiomqtt.__version__.startswith("3.")
+
+
+def drain_script(script: str, port: int, n: int) -> tuple[float, float]:
+    """(messages/s, CPU microseconds per message) of a null subscriber run as a child."""
+    cpu = children_cpu_s()
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(port), str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+        cwd=REPO,
+    )
+    return float(out.stdout.strip().splitlines()[-1]), (children_cpu_s() - cpu) / n * 1e6
+
+
 def children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -229,10 +310,23 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=500_000)
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--timescaledb", action="store_true", help="also hypertables, with and without the time index")
+    parser.add_argument("--parse-messages", type=int, default=200_000, help="frames per codec in the parse comparison")
+    parser.add_argument("--parse-only", action="store_true", help="compare the MQTT codecs only (no broker)")
     args = parser.parse_args()
     n = args.messages
     if args.timescaledb:
         return timescaledb_run(n, args.devices)
+    parse_report(
+        {
+            "wristband readings": wristband_stream(args.parse_messages, args.devices, 1_795_000_000_000),
+            "documented examples": documented_stream(args.parse_messages, args.devices),
+        }
+    )
+    if args.parse_only:
+        return 0
+    with_aiomqtt3 = aiomqtt3_installed()
+    if not with_aiomqtt3:
+        print("aiomqtt 3 not installed: its receive run is skipped", file=sys.stderr)
     # no broker persistence: autosaving a store of 1.5M queued messages every few
     # seconds would stall the broker and measure its disk, not the subscribers
     with private_services("eldercare-bench-", fsync=True, max_queued_messages=n * 2, broker_persistence=False) as (
@@ -240,7 +334,8 @@ def main() -> int:
         database,
     ):
         root = broker.workdir.parent
-        for client_id in ("null-c", "null-gmqtt", "gateway"):
+        sessions = ["null-c", "null-gmqtt", "null-ours", "gateway"] + (["null-aiomqtt3"] if with_aiomqtt3 else [])
+        for client_id in sessions:
             register_session(broker.port, client_id)
         stream = wristband_stream(n, args.devices, time.time_ns() // 1_000_000 - n)
         size = sum(len(p) for _, p in stream) / n
@@ -249,7 +344,7 @@ def main() -> int:
         publish_rate = n / (time.perf_counter() - t)
         print(
             f"queued {acked:,} messages ({size:.0f} B payloads, {args.devices:,} devices) "
-            f"for 3 persistent sessions at {publish_rate:,.0f} msg/s"
+            f"for {len(sessions)} persistent sessions at {publish_rate:,.0f} msg/s"
         )
         if acked != n:
             print(f"publisher: only {acked} of {n} acknowledged", file=sys.stderr)
@@ -258,6 +353,12 @@ def main() -> int:
         print(f"mosquitto_sub (C, ceiling):      {c_rate:>10,.0f} msg/s")
         null_rate, null_cpu = drain_gmqtt(broker.port, n)
         print(f"gmqtt null subscriber (baseline): {null_rate:>10,.0f} msg/s  {null_cpu:5.1f} us CPU/msg")
+        own_rate, own_cpu = drain_script(OWN_NULL, broker.port, n)
+        print(f"our receive path, ack per read:   {own_rate:>10,.0f} msg/s  {own_cpu:5.1f} us CPU/msg")
+        if with_aiomqtt3:
+            aio_rate, aio_cpu = drain_script(AIOMQTT3_NULL, broker.port, n)
+            print(f"aiomqtt 3, manual ack per 2,000:  {aio_rate:>10,.0f} msg/s  {aio_cpu:5.1f} us CPU/msg")
+            print(f"receive paths: aiomqtt 3 / ours = {aio_rate / own_rate:.2f}")
         gw_rate, rows, rss, gw_cpu = drain_gateway(broker.port, database.dsn, n, root)
         print(
             f"gateway (decode+detect+COPY+ack): {gw_rate:>10,.0f} msg/s  "
