@@ -22,12 +22,12 @@ SID, TOKEN = "AC" + "9" * 32, "flood-token"
 PAGERS = 10
 RATE, SECONDS = 10_000, 4.0
 
+pytestmark = pytest.mark.slow
+
 FLOODER = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[3])
 from simulators.bulk_publisher import publish_all
-
-pytestmark = pytest.mark.slow
 port, rate, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[4])
 base = time.time_ns() // 1_000_000
 frames = [("eldercare/v1/wristband/wb-flood/telemetry",
