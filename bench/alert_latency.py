@@ -36,7 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread  # noqa: E402
-from simulators.services.local import LocalMosquitto, free_port, private_services  # noqa: E402
+from simulators.services.local import private_services  # noqa: E402
+from simulators.services.mosquitto import LocalMosquitto  # noqa: E402
+from simulators.services.process import free_port  # noqa: E402
 
 SID, TOKEN = "AC" + "1" * 32, "bench-token"
 BANDS = 5_000

@@ -459,7 +459,7 @@ def main() -> None:
             dsn = None
             if target == "webhooks":
                 from gateway.storage.schema import upgrade
-                from simulators.services.local import LocalPostgres
+                from simulators.services.postgres import LocalPostgres
 
                 postgres = LocalPostgres(pg_root, fsync=False)
                 postgres.start()

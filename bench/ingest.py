@@ -47,7 +47,8 @@ sys.path.insert(0, str(REPO))
 from bench.mqtt_parse import documented_stream  # noqa: E402
 from bench.mqtt_parse import report as parse_report  # noqa: E402
 from simulators.bulk_publisher import publish_all  # noqa: E402
-from simulators.services.local import LocalPostgres, private_services  # noqa: E402
+from simulators.services.local import private_services  # noqa: E402
+from simulators.services.postgres import LocalPostgres  # noqa: E402
 
 TOPIC_FILTER = "eldercare/v1/+/+/telemetry"  # the stream is telemetry only
 SESSION_EXPIRY_S = 86_400

@@ -81,7 +81,8 @@ from simulators.community import offset  # noqa: E402
 from simulators.devices import accel  # noqa: E402
 from simulators.devices.wire import encode, make  # noqa: E402
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread  # noqa: E402
-from simulators.services.local import free_port, private_services  # noqa: E402
+from simulators.services.local import private_services  # noqa: E402
+from simulators.services.process import free_port  # noqa: E402
 
 SID, TOKEN = "AC" + "5" * 32, "soak-token"
 SUPPORT = Path(__file__).with_name("_soak_support.py")

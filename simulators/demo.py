@@ -38,7 +38,7 @@ from gateway.service import Gateway
 from simulators.community import SimElder, build, offset
 from simulators.demo_services import demo_services
 from simulators.providers.twilio.server import FakeTwilio
-from simulators.services.local import free_port
+from simulators.services.process import free_port
 
 TWILIO_SID, TWILIO_TOKEN = "AC" + "d" * 32, "demo-token"
 

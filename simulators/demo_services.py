@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from simulators.demo_broker import DemoBroker
-from simulators.services.local import (
-    LocalMosquitto,
-    LocalPostgres,
-    LocalServiceError,
-    mosquitto_binary,
-    postgres_bindir,
-)
+from simulators.services.mosquitto import LocalMosquitto, mosquitto_binary
+from simulators.services.postgres import LocalPostgres, postgres_bindir
+from simulators.services.process import LocalServiceError
 
 
 @dataclass(frozen=True, slots=True)

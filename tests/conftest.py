@@ -20,7 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from simulators.services.local import LocalMosquitto, LocalPostgres
+from simulators.services.mosquitto import LocalMosquitto
+from simulators.services.postgres import LocalPostgres
 from tests.support import GatewayRunner, Publisher
 
 _db_counter = itertools.count()

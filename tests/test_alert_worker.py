@@ -21,7 +21,7 @@ from gateway.domain.registry import load_registry
 from gateway.domain.registry_db import import_registry
 from gateway.storage.schema import upgrade
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread
-from simulators.services.local import free_port
+from simulators.services.process import free_port
 from tests.support import GatewayRunner, Publisher, query, wait_until, worker_children, zombie
 
 SID, TOKEN = "AC" + "7" * 32, "worker-test-token"

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.services.local import LocalMosquitto
+from simulators.services.mosquitto import LocalMosquitto
 from tests.support import REPO, GatewayRunner, Publisher, count, query, wait_until
 
 REGISTRY: dict[str, Any] = {

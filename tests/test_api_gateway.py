@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from simulators.services.local import LocalMosquitto
+from simulators.services.mosquitto import LocalMosquitto
 from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
 from tests.test_alerts_gateway import CommandListener
 from tests.test_api_helpers import ELDERS, PASSWORD, RESPONDERS

@@ -29,7 +29,9 @@ import yaml
 from gateway.alerting.worker import STOP_TIMEOUT_S
 from gateway.service import DRAIN_TIMEOUT_S
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread
-from simulators.services.local import LocalMosquitto, LocalPostgres, free_port
+from simulators.services.mosquitto import LocalMosquitto
+from simulators.services.postgres import LocalPostgres
+from simulators.services.process import free_port
 from tests.support import REPO, GatewayRunner, Publisher, count, query, wait_until, worker_children, zombie
 
 SID, TOKEN = "AC" + "9" * 32, "clean-stop-token"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulators.services.local import LocalMosquitto
+from simulators.services.mosquitto import LocalMosquitto
 from tests.support import REPO, Publisher, query
 
 

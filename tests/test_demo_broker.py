@@ -70,7 +70,7 @@ def test_the_gateway_ingests_and_detects_through_the_demo_broker(
 
 def test_the_demo_falls_back_to_its_own_broker_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     from simulators import demo_services
-    from simulators.services.local import LocalServiceError
+    from simulators.services.process import LocalServiceError
 
     def missing() -> str:
         raise LocalServiceError("mosquitto not found")
@@ -93,7 +93,7 @@ def test_without_postgresql_or_its_stand_in_the_demo_says_what_to_do(
     import builtins
 
     from simulators import demo_services
-    from simulators.services.local import LocalServiceError
+    from simulators.services.process import LocalServiceError
 
     def missing() -> Path:
         raise LocalServiceError("initdb not found")

@@ -11,7 +11,7 @@ import yaml
 from psycopg.types.json import Jsonb
 
 from gateway.domain.registry_db import load_registry_from_db
-from simulators.services.local import LocalPostgres
+from simulators.services.postgres import LocalPostgres
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
 REGISTRY = {

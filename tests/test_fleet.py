@@ -22,7 +22,7 @@ from simulators.fleet import (
     parse_mix,
     run_fleet,
 )
-from simulators.services.local import LocalMosquitto
+from simulators.services.mosquitto import LocalMosquitto
 from tests.support import REPO, GatewayRunner, count, wait_until
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,8 @@ import yaml
 
 from gateway.pipeline.rate_limit import DeviceRateLimiter, RateLimits
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread
-from simulators.services.local import LocalMosquitto, free_port
+from simulators.services.mosquitto import LocalMosquitto
+from simulators.services.process import free_port
 from tests.support import REPO, GatewayRunner, Publisher, query, wait_until
 
 SID, TOKEN = "AC" + "9" * 32, "flood-token"

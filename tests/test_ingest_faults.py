@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from simulators.services.local import LocalPostgres
+from simulators.services.postgres import LocalPostgres
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
 
@@ -130,7 +130,7 @@ def test_database_down_while_publishing_every_reading_stored_exactly_once(
 def test_gateway_killed_mid_stream_loses_nothing_published_at_qos1(
     gateway: GatewayRunner, broker: object, database: str
 ) -> None:
-    from simulators.services.local import LocalMosquitto
+    from simulators.services.mosquitto import LocalMosquitto
 
     assert isinstance(broker, LocalMosquitto)
     gateway.start_process()

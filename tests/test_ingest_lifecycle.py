@@ -8,7 +8,7 @@ import time
 
 from gateway.pipeline.batch import RawBatch
 from gateway.storage.spool import DiskSpool
-from simulators.services.local import LocalMosquitto
+from simulators.services.mosquitto import LocalMosquitto
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
 

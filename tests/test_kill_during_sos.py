@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread
-from simulators.services.local import LocalMosquitto, free_port
+from simulators.services.mosquitto import LocalMosquitto
+from simulators.services.process import free_port
 from tests.support import GatewayRunner, Publisher, query, wait_until
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
-from simulators.services.local import LocalPostgres
+from simulators.services.postgres import LocalPostgres
 from tests.support import GatewayRunner, Publisher, count, wait_until
 
 

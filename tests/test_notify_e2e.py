@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread
-from simulators.services.local import free_port
+from simulators.services.process import free_port
 from tests.support import GatewayRunner, Publisher, query, wait_until
 
 SID = "AC" + "0" * 32

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread
-from simulators.services.local import LocalPostgres, free_port
+from simulators.services.postgres import LocalPostgres
+from simulators.services.process import free_port
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.provision import BrokerCredentials, ProvisionError
-from simulators.services.local import LocalMosquitto
+from simulators.services.mosquitto import LocalMosquitto
 from tests.support import REPO, GatewayRunner, count, wait_until
 
 

@@ -30,7 +30,9 @@ from gateway.detect.index import DetectSettings
 from gateway.domain.registry import load_registry
 from gateway.pipeline.batch import DecodedBatch, RawBatch
 from gateway.pipeline.decode import BatchDecoder
-from simulators.services.local import LocalMosquitto, LocalPostgres, free_port
+from simulators.services.mosquitto import LocalMosquitto
+from simulators.services.postgres import LocalPostgres
+from simulators.services.process import free_port
 from tests.support import GatewayRunner, Publisher, count, query, wait_until
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,8 @@ from simulators.scenario.expect import judge
 from simulators.scenario.observe import AlertSeen, FiringSeen, Observed
 from simulators.scenario.plan import AlertSelector, Expectation
 from simulators.scenario.timespec import AT_LEAST_ONE, SpecError, Window, parse_duration, parse_range, parse_window
-from simulators.services.local import LocalMosquitto, LocalPostgres
+from simulators.services.mosquitto import LocalMosquitto
+from simulators.services.postgres import LocalPostgres
 from tests.support import REPO
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ from gateway.storage.binary_copy import Column
 from gateway.storage.schema import StoragePolicy, StorageSetupError, maintain_partitions, partition_name, upgrade
 from gateway.storage.timescale import TimescaleState, choose_mode
 from gateway.storage.writer import TelemetryWriter
-from simulators.services.local import LocalPostgres
+from simulators.services.postgres import LocalPostgres
 from tests.support import query
 
 # what the code before the SQL files recorded: an existing database has exactly these rows

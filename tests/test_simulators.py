@@ -38,7 +38,7 @@ from simulators.devices import (
     paths,
 )
 from simulators.devices.wire import WILL_PAYLOAD
-from simulators.services.local import LocalMosquitto
+from simulators.services.mosquitto import LocalMosquitto
 from tests.support import GatewayRunner, count, query, wait_until
 
 T0 = 1_795_000_000_000  # 2026-11-18 19:06:40 in Shanghai

@@ -15,7 +15,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.provision import hand_to_broker
-from simulators.services.local import LocalMosquitto, free_port
+from simulators.services.mosquitto import LocalMosquitto
+from simulators.services.process import free_port
 from tests.support import GatewayRunner, count, wait_until
 
 

@@ -52,7 +52,10 @@ from simulators.scenario.observe import Observer
 from simulators.scenario.people import People
 from simulators.scenario.plan import Expectation, Scenario, Step
 from simulators.scenario.timespec import format_duration
-from simulators.services.local import LocalMosquitto, LocalPostgres, free_port, private_services
+from simulators.services.local import private_services
+from simulators.services.mosquitto import LocalMosquitto
+from simulators.services.postgres import LocalPostgres
+from simulators.services.process import free_port
 
 log = logging.getLogger(__name__)
 
