@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from devices.contracts import DEVICE_TYPES
 from gateway.config import ConfigError, GatewayConfig, load_config_or_default
@@ -245,34 +247,28 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_report_responses(args: argparse.Namespace) -> int:
-    import psycopg
+    from gateway.alerting import report
 
-    from gateway.alerting.report import render, responses
-    from gateway.settings import conninfo, dsn_with_password
-
-    config = config_from_args(args)
-    dsn, kwargs = conninfo(config)
-    try:
-        with psycopg.connect(dsn_with_password(dsn, kwargs)) as conn:
-            rows = responses(conn, args.month, config.escalation.timezone)
-    except ValueError as error:
-        print(str(error), file=sys.stderr)
-        return 2
-    print(render(rows, args.month))
-    return 0
+    return _monthly_report(args, report.responses, report.render)
 
 
 def cmd_report_vitals(args: argparse.Namespace) -> int:
+    from gateway.alerting import vitals_report
+
+    return _monthly_report(args, vitals_report.vitals, vitals_report.render)
+
+
+def _monthly_report(args: argparse.Namespace, gather: Callable[..., Any], render: Callable[..., str]) -> int:
+    """One month's report from the database, printed; a bad month is a usage error (exit 2)."""
     import psycopg
 
-    from gateway.alerting.vitals_report import render, vitals
     from gateway.settings import conninfo, dsn_with_password
 
     config = config_from_args(args)
     dsn, kwargs = conninfo(config)
     try:
         with psycopg.connect(dsn_with_password(dsn, kwargs)) as conn:
-            rows = vitals(conn, args.month, config.escalation.timezone)
+            rows = gather(conn, args.month, config.escalation.timezone)
     except ValueError as error:
         print(str(error), file=sys.stderr)
         return 2

@@ -104,6 +104,11 @@ def test_sos_to_pages_fall_asks_the_elder_and_the_cli_takes_and_closes(
         report = cli("report", "responses", "--month", month)
         assert report.returncode == 0, report.stderr
         assert "幸福社区" in report.stdout and "total: 2 alerts, 1 acknowledged" in report.stdout
+        vitals = cli("report", "vitals", "--month", month)
+        assert vitals.returncode == 0, vitals.stderr
+        assert vitals.stdout.startswith(f"vitals for {month}") and "elders with readings" in vitals.stdout
+        bad = cli("report", "vitals", "--month", "2026-13")
+        assert bad.returncode == 2 and "2026-13" in bad.stderr and not bad.stdout
     finally:
         band.close()
 

@@ -112,41 +112,14 @@ class LocalPostgres:
                 "start",
             ]
         )
-        self._run(
-            [
-                str(bindir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-qc",
-                f"CREATE DATABASE {self.dbname}",
-            ]
-        ) if not self._database_exists() else None
+        if self._psql("-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{self.dbname}'") != b"1":
+            self._psql("-qc", f"CREATE DATABASE {self.dbname}")
         return self
 
-    def _database_exists(self) -> bool:
-        bindir = self.binaries
-        out = self._run(
-            [
-                str(bindir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname = '{self.dbname}'",
-            ]
-        )
-        return out.stdout.strip() == b"1"
+    def _psql(self, flags: str, sql: str) -> bytes:
+        """Run one statement in the maintenance database; its output, stripped."""
+        args = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres", flags, sql]
+        return self._run([str(self.binaries / "psql"), *args]).stdout.strip()
 
     def stop(self, mode: str = "fast") -> None:
         if (self.datadir / "postmaster.pid").exists():
