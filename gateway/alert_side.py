@@ -37,10 +37,12 @@ from gateway.alerting.engine import AlertEngine
 from gateway.alerting.paging import PagingLoops
 from gateway.alerting.worker import AlertWorkerProcess
 from gateway.api.routes import api_routes
-from gateway.config import ConfigError, twilio_token
+from gateway.config import ConfigError, china_secrets, twilio_token
 from gateway.ingest.batcher import wall_clock_ms
 from gateway.metrics import render as render_metrics
+from gateway.notify.china_callbacks import ChinaCallbacks
 from gateway.notify.outbox import OutboxSender
+from gateway.notify.responses import Responses
 from gateway.notify.setup import build_notifiers, outbox_settings
 from gateway.notify.twilio_callbacks import TwilioWebhooks, webhook_app
 
@@ -186,6 +188,9 @@ class AlertSide:
             Route("/metrics", self._metrics),
         ]
         routes.extend(api_routes(gw.config, self.alerts, gw.clock_ms, self._http_stopping))
+        tokens = {name: china_secrets(gw.config, name)[1] for name in ("aliyun", "tencent") if getattr(n, name)}
+        if tokens:
+            routes.extend(ChinaCallbacks(Responses(self.pool, self.alerts, gw.clock_ms), tokens).routes())
         if n.twilio is not None:
             hooks = TwilioWebhooks(self.pool, self.alerts, twilio_token(gw.config), n.public_base_url, gw.clock_ms)
             app = webhook_app(hooks, routes)

@@ -147,6 +147,55 @@ class WebhookConfig(_Section, frozen=True, kw_only=True):
     secret_file: str | None = None
 
 
+class ProviderTemplate(_Section, frozen=True, kw_only=True):
+    """A template registered with a China provider and which gateway field fills each parameter.
+
+    Aliyun names its parameters (``${name}``): ``params: {name: elder, code: code}``;
+    Tencent numbers them (``{1}``): ``params: {"1": elder, "2": code}``. The fields are
+    listed in ``gateway.notify.template_fields.FIELDS``.
+    """
+
+    template: str
+    params: dict[str, str] = {}
+
+
+class ChinaProviderConfig(_Section, frozen=True, kw_only=True):
+    """What Aliyun and Tencent Cloud share: a key pair, a signature, templates, a callback token.
+
+    ``sms_templates`` maps each purpose (page, taken, retraction, resolved, summary), or
+    ``purpose.kind`` for one kind of alert (``page.fall``), to a template; ``voice_templates``
+    needs ``page`` (what the call says; 1 takes the alert, 2 passes it on). Callbacks come to
+    ``{public_base_url}/{aliyun|tencent}/{callback_token}/...`` (docs/deployment.md).
+    """
+
+    access_key_id: str
+    access_key_secret: str | None = None
+    access_key_secret_file: str | None = None
+    sign_name: str
+    sms_templates: dict[str, ProviderTemplate]
+    voice_templates: dict[str, ProviderTemplate] = {}
+    callback_token: str | None = None
+    callback_token_file: str | None = None
+    endpoint: str | None = None  # host:port of another server speaking the API (the local fake)
+    protocol: Literal["https", "http"] = "https"
+    timeout_s: PositiveFloat = 10.0
+
+
+class AliyunConfig(ChinaProviderConfig, frozen=True, kw_only=True):
+    """Aliyun SMS (dysmsapi) and voice (dyvmsapi IvrCall)."""
+
+    region: str = "cn-hangzhou"
+    called_show_number: str | None = None  # the voice number calls come from (needed for voice)
+
+
+class TencentConfig(ChinaProviderConfig, frozen=True, kw_only=True):
+    """Tencent Cloud SMS and voice messages (VMS)."""
+
+    region: str = "ap-guangzhou"
+    sms_app_id: str
+    voice_app_id: str | None = None  # VoiceSdkAppid (needed for voice)
+
+
 class NotifyConfig(_Section, frozen=True, kw_only=True):
     """How people are reached, and where Twilio reaches us back."""
 
@@ -156,6 +205,10 @@ class NotifyConfig(_Section, frozen=True, kw_only=True):
     http_port: Annotated[int, Meta(ge=0, le=65_535)] = 8080
     twilio: TwilioConfig | None = None
     webhook: WebhookConfig | None = None
+    aliyun: AliyunConfig | None = None
+    tencent: TencentConfig | None = None
+    # who carries a +86 number first; the rest (and Twilio) follow in this order
+    china_order: tuple[Literal["aliyun", "tencent", "twilio"], ...] = ("aliyun", "tencent", "twilio")
     console: bool = False  # log messages instead of sending (development)
     calls_per_hour: Annotated[int, Meta(ge=1)] = 6
     max_attempts: Annotated[int, Meta(ge=1, le=50)] = 5
@@ -293,6 +346,13 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         twilio_token(config)  # fail at start-up, not at the first emergency
     if config.notify.webhook is not None:
         webhook_secret(config)
+    for name in ("aliyun", "tencent"):
+        if getattr(config.notify, name) is not None:
+            try:
+                china_secrets(config, name)
+                check_china_templates(name, getattr(config.notify, name))
+            except ConfigError as error:
+                raise ConfigError(f"{source}: {error}") from None
     d = config.detect
     if not d.battery_critical_pct < d.battery_warning_pct < d.battery_clear_pct:
         raise ConfigError(f"{source}: detect: battery_critical_pct < battery_warning_pct < battery_clear_pct must hold")
@@ -327,6 +387,38 @@ def webhook_secret(config: GatewayConfig) -> str:
     if hook is None:
         raise ConfigError("notify.webhook is not configured")
     return _required_secret("notify.webhook.secret", hook.secret, hook.secret_file)
+
+
+def china_secrets(config: GatewayConfig, name: str) -> tuple[str, str]:
+    """(access key secret, callback token) of ``notify.aliyun`` or ``notify.tencent``."""
+    section: ChinaProviderConfig | None = getattr(config.notify, name)
+    if section is None:
+        raise ConfigError(f"notify.{name} is not configured")
+    secret = _required_secret(
+        f"notify.{name}.access_key_secret", section.access_key_secret, section.access_key_secret_file
+    )
+    token = _required_secret(f"notify.{name}.callback_token", section.callback_token, section.callback_token_file)
+    if len(token) < 16 or not token.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"notify.{name}.callback_token: at least 16 letters, digits, - or _ (it is in a URL)")
+    return secret, token
+
+
+def check_china_templates(name: str, section: ChinaProviderConfig) -> None:
+    """Every purpose has a template and every parameter a known field: found at start-up, not at 3 a.m."""
+    from gateway.notify.template_fields import check_templates
+
+    problem = check_templates(
+        section.sms_templates,
+        section.voice_templates,
+        needs_voice=_voice_configured(section),
+        numbered=name == "tencent",
+    )
+    if problem:
+        raise ConfigError(f"notify.{name}.{problem}")
+
+
+def _voice_configured(section: ChinaProviderConfig) -> bool:
+    return bool(getattr(section, "called_show_number", None) or getattr(section, "voice_app_id", None))
 
 
 def database_password(config: GatewayConfig) -> str | None:

@@ -6,14 +6,14 @@ Exceptions (the whole tree)::
     ├── RetryableError          try again later (5xx, 429, timeout, connection refused)
     └── PermanentError          do not retry this channel (invalid number, blocked, 4xx)
 
-A second SMS/voice provider (for example a Chinese cloud provider) is one new module
-with a class that has ``name``, ``channels`` and ``send``; the outbox picks it by the
-recipient's ``provider`` preference and falls back to the others.
+Each SMS/voice provider (Twilio, Aliyun, Tencent Cloud) is a module with a class that
+has ``name``, ``channels`` and ``send``; the outbox orders them per recipient
+(``gateway.notify.routing``) and fails over to the next.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 Channel = Literal["sms", "voice", "webhook", "console"]
@@ -52,6 +52,9 @@ class Outbound:
     text: str  # SMS body, or what the call reads
     twiml: str | None = None  # voice only
     callback_url: str | None = None  # delivery/call status callback
+    kind: str = ""  # the alert's kind: China's providers pick a template by it
+    summary: bool = False  # several alerts in one SMS
+    fields: dict[str, str] = field(default_factory=dict)  # template parameters (gateway.notify.template_fields)
 
 
 @dataclass(frozen=True, slots=True)

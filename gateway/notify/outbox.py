@@ -30,7 +30,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.alerting import store
-from gateway.notify.base import Notifier, NotifyError, Outbound, PermanentError, Sent, redact_phone
+from gateway.notify import template_fields
+from gateway.notify.base import Notifier, NotifyError, Outbound, PermanentError, RetryableError, Sent, redact_phone
+from gateway.notify.routing import route
 from gateway.notify.templates import (
     MessageContext,
     render_sms,
@@ -54,6 +56,7 @@ class OutboxSettings:
     # retried this long, at the capped back-off, while its alert still waits for someone
     keep_trying_s: float = 3600.0
     no_reply_prefixes: tuple[str, ...] = ("+86",)  # Twilio: no two-way SMS, no URLs to China
+    china_order: tuple[str, ...] = ("aliyun", "tencent", "twilio")  # who carries +86 numbers first
 
 
 def backoff_s(attempt: int, settings: OutboxSettings, rnd: random.Random) -> float:
@@ -141,9 +144,8 @@ class OutboxSender:
         for notifier in self.notifiers:
             await notifier.close()
 
-    def _notifiers_for(self, channel: str, preferred: str | None) -> list[Notifier]:
-        able = [n for n in self.notifiers if channel in n.channels]
-        return sorted(able, key=lambda n: n.name != preferred)
+    def _notifiers_for(self, channel: str, preferred: str | None, phone: str) -> list[Notifier]:
+        return route(self.notifiers, channel, phone, preferred, self.settings.china_order)
 
     async def run_once(self, limit: int = 50) -> int:
         """Claim and send what is due; return how many rows were handled."""
@@ -262,14 +264,15 @@ class OutboxSender:
         base = self.settings.public_base_url.rstrip("/")
         china = row["phone"].startswith(self.settings.no_reply_prefixes)
         twiml = None
+        every = [self._context(contexts[r["alert_id"]], r) for r in group]
         if len(group) > 1:
             text = render_summary_sms(
-                [self._context(contexts[r["alert_id"]], r) for r in group],
+                every,
                 replies_supported=not china,
                 links_allowed=not china,
             )
         else:
-            ctx = self._context(contexts[row["alert_id"]], row)
+            ctx = every[0]
             text = render_sms(ctx, row["purpose"], replies_supported=not china, links_allowed=not china)
             if row["channel"] == "voice":
                 twiml = render_voice_twiml(ctx, f"{base}/twilio/voice/gather/{row['id']}")
@@ -284,25 +287,31 @@ class OutboxSender:
             text=text,
             twiml=twiml,
             callback_url=f"{base}/twilio/status/{row['id']}",
+            kind=contexts[row["alert_id"]]["kind"],
+            summary=len(group) > 1,
+            fields=template_fields.fields(every),
         )
 
     async def _send(self, group: list[dict[str, Any]], contexts: dict[int, dict[str, Any]], now: int) -> None:
         row = group[0]
         message = self._outbound(group, contexts)
         error: NotifyError = PermanentError(f"no notifier for channel {row['channel']}")
-        for notifier in self._notifiers_for(row["channel"], row["provider"]):
+        retryable = False
+        for notifier in self._notifiers_for(row["channel"], row["provider"], row["phone"]):
             try:
                 sent = await notifier.send(message)
             except NotifyError as failure:
-                error = failure
+                # the next provider for this person at once, whatever the failure: the tier's
+                # wait is running. If all fail, a retry (after back-off) asks them all again.
+                error, retryable = failure, retryable or failure.retryable
                 log.warning(
                     "%s via %s to %s failed: %s", row["channel"], notifier.name, redact_phone(row["phone"]), failure
                 )
-                if failure.retryable:
-                    break  # retry the preferred provider first, after back-off
-                continue  # permanent for this provider: try the next provider
+                continue
             await self._sent(group, sent, now)
             return
+        if retryable and not error.retryable:
+            error = RetryableError(f"every provider failed, one for a passing reason; last: {error}")
         for each in group:
             if error.retryable and each["attempts"] < self.settings.max_attempts:
                 await self._retry(each, error, now)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from gateway.config import GatewayConfig, twilio_token, webhook_secret
+from gateway.config import GatewayConfig, china_secrets, twilio_token, webhook_secret
+from gateway.notify.aliyun import AliyunSms, AliyunVoice
 from gateway.notify.base import Notifier
 from gateway.notify.outbox import OutboxSettings
+from gateway.notify.tencent import TencentSms, TencentVoice
 from gateway.notify.twilio_client import TwilioSettings
 from gateway.notify.twilio_sms import TwilioSms
 from gateway.notify.twilio_voice import TwilioVoice
@@ -28,11 +30,24 @@ def build_notifiers(config: GatewayConfig) -> list[Notifier]:
             n.twilio.timeout_s,
         )
         notifiers += [TwilioSms(settings), TwilioVoice(settings)]
+    if n.aliyun is not None:
+        secret = china_secrets(config, "aliyun")[0]
+        notifiers.append(AliyunSms(n.aliyun, secret))
+        if n.aliyun.called_show_number:
+            notifiers.append(AliyunVoice(n.aliyun, secret))
+    if n.tencent is not None:
+        secret = china_secrets(config, "tencent")[0]
+        notifiers.append(TencentSms(n.tencent, secret))
+        if n.tencent.voice_app_id:
+            notifiers.append(TencentVoice(n.tencent, secret))
     if n.webhook is not None:
         notifiers.append(SignedWebhook(n.webhook.url, webhook_secret(config)))
     if n.console or not notifiers:
         if not n.console:
-            log.warning("no SMS/voice provider configured (notify.twilio): notifications are only logged")
+            log.warning(
+                "no SMS/voice provider configured (notify.twilio, notify.aliyun, notify.tencent): "
+                "notifications are only logged"
+            )
         notifiers.append(ConsoleNotifier())
     return notifiers
 
@@ -47,4 +62,5 @@ def outbox_settings(config: GatewayConfig) -> OutboxSettings:
         lease_s=n.lease_s,
         calls_per_hour=n.calls_per_hour,
         keep_trying_s=n.keep_trying_s,
+        china_order=tuple(n.china_order),
     )
