@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -202,3 +203,28 @@ def zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
     except (FileNotFoundError, IndexError):
         return True
+
+
+class CommandListener:
+    """Plays the band's firmware side of the downlink: records what arrives on its cmd topic."""
+
+    def __init__(self, port: int, device: str = "wb-1") -> None:
+        self.received: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"band-{device}", protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(f"eldercare/v1/wristband/{device}/cmd", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self.lock:
+            self.received.append(json.loads(message.payload))
+
+    def commands(self) -> list[str]:
+        with self.lock:
+            return [m["cmd"] for m in self.received]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

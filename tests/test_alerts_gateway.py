@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.services.mosquitto import LocalMosquitto
-from tests.support import REPO, GatewayRunner, Publisher, count, query, wait_until
+from tests.support import REPO, CommandListener, GatewayRunner, Publisher, count, query, wait_until
 
 REGISTRY: dict[str, Any] = {
     "elders": [
@@ -34,31 +31,6 @@ REGISTRY: dict[str, Any] = {
         {"id": "hotline", "name": "热线", "role": "hotline", "phone": "+8640000000001"},
     ],
 }
-
-
-class CommandListener:
-    """Plays the band's firmware side of the downlink: records what arrives on its cmd topic."""
-
-    def __init__(self, port: int) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="band-wb-1", protocol=mqtt.MQTTv5)
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe("eldercare/v1/wristband/wb-1/cmd", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        with self.lock:
-            self.received.append(json.loads(message.payload))
-
-    def commands(self) -> list[str]:
-        with self.lock:
-            return [m["cmd"] for m in self.received]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def test_sos_to_pages_fall_asks_the_elder_and_the_cli_takes_and_closes(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Protocol, TypeVar
 
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -76,11 +77,17 @@ class FakeTwilio(RestApi, Progress, PlaysPeople, Behaviour, RecordsView):
         return self._base_url
 
 
+class Serves(Protocol):
+    async def start(self, host: str = ..., port: int = ...) -> None: ...
+    async def stop(self) -> None: ...
+
+
+F = TypeVar("F", bound=Serves)
+
+
 @contextlib.contextmanager
-def running_in_thread(
-    fake: FakeTwilio, host: str = "127.0.0.1", port: int = 0, *, timeout_s: float = 10.0
-) -> Iterator[FakeTwilio]:
-    """Run ``fake`` on its own event loop in a daemon thread for the ``with`` block."""
+def running_in_thread(fake: F, host: str = "127.0.0.1", port: int = 0, *, timeout_s: float = 10.0) -> Iterator[F]:
+    """Run ``fake`` (this one, or the China fakes) on its own event loop in a daemon thread for the ``with`` block."""
     loop = asyncio.new_event_loop()
 
     def serve() -> None:
