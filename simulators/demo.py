@@ -33,11 +33,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.alerting.policy import DEFAULT_ESCALATION, EscalationConfig
 from gateway.config import load_config
-from gateway.notify.base import redact_phone
 from gateway.service import Gateway
 from simulators.community import SimElder, build, offset
+from simulators.demo_providers import ALIYUN_KEY, ALIYUN_SECRET, ALIYUN_TOKEN, DemoProviders, aliyun_config
 from simulators.demo_services import demo_services
-from simulators.providers.twilio.server import FakeTwilio
+from simulators.providers.china.aliyun import FakeAliyun
+from simulators.providers.twilio.server import FakeTwilio, running_in_thread
 from simulators.services.process import free_port
 
 TWILIO_SID, TWILIO_TOKEN = "AC" + "d" * 32, "demo-token"
@@ -210,17 +211,24 @@ def _clock(ms: int) -> str:
 
 async def run_demo(duration_s: float = 0.0) -> int:
     elders, registry = build(50)
+    http_port = free_port()
     fake = FakeTwilio(TWILIO_SID, TWILIO_TOKEN)
+    aliyun = FakeAliyun(ALIYUN_KEY, ALIYUN_SECRET, callback_base=f"http://127.0.0.1:{http_port}", token=ALIYUN_TOKEN)
     await fake.start()
     try:
-        async with demo_services() as (broker, database):
-            # the gateway's config (the fake's token) and registry (contacts' phone numbers) live here
-            work = Path(tempfile.mkdtemp(prefix="eldercare-demo-gw-"))
-            try:
-                community_failed, expects = await _community(elders, registry, fake, broker, database, work, duration_s)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            report = await _play_yaml_scenarios(broker, database)
+        # a thread of its own: the demo plays people on it (key presses) from this loop
+        with running_in_thread(aliyun):
+            async with demo_services() as (broker, database):
+                # the gateway's config (the fakes' secrets) and registry (contacts' phone numbers) live here
+                work = Path(tempfile.mkdtemp(prefix="eldercare-demo-gw-"))
+                providers = DemoProviders(fake, aliyun)
+                try:
+                    community_failed, expects = await _community(
+                        elders, registry, providers, broker, database, work, duration_s, http_port
+                    )
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                report = await _play_yaml_scenarios(broker, database)
     finally:
         await fake.stop()
     failed = community_failed + sum(not r.passed for r in report.results)
@@ -232,17 +240,18 @@ async def run_demo(duration_s: float = 0.0) -> int:
 async def _community(
     elders: list[SimElder],
     registry: dict[str, Any],
-    fake: FakeTwilio,
+    providers: DemoProviders,
     broker: Any,
     database: Any,
     work: Path,
     duration_s: float,
+    http_port: int,
 ) -> tuple[int, list[Expect]]:
     """The simulated community and its script; returns the failed checks and what was expected."""
     names = {e.id: e.name for e in elders}
     steps, expects = script(elders)
     timeline_end = max(s.at_s for s in steps) + 12
-    http_port = free_port()
+    fake = providers.twilio
     (work / "registry.yaml").write_text(yaml.safe_dump(registry, allow_unicode=True), "utf-8")
     (work / "config.yaml").write_text(
         yaml.safe_dump(
@@ -260,6 +269,7 @@ async def _community(
                         "voice_from": "+15005550006",
                         "base_url": fake.base_url,
                     },
+                    "aliyun": aliyun_config(providers.aliyun.endpoint),  # +86 numbers first (notify.china_order)
                 },
                 "escalation": compressed(DEFAULT_ESCALATION, 8),
                 "api": {"cookie_secure": False},  # the demo console is plain http on loopback
@@ -277,8 +287,9 @@ async def _community(
         )
     )
     print(
-        f"fake Twilio (SMS and voice are recorded, not sent) on {fake.base_url}; escalation waits "
-        "are 1/8 of the shipped ones so tiers move within the demo"
+        f"fake Aliyun on {providers.aliyun.endpoint} carries +86 numbers (templates, an IVR call), "
+        f"fake Twilio on {fake.base_url} the contact abroad: SMS and calls are recorded, not sent; "
+        "escalation waits are 1/8 of the shipped ones so tiers move within the demo"
     )
     mqtt_name = "private Mosquitto" if hasattr(broker, "workdir") else "the embedded broker"
     pg_name = f"PostgreSQL on 127.0.0.1:{database.port}" if database.port else "the embedded PostgreSQL"
@@ -300,7 +311,7 @@ async def _community(
             print(f"  log in as {username} / {password}  — {who}")
         print(flush=True)
         fleet = Fleet(broker.port, elders)
-        await _play_community(gateway, fleet, fake, steps, expects, registry, names, timeline_end, duration_s)
+        await _play_community(gateway, fleet, providers, steps, expects, registry, names, timeline_end, duration_s)
     finally:
         if fleet is not None:
             fleet.close()
@@ -308,13 +319,13 @@ async def _community(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(gateway_task, 30)
     assert fleet is not None  # (had it not started, the error would be on its way up)
-    return _summary(gateway, fleet, fake, expects, names, database.dsn), expects
+    return _summary(gateway, fleet, providers, expects, names, database.dsn), expects
 
 
 async def _play_community(
     gateway: Gateway,
     fleet: Fleet,
-    fake: FakeTwilio,
+    providers: DemoProviders,
     steps: list[Step],
     expects: list[Expect],
     registry: dict[str, Any],
@@ -324,9 +335,8 @@ async def _play_community(
 ) -> None:
     elders = list(fleet.elders.values())
     shown = 0
-    seen_messages = seen_calls = 0
-    people = {c["phone"]: c["name"] for e in registry["elders"] for c in e["contacts"]}
-    people.update({r["phone"]: r["name"] for r in registry["responders"]})
+    providers.people = {c["phone"]: c["name"] for e in registry["elders"] for c in e["contacts"]}
+    providers.people.update({r["phone"]: r["name"] for r in registry["responders"]})
     start = time.monotonic()
     pending = list(steps)
     actions = responder_script(elders)
@@ -345,21 +355,12 @@ async def _play_community(
             who = names.get(d.elder_id or "", d.device_id)
             print(f"[{_clock(d.ts_ms)}]   detected: {who} — {what} ({d.kind}) {state}")
         shown = len(gateway.detections)
-        for m in fake.messages[seen_messages:]:
-            if m.accepted:
-                print(f"[{_clock(m.received_at_ms)}]   SMS  → {people.get(m.to, '?')} ({redact_phone(m.to)}): {m.body}")
-        seen_messages = len(fake.messages)
-        for c in fake.calls[seen_calls:]:
-            if c.accepted:
-                print(
-                    f"[{_clock(c.received_at_ms)}]   CALL → {people.get(c.to, '?')} "
-                    f"({redact_phone(c.to)}): reads the alert, asks to press 1 or 2"
-                )
-        seen_calls = len(fake.calls)
+        for line in providers.new_lines():
+            print(f"[{_clock(now_ms())}]   {line}")
         for act in list(actions):
             if act.at_s <= elapsed:
                 actions.remove(act)
-                await act.run(gateway, fake, elders)
+                await act.run(gateway, providers, elders)
         if elapsed >= max(timeline_end, duration_s) and (duration_s or not pending):
             if duration_s or _all_seen(gateway, expects):
                 return
@@ -430,12 +431,12 @@ class Act:
 
     at_s: float
     says: str
-    run_fn: Callable[[Gateway, FakeTwilio, list[SimElder]], Any]
+    run_fn: Callable[[Gateway, DemoProviders, list[SimElder]], Any]
 
-    async def run(self, gateway: Gateway, fake: FakeTwilio, elders: list[SimElder]) -> None:
+    async def run(self, gateway: Gateway, providers: DemoProviders, elders: list[SimElder]) -> None:
         print(f"[{_clock(now_ms())}] responder: {self.says}")
         try:
-            await self.run_fn(gateway, fake, elders)
+            await self.run_fn(gateway, providers, elders)
         except Exception as error:  # the demo reports what happened; it must not die here
             print(f"             (could not: {error})")
 
@@ -443,12 +444,12 @@ class Act:
 def responder_script(elders: list[SimElder]) -> list[Act]:
     first = elders[0]
 
-    async def grid_worker_presses_1(gateway: Gateway, fake: FakeTwilio, _: list[SimElder]) -> None:
-        call = next(c for c in fake.calls if c.to == "+8613900000001" and c.sid)
-        answer = await fake.press_key(call.sid or "", "1")
-        print(f"             key 1 pressed on the call; the gateway answers {answer.status}")
+    async def grid_worker_presses_1(gateway: Gateway, providers: DemoProviders, _: list[SimElder]) -> None:
+        call = next(c for c in providers.aliyun.calls() if c.to == "13900000001")
+        answer = await asyncio.to_thread(providers.aliyun.press_key, call, "1")
+        print(f"             key 1 pressed on the Aliyun call; the gateway answers {answer.status}")
 
-    async def resolve(gateway: Gateway, fake: FakeTwilio, _: list[SimElder]) -> None:
+    async def resolve(gateway: Gateway, providers: DemoProviders, _: list[SimElder]) -> None:
         import psycopg
 
         dsn = gateway.config.database.dsn
@@ -474,7 +475,7 @@ def _all_seen(gateway: Gateway, expects: list[Expect]) -> bool:
 
 
 def _summary(
-    gateway: Gateway, fleet: Fleet, fake: FakeTwilio, expects: list[Expect], names: dict[str, str], dsn: str
+    gateway: Gateway, fleet: Fleet, providers: DemoProviders, expects: list[Expect], names: dict[str, str], dsn: str
 ) -> int:
     import psycopg
 
@@ -486,13 +487,15 @@ def _summary(
         sos_state = conn.execute(
             "SELECT state, acknowledged_by, outcome FROM alerts WHERE elder_id = 'e001' AND kind = 'sos'"
         ).fetchone()
-    sms = [m for m in fake.messages if m.accepted]
-    calls = [c for c in fake.calls if c.accepted]
+    sms = [m for m in providers.twilio.messages if m.accepted]
+    calls = [c for c in providers.twilio.calls if c.accepted]
+    china_sms, china_calls = providers.aliyun.messages(), providers.aliyun.calls()
     print("\nsummary")
     print(f"  alerts opened: {opened}, acknowledged: {acked}, resolved: {resolved}")
     print(
-        f"  notifications: {len(sms)} SMS ({sum(1 for m in sms if m.to.startswith('+86'))} in Chinese, "
-        f"{sum(1 for m in sms if not m.to.startswith('+86'))} in English), {len(calls)} calls"
+        f"  notifications: Aliyun {len(china_sms)} SMS and {len(china_calls)} calls to +86 numbers; "
+        f"Twilio {len(sms)} SMS ({sum(1 for m in sms if not m.to.startswith('+86'))} in English) "
+        f"and {len(calls)} calls"
     )
     print(
         f"  messages published by the fleet: {fleet.sent:,}; rows stored: {gateway.stats.rows_stored:,}; "
@@ -507,8 +510,8 @@ def _summary(
         print(f"  {'PASS' if ok else 'FAIL'}  {names.get(e.elder, e.elder)}: {e.kind}{' cleared' if e.cleared else ''}")
     checks = [
         (
-            "SOS paged by SMS and voice",
-            any(m.to == "+86138" + "0" * 8 for m in sms) and any(c.to == "+8613900000001" for c in calls),
+            "SOS paged by SMS and voice through Aliyun",
+            any(m.to == "138" + "0" * 8 for m in china_sms) and any(c.to == "13900000001" for c in china_calls),
         ),
         ("English SMS for the contact abroad", any(not m.to.startswith("+86") and "Reply 1" in m.body for m in sms)),
         ("SOS taken by key press, then resolved", sos_state == ("resolved", "王芳", "handled_at_home")),

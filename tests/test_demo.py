@@ -28,6 +28,9 @@ def test_demo_detects_every_scripted_emergency(capsys: pytest.CaptureFixture[str
     assert "dead letters: 0" in out  # our own cmd downlinks are not read back as device input
     assert "紧急呼叫 SOS" in out and "跌倒后未起身" in out
     assert "SMS  → " in out and "CALL → " in out and "Reply 1" in out
+    # +86 numbers through Aliyun (its templates, filled in), the contact abroad through Twilio
+    assert "[aliyun SMS_900001]: 【幸福社区】" in out and "[aliyun TTS_900101]" in out and "[twilio]: " in out
+    assert "key 1 pressed on the Aliyun call; the gateway answers 200" in out
 
 
 @pytest.mark.parametrize(

@@ -37,10 +37,12 @@ PLAY_TIMES = 2
 
 
 def domestic_number(phone: str) -> str:
-    """Aliyun's domestic routes take the 11-digit number: +8613800000001 -> 13800000001."""
+    """Aliyun's domestic form: a mobile's 11 digits (+8613800000001 -> 13800000001), a
+    landline with its area code's 0 (+862100000001 -> 02100000001; voice only)."""
     if not phone.startswith("+86"):
         raise PermanentError("Aliyun is used for +86 numbers only")
-    return phone[3:]
+    number = phone[3:]
+    return number if number.startswith("1") else "0" + number
 
 
 class AliyunChannel:

@@ -98,7 +98,9 @@ class FakeAliyun(ChinaFake):
                 {"Code": "isv.SMS_TEMPLATE_ILLEGAL", "Message": "模板不合法", "RequestId": new_id()}
             )
         number = query.get("PhoneNumbers" if api == "sms" else "CalledNumber", "")
-        if not (number.isdigit() and len(number) == 11 and number.startswith("1")):
+        mobile = number.isdigit() and len(number) == 11 and number.startswith("1")
+        landline = number.isdigit() and 10 <= len(number) <= 12 and number.startswith("0") and api == "voice"
+        if not (mobile or landline):
             self._refuse(action, "isv.MOBILE_NUMBER_ILLEGAL")
             return web.json_response(
                 {"Code": "isv.MOBILE_NUMBER_ILLEGAL", "Message": "非法手机号", "RequestId": new_id()}
@@ -127,7 +129,7 @@ class FakeAliyun(ChinaFake):
             )
             answer = {"Code": "OK", "Message": "OK", "CallId": sent.sid, "RequestId": new_id()}
         self._record(sent)
-        self._after_send(sent, "+86" + number)
+        self._after_send(sent, "+86" + number.removeprefix("0"))
         return web.json_response(answer)
 
     def _check_signature(self, request: web.Request, body: bytes) -> web.Response | None:
