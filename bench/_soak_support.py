@@ -172,6 +172,8 @@ def build_registry(plan: LoadPlan, seed: int = 11) -> Registry:
             "role": "grid_worker",
             "phone": f"+86139{g:08d}",
             "grid": f"网格{g + 1}",
+            # a grid is a community's grid: the community of its first elder
+            "community": f"社区{g * ELDERS_PER_GRID // ELDERS_PER_COMMUNITY + 1}",
         }
         for g in range(math.ceil(n / ELDERS_PER_GRID))
     ]

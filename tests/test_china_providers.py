@@ -289,6 +289,7 @@ def test_forged_receipts_are_refused_and_a_repeated_one_is_applied_once(
 
     before = trail()
     assert ("acknowledged", "王强", "voice") in before and ("notification_delivered", "王强", "sms") in before
+    assert ("notification_no_answer", "王强", "voice") in before  # the call itself was not answered
     assert aliyun.redeliver(pressed).status == 200
     for receipt in list(aliyun.receipts):
         assert aliyun.redeliver(receipt).status == 200
@@ -338,3 +339,23 @@ def test_a_template_mapping_missing_is_a_start_up_error_naming_it(change: Any, n
     with pytest.raises(ConfigError) as raised:
         load_config(path, environ={})
     assert named in str(raised.value)
+
+
+def test_key_2_on_the_aliyun_call_passes_it_on(
+    gateway: GatewayRunner,
+    publisher: Publisher,
+    twilio: FakeTwilio,
+    aliyun: FakeAliyun,
+    database: str,
+    tmp_path: Path,
+    port: int,
+) -> None:
+    aliyun.answer_as(SON, "answered", press="2")
+    start(gateway, tmp_path, port, twilio, aliyun=aliyun_section(aliyun.endpoint))
+    sos(publisher)
+    wait_until(
+        lambda: query(database, "SELECT actor, channel FROM alert_events WHERE event = 'passed_on'"),
+        what="the son passing it on by key 2",
+    )
+    assert query(database, "SELECT actor, channel FROM alert_events WHERE event = 'passed_on'") == [("王强", "voice")]
+    assert taken_by(database) is None

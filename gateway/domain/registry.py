@@ -206,9 +206,14 @@ def _convert(raw: Any, source: str, communities: Collection[str] = (), strict_gr
     return validate(registry, communities, strict_grids=strict_grids)
 
 
+# libyaml's parser under PyYAML's own YAML 1.1 resolver: what safe_load gives, 4-5 times
+# faster (12,000 elders: ~14 s in pure Python), and a nesting limit instead of recursion
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_registry(path: str | Path) -> RegistryFile:
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_LOADER) or {}
     except (OSError, yaml.YAMLError) as error:
         raise RegistryError(f"{path}: cannot read: {error}") from None
     except UnicodeDecodeError as error:  # e.g. saved as GBK
