@@ -68,7 +68,8 @@ ESCALATION: dict[str, Any] = {
 }
 
 
-def aliyun_section(endpoint: str) -> dict[str, Any]:
+def common_section(endpoint: str) -> dict[str, Any]:
+    """What both providers' sections hold: the key pair, the callback token, the signature, the fake."""
     return {
         "access_key_id": KEY_ID,
         "access_key_secret": SECRET,
@@ -77,6 +78,12 @@ def aliyun_section(endpoint: str) -> dict[str, Any]:
         "endpoint": endpoint,
         "protocol": "http",
         "timeout_s": 2,
+    }
+
+
+def aliyun_section(endpoint: str) -> dict[str, Any]:
+    return {
+        **common_section(endpoint),
         "called_show_number": "057100000000",
         "sms_templates": {
             **{p: {"template": f"SMS_{p.upper()}", "params": {"name": "elder", "code": "code"}} for p in PURPOSES},
@@ -92,13 +99,7 @@ def aliyun_section(endpoint: str) -> dict[str, Any]:
 
 def tencent_section(endpoint: str) -> dict[str, Any]:
     return {
-        "access_key_id": KEY_ID,
-        "access_key_secret": SECRET,
-        "callback_token": CALLBACK_TOKEN,
-        "sign_name": "幸福社区",
-        "endpoint": endpoint,
-        "protocol": "http",
-        "timeout_s": 2,
+        **common_section(endpoint),
         "sms_app_id": "1400000000",
         "voice_app_id": "1400000001",
         "sms_templates": {

@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -56,22 +57,29 @@ class Responses:
             )
             return cur.rowcount == 1
 
-    async def notification(self, nid: int, provider_sid: str, provider: str | None = None) -> Paged | None:
-        """The notification ``nid`` if it was sent as ``provider_sid`` (waiting a moment for the outbox's write)."""
+    async def _row_within_wait(
+        self, sql: str, params: tuple[object, ...], ready: Callable[[tuple[Any, ...] | None], bool]
+    ) -> tuple[Any, ...] | None:
+        """Query until ``ready(row)`` or ``SID_WAIT_S`` has passed: the outbox may not have written the id yet."""
         deadline = asyncio.get_running_loop().time() + SID_WAIT_S
         while True:
             async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT provider_sid, provider, alert_id, recipient_name, recipient_key, language "
-                    "FROM notifications WHERE id = %s",
-                    (nid,),
-                )
+                cur = await conn.execute(sql, params)
                 row = await cur.fetchone()
-            if row is None:
-                return None
-            if row[0] is not None or asyncio.get_running_loop().time() >= deadline:
-                break
+            if ready(row) or asyncio.get_running_loop().time() >= deadline:
+                return row
             await asyncio.sleep(0.1)
+
+    async def notification(self, nid: int, provider_sid: str, provider: str | None = None) -> Paged | None:
+        """The notification ``nid`` if it was sent as ``provider_sid``."""
+        row = await self._row_within_wait(
+            "SELECT provider_sid, provider, alert_id, recipient_name, recipient_key, language "
+            "FROM notifications WHERE id = %s",
+            (nid,),
+            lambda row: row is None or row[0] is not None,
+        )
+        if row is None:
+            return None
         if row[0] != provider_sid or (provider is not None and row[1] != provider):
             self.ignored += 1
             log.warning("ignored a callback for notification %d: it names another call or message", nid)
@@ -80,22 +88,17 @@ class Responses:
 
     async def by_provider_sid(self, provider: str, provider_sid: str) -> Paged | None:
         """The notification sent through ``provider`` as ``provider_sid`` (for receipts that carry no id of ours)."""
-        deadline = asyncio.get_running_loop().time() + SID_WAIT_S
-        while True:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT id, alert_id, recipient_name, recipient_key, language FROM notifications "
-                    "WHERE provider = %s AND provider_sid = %s ORDER BY id DESC LIMIT 1",
-                    (provider, provider_sid),
-                )
-                row = await cur.fetchone()
-            if row is not None:
-                return Paged(*row)
-            if asyncio.get_running_loop().time() >= deadline:
-                self.ignored += 1
-                log.warning("ignored a %s callback: no notification was sent as that call or message", provider)
-                return None
-            await asyncio.sleep(0.1)
+        row = await self._row_within_wait(
+            "SELECT id, alert_id, recipient_name, recipient_key, language FROM notifications "
+            "WHERE provider = %s AND provider_sid = %s ORDER BY id DESC LIMIT 1",
+            (provider, provider_sid),
+            lambda row: row is not None,
+        )
+        if row is None:
+            self.ignored += 1
+            log.warning("ignored a %s callback: no notification was sent as that call or message", provider)
+            return None
+        return Paged(*row)
 
     async def paged_for_reply(self, phone: str, code: str | None) -> Paged | None:
         """The page an SMS reply from ``phone`` answers: the named alert, else the newest open one.
