@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.alerting import store
 from gateway.notify import template_fields
 from gateway.notify.base import Notifier, NotifyError, Outbound, PermanentError, RetryableError, Sent, redact_phone
-from gateway.notify.routing import route
+from gateway.notify.routing import CHINA_PREFIX, route
 from gateway.notify.templates import (
     MessageContext,
     render_sms,
@@ -55,7 +55,7 @@ class OutboxSettings:
     # a page whose last channel keeps failing for a transient reason (a provider outage) is
     # retried this long, at the capped back-off, while its alert still waits for someone
     keep_trying_s: float = 3600.0
-    no_reply_prefixes: tuple[str, ...] = ("+86",)  # Twilio: no two-way SMS, no URLs to China
+    no_reply_prefixes: tuple[str, ...] = (CHINA_PREFIX,)  # Twilio: no two-way SMS, no URLs to China
     china_order: tuple[str, ...] = ("aliyun", "tencent", "twilio")  # who carries +86 numbers first
 
 

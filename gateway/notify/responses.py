@@ -40,6 +40,7 @@ class Paged:
     name: str
     key: str
     language: str
+    phone: str
 
 
 class Responses:
@@ -73,7 +74,7 @@ class Responses:
     async def notification(self, nid: int, provider_sid: str, provider: str | None = None) -> Paged | None:
         """The notification ``nid`` if it was sent as ``provider_sid``."""
         row = await self._row_within_wait(
-            "SELECT provider_sid, provider, alert_id, recipient_name, recipient_key, language "
+            "SELECT provider_sid, provider, alert_id, recipient_name, recipient_key, language, phone "
             "FROM notifications WHERE id = %s",
             (nid,),
             lambda row: row is None or row[0] is not None,
@@ -84,12 +85,12 @@ class Responses:
             self.ignored += 1
             log.warning("ignored a callback for notification %d: it names another call or message", nid)
             return None
-        return Paged(nid, row[2], row[3], row[4], row[5])
+        return Paged(nid, *row[2:])
 
     async def by_provider_sid(self, provider: str, provider_sid: str) -> Paged | None:
         """The notification sent through ``provider`` as ``provider_sid`` (for receipts that carry no id of ours)."""
         row = await self._row_within_wait(
-            "SELECT id, alert_id, recipient_name, recipient_key, language FROM notifications "
+            "SELECT id, alert_id, recipient_name, recipient_key, language, phone FROM notifications "
             "WHERE provider = %s AND provider_sid = %s ORDER BY id DESC LIMIT 1",
             (provider, provider_sid),
             lambda row: row is not None,
@@ -109,7 +110,7 @@ class Responses:
         since = store.ts(self.clock_ms() - REPLY_WINDOW_H * 3_600_000)
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT n.id, n.alert_id, n.recipient_name, n.recipient_key, n.language FROM notifications n "
+                "SELECT n.id, n.alert_id, n.recipient_name, n.recipient_key, n.language, n.phone FROM notifications n "
                 "JOIN alerts a USING (alert_id) WHERE n.phone = %s AND n.purpose = 'page' "
                 "AND a.state <> 'resolved' AND a.opened_at > %s AND (%s::text IS NULL OR a.code = upper(%s) "
                 "OR a.alert_id::text = %s) ORDER BY a.opened_at DESC, n.id DESC LIMIT 1",
