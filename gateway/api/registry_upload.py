@@ -25,7 +25,7 @@ from gateway.api.http import Call, read_limited
 from gateway.api.registry_sheet import SheetError, SheetResult, parse_sheet, read_table
 from gateway.api.schemas import ImportErrors, ImportQuery, ImportResult, RowError
 from gateway.domain.registry import RegistryError, registry_from_dicts
-from gateway.domain.registry_db import import_registry
+from gateway.domain.registry_db import decode_json_fast, import_registry
 
 
 async def import_sheet(call: Call) -> ImportResult:
@@ -33,7 +33,7 @@ async def import_sheet(call: Call) -> ImportResult:
     limit = call.ctx.settings.max_upload_bytes
     filename, data = await _upload(call.request, limit)
     result = await asyncio.to_thread(
-        _import, call.ctx.connect, filename, data, q.dry_run, call.who.username, call.ctx.now()
+        import_spreadsheet, call.ctx.connect, filename, data, q.dry_run, call.who.username, call.ctx.now()
     )
     return result
 
@@ -67,7 +67,10 @@ async def _upload(request: Request, limit: int) -> tuple[str, bytes]:
         await form.close()
 
 
-def _import(connect: Any, filename: str, data: bytes, dry_run: bool, username: str, now: Any) -> ImportResult:
+def import_spreadsheet(
+    connect: Any, filename: str, data: bytes, dry_run: bool, username: str, now: Any
+) -> ImportResult:
+    """Check every row of the file, then import all of it in one transaction (or none of it)."""
     try:
         table = read_table(filename, data)
     except SheetError as error:
@@ -148,6 +151,7 @@ def _row_of(sheet: SheetResult, message: str) -> int:
 def _stored_elders(conn: psycopg.Connection[Any], ids: list[str]) -> dict[str, dict[str, Any]]:
     """Registered elders among ``ids`` as registry dicts, to merge the sheet's columns into."""
     elders: dict[str, dict[str, Any]] = {}
+    decode_json_fast(conn)
     for elder_id, name, community, grid, profile in conn.execute(
         "SELECT elder_id, name, community, grid, profile FROM elders WHERE elder_id = ANY(%s)", (ids,)
     ):
