@@ -35,7 +35,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.alerting.downlinks import Downlink
 from gateway.alerting.engine import AlertEngine
 from gateway.alerting.paging import PagingLoops
-from gateway.alerting.worker import AlertWorkerProcess
+from gateway.alerting.worker_process import AlertWorkerProcess
 from gateway.api.routes import api_routes
 from gateway.config import ConfigError, china_secrets, twilio_token
 from gateway.ingest.batcher import wall_clock_ms
@@ -57,7 +57,12 @@ class AlertSide:
     """The gateway starts it, wakes it when detections are stored, and stops it."""
 
     def __init__(
-        self, gateway: AlertSideHost, dsn: str, kwargs: dict[str, object], stopping: asyncio.Event | None = None
+        self,
+        gateway: AlertSideHost,
+        dsn: str,
+        kwargs: dict[str, object],
+        stopping: asyncio.Event | None = None,
+        worker: AlertWorkerProcess | None = None,
     ) -> None:
         self.gateway = gateway
         self.dsn = dsn
@@ -74,8 +79,9 @@ class AlertSide:
         self.paging: PagingLoops | None = None
         config = gateway.config
         in_worker = config.notify.alert_worker == "process" and gateway.clock_ms is wall_clock_ms
-        # ``stopping``: the gateway's stop event, so its worker is never started again once it is set
-        self.worker = AlertWorkerProcess(config, stopping) if in_worker else None
+        # ``stopping``: the gateway's stop event, so its worker is never started again once it is set;
+        # ``worker``: one the gateway started early (gateway/cli.py), else it is made here
+        self.worker = (worker or AlertWorkerProcess(config, stopping)) if in_worker else None
         self.http: uvicorn.Server | None = None
         self.http_port = 0
         self._http_socket: socket.socket | None = None
@@ -137,7 +143,8 @@ class AlertSide:
             reconnect_timeout=0,
         )
         await self.pool.open(wait=False)
-        self.outbox = OutboxSender(self.pool, build_notifiers(config), outbox_settings(config), gw.clock_ms)
+        # the providers' clients are built when first used, or once the gateway is up (``_main``)
+        self.outbox = OutboxSender(self.pool, lambda: build_notifiers(config), outbox_settings(config), gw.clock_ms)
         self.paging = PagingLoops(self.outbox if config.notify.enabled else None, lambda: gw.database_up)
         # pages this engine creates (someone passes an alert on) are sent from here at once
         self.alerts = AlertEngine(

@@ -26,8 +26,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.stop_signals import STOP_SIGNALS, record_stop_signals
 
     signalled = record_stop_signals()  # until the event loop's handlers below take over
-    from gateway.service import Gateway
-
     config = config_from_args(args)
     setup_logging(config.logging.level)
 
@@ -38,7 +36,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         if signalled:
             stop.set()
-        await Gateway(config).run(stop)
+        worker = None
+        if config.notify.alert_worker == "process":
+            from gateway.alerting.worker_process import AlertWorkerProcess
+
+            # first, so its start overlaps ours (issue 19: an SOS paged within 1 s of a restart)
+            worker = AlertWorkerProcess(config, stop)
+            await worker.start_early()
+        from gateway.service import Gateway
+
+        await Gateway(config, early_worker=worker).run(stop)
 
     asyncio.run(main())
     record_stop_signals()  # a second Ctrl-C while the interpreter exits changes nothing

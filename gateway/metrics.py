@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
-    from gateway.alerting.worker import AlertWorkerProcess
+    from gateway.alerting.worker_process import AlertWorkerProcess
     from gateway.host import IngestStatus
 
 BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000)

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import uvicorn
@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.alert_side import AlertSide
 from gateway.alerting.engine import AlertEngine
 from gateway.alerting.roster import check_roster
-from gateway.cluster.instance import Cluster
+from gateway.alerting.worker_process import AlertWorkerProcess
 from gateway.config import GatewayConfig, mqtt_password
 from gateway.detect.engine import DetectorSet
 from gateway.domain.detection import Detection
@@ -34,7 +34,7 @@ from gateway.domain.registry import RegistryFile, device_types, load_registry
 from gateway.domain.registry_db import import_registry, load_registry_from_db
 from gateway.domain.registry_watch import watch_registry
 from gateway.error_text import first_line
-from gateway.gc_tuning import freeze_long_lived
+from gateway.gc_tuning import freeze_long_lived, freeze_soon, return_freed_memory
 from gateway.ingest.batcher import MicroBatcher, wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.metrics import BATCH_BUCKETS, WRITE_BUCKETS_MS, bucket_of
@@ -52,6 +52,9 @@ from gateway.storage.spool import DiskSpool
 from gateway.storage.upkeep_check import UpkeepOutcome, check_upkeep
 from gateway.storage.writer import TelemetryWriter
 
+if TYPE_CHECKING:
+    from gateway.cluster.instance import Cluster
+
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0  # a stop waits this long at most for what is held to be stored or spooled
 
@@ -59,8 +62,15 @@ DRAIN_TIMEOUT_S = 30.0  # a stop waits this long at most for what is held to be 
 class Gateway:
     """Runs the ingest pipeline until ``stop`` is set."""
 
-    def __init__(self, config: GatewayConfig, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        *,
+        early_worker: AlertWorkerProcess | None = None,
+    ) -> None:
         self.config = config
+        self.early_worker = early_worker  # an alert worker started before this module was imported
         self.clock_ms = clock_ms
         self.stats = IngestStats()
         self.decoder = BatchDecoder(
@@ -135,7 +145,11 @@ class Gateway:
         self.registry = RegistryFile()
         self.registry_reloads = 0
         # scale-out (gateway/cluster.py): detection moves to a stream of its own, per owned elder
-        self.cluster = Cluster(self) if config.cluster.enabled else None
+        self.cluster: Cluster | None = None
+        if config.cluster.enabled:
+            from gateway.cluster.instance import Cluster  # only a scaled-out gateway waits to import it
+
+            self.cluster = Cluster(self)
 
     # the alert side's objects, for the console API, metrics and tests (use them on its loop)
     @property
@@ -159,7 +173,14 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         dsn, kwargs = conninfo(self.config)
         await self._upgrade_schema(dsn, kwargs)
+        # the early worker goes on once the schema is current and the database holds the
+        # registry: at once, or after the registry file is imported (it must page from it)
+        file_given = bool(self.config.registry.file)
+        if self.early_worker is not None and not file_given:
+            await self.early_worker.hand_over()  # it loads the registry and connects while we do
         registry = await self._load_registry(dsn, kwargs)
+        if self.early_worker is not None and file_given:
+            await self.early_worker.hand_over()
         self.detectors = DetectorSet(registry, detect_settings(self.config))
         self.registry = registry
         self._use_device_types(registry)
@@ -181,7 +202,7 @@ class Gateway:
         )
         await self._ingest_pool.open(wait=False)
         writer = TelemetryWriter(self._ingest_pool, self.policy)
-        self.alert_side = AlertSide(self, dsn, kwargs, stopping=stop)
+        self.alert_side = AlertSide(self, dsn, kwargs, stopping=stop, worker=self.early_worker)
         try:
             await self.alert_side.start()
         except BaseException:
@@ -190,7 +211,7 @@ class Gateway:
         # paging without the database goes through the outbox's own notifiers (same loop)
         self.emergency = (
             EmergencyPager(
-                self.outbox.notifiers,
+                lambda: self.outbox.notifiers,
                 self.config.escalation,
                 registry,
                 self.clock_ms,
@@ -216,7 +237,7 @@ class Gateway:
                 ]
                 if self.cluster is not None:
                     workers += self.cluster.start(tasks, writer, dsn, kwargs)
-                freeze_long_lived()
+                freeze_soon()  # not before the first read: a queued SOS waits for it
                 self.ready.set()
                 stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
                 await asyncio.wait([stopping, failed], return_when=asyncio.FIRST_COMPLETED)
@@ -260,6 +281,8 @@ class Gateway:
         """The registry file when configured (imported into the database), else the database."""
         path = self.config.registry.file
         registry = load_registry(path) if path else None
+        if registry is not None:
+            return_freed_memory()  # the parsed file's objects are gone; give their pages back
         if registry is not None:
             check_roster(registry, require_hotline=False)  # bad shifts fail now, not mid-emergency
             if registry.elders and not any(r.role == "hotline" for r in registry.responders):

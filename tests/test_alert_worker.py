@@ -155,3 +155,32 @@ def test_the_worker_does_not_outlive_a_killed_gateway(
     log = gateway.log_text()  # the worker's stderr is the gateway's log file
     assert "alert worker: stopped" in log, log[-2000:]  # by end-of-file or the kernel's SIGTERM
     assert "Fatal Python error" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_an_early_worker_waits_for_go_before_it_touches_the_database(tmp_path: Path) -> None:
+    """Started before the schema is migrated (issue 19), it must not read the database until told."""
+    import subprocess
+    import sys
+
+    import msgspec
+
+    from gateway.config import GatewayConfig
+
+    # a database nobody listens on: any connection attempt would log that it is unreachable
+    config = msgspec.convert({"database": {"dsn": f"postgresql://127.0.0.1:{free_port()}/none"}}, GatewayConfig)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "gateway.alerting.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert worker.stdin is not None
+    worker.stdin.write(msgspec.json.encode(config) + b"\n")
+    worker.stdin.flush()
+    time.sleep(1.0)  # long enough to have imported, read its configuration and connected
+    assert worker.poll() is None, "it waits for go"
+    worker.stdin.close()  # the gateway went away before the schema was current
+    out, err = worker.communicate(timeout=15)
+    assert worker.returncode == 0, err.decode()
+    assert out == b"", "it never said ready"
+    assert b"unreachable" not in err and b"Traceback" not in err, err.decode()

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 import yaml
 
-from gateway.alerting.worker import STOP_TIMEOUT_S
+from gateway.alerting.worker_process import STOP_TIMEOUT_S
 from gateway.service import DRAIN_TIMEOUT_S
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread
 from simulators.services.mosquitto import LocalMosquitto

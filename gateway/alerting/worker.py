@@ -12,9 +12,10 @@ the database. Stored detections wake it through PostgreSQL ``NOTIFY`` (a trigger
 schema migration 8) and it also polls, so a lost wake-up only delays. It publishes
 "help is coming" downlinks on an MQTT connection of its own.
 
-The gateway starts it (``AlertWorkerProcess``), hands it the configuration on stdin,
-restarts it if it dies, and stops it by closing stdin: a worker whose gateway was
-killed sees end-of-file and exits, so it never outlives the gateway (and, on Linux,
+The gateway starts it (``AlertWorkerProcess``, worker_process.py), hands it the configuration
+on stdin and then ``go`` once the schema is current (a restart's worker starts before the
+gateway has migrated anything, issue 19), restarts it if it dies, and stops it by closing
+stdin: a worker whose gateway was killed sees end-of-file and exits, so it never outlives the gateway (and, on Linux,
 the kernel sends it SIGTERM too: ``PR_SET_PDEATHSIG``).
 
 A clean stop (issue 20). The worker is in the gateway's process group, so systemd's
@@ -45,108 +46,20 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.alerting.downlinks import Downlink
 from gateway.alerting.engine import AlertEngine
 from gateway.alerting.paging import PagingLoops
+from gateway.alerting.worker_process import GO, READY
 from gateway.config import GatewayConfig, mqtt_password
 from gateway.domain.registry import RegistryFile, load_registry
 from gateway.domain.registry_watch import registry_from_db, watch_registry
 from gateway.error_text import first_line
-from gateway.gc_tuning import freeze_long_lived
-from gateway.ingest.batcher import wall_clock_ms
+from gateway.gc_tuning import freeze_long_lived, freeze_soon
+from gateway.ingest.clock import wall_clock_ms
 from gateway.ingest.mqtt_client import MqttIngestClient, MqttSettings
 from gateway.notify.outbox import OutboxSender
-from gateway.notify.setup import build_notifiers, outbox_settings
+from gateway.notify.setup import build_notifiers, import_providers, outbox_settings
 from gateway.stop_signals import STOP_SIGNALS, record_stop_signals
-from gateway.storage.schema import DETECTIONS_CHANNEL
+from gateway.storage.channels import DETECTIONS_CHANNEL
 
 log = logging.getLogger("gateway.alerting.worker")
-
-READY = b"ready\n"
-RESTART_DELAY_S = (1.0, 30.0)  # first and longest wait before starting a worker that died again
-STOPPING_GRACE_S = 0.25  # a worker that exits is first given this long to turn out to be a stop
-STOP_TIMEOUT_S = 15.0  # for the sends under way to finish after stdin is closed; then SIGKILL
-
-
-class AlertWorkerProcess:
-    """The gateway's side: start the worker, restart it when it dies, stop it with the gateway."""
-
-    def __init__(self, config: GatewayConfig, stopping: asyncio.Event | None = None) -> None:
-        self.config = config
-        # set by the gateway's signal handler: from then on a worker that exits stays stopped
-        self.stopping = stopping if stopping is not None else asyncio.Event()
-        self.started = asyncio.Event()  # it said "ready" once
-        self.running = False  # it said "ready" and has not exited since
-        self.restarts = 0
-        self.pid: int | None = None
-        self.exit_code: int | None = None  # of the last worker that exited
-
-    async def run(self) -> None:
-        """Until cancelled or the gateway stops; each start waits for the worker's "ready" line."""
-        delay = RESTART_DELAY_S[0]
-        while not self.stopping.is_set():
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "gateway.alerting.worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
-            self.pid = proc.pid
-            assert proc.stdin is not None and proc.stdout is not None
-            try:
-                proc.stdin.write(msgspec.json.encode(self.config) + b"\n")
-                await proc.stdin.drain()
-                if await proc.stdout.readline() == READY:
-                    log.info("alert worker running (pid %d)", proc.pid)
-                    self.started.set()
-                    self.running = True
-                    delay = RESTART_DELAY_S[0]
-                code = await proc.wait()
-                self.running = False
-            except asyncio.CancelledError:
-                self.running = False
-                await self._stop(proc)
-                raise
-            except (BrokenPipeError, ConnectionResetError):
-                code = await proc.wait()
-                self.running = False
-            self.exit_code = code
-            # the group's signal reaches the worker too; the gateway's own handler may run a
-            # moment later when its loop is busy, so wait briefly before calling this a death
-            if await _set_within(self.stopping, STOPPING_GRACE_S):
-                log.info("alert worker (pid %d) stopped with code %s", proc.pid, code)
-                return
-            self.restarts += 1
-            log.error(
-                "alert worker (pid %d) exited with code %s; starting it again in %.0f s "
-                "(detections wait in the database meanwhile)",
-                proc.pid,
-                code,
-                delay,
-            )
-            if await _set_within(self.stopping, delay):
-                return
-            delay = min(delay * 2, RESTART_DELAY_S[1])
-
-    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
-        """Close its stdin (it finishes the sends under way and exits); kill it if it does not."""
-        if proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                log.error("alert worker (pid %d) did not stop within %.0f s; killing it", proc.pid, STOP_TIMEOUT_S)
-                proc.kill()
-                await proc.wait()
-        self.exit_code = proc.returncode
-        log.info("alert worker (pid %d) stopped with code %s", proc.pid, proc.returncode)
-
-
-async def _set_within(event: asyncio.Event, timeout_s: float) -> bool:
-    try:
-        await asyncio.wait_for(event.wait(), timeout_s)
-    except TimeoutError:
-        return False
-    return True
 
 
 class AlertWorker:
@@ -208,7 +121,7 @@ class AlertWorker:
             freeze_long_lived()
             log.info("alert worker: registry reloaded (%d elders)", len(new.elders))
 
-        freeze_long_lived()
+        freeze_soon()  # not before the first read: a queued SOS waits for it
         try:
             async with asyncio.TaskGroup() as tasks:
                 paging = tasks.create_task(loops.run(alerts), name="paging")
@@ -278,15 +191,22 @@ def _die_with_parent() -> None:
         pass  # end-of-file on stdin still stops it
 
 
-def _read_line(fd: int) -> bytes:
-    """The configuration line, read raw: no buffered reader, so no lock held at shutdown."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b""  # the gateway went away before handing over the configuration
-        data += chunk
-    return data
+class _Lines:
+    """Lines from the gateway on the raw descriptor: no buffered reader, so no lock held at shutdown."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def read(self) -> bytes:
+        """The next line, or b"" when the gateway went away first."""
+        while b"\n" not in self.buffer:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return b""
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
@@ -312,10 +232,15 @@ def main() -> int:
     signalled = record_stop_signals()  # a stop asked for before the event loop runs, or after it closed
     _die_with_parent()  # (had the gateway died already, end-of-file below says so)
     stdin = sys.stdin.fileno()
-    line = _read_line(stdin)
+    lines = _Lines(stdin)
+    line = lines.read()
     if not line or signalled:
         return 0
     config = msgspec.json.decode(line, type=GatewayConfig)
+    if config.notify.enabled:
+        import_providers(config)  # while the gateway migrates the schema: not after (issue 19)
+    if lines.read() != GO or signalled:  # "go": the schema is current
+        return 0
     setup_logging(config.logging.level)
     dsn, kwargs = conninfo(config)
 

@@ -13,8 +13,6 @@ import math
 from typing import Any
 
 import msgspec
-import shapely
-from shapely.geometry import Polygon
 
 from gateway.api.schemas import Fence, FenceInput, FenceProperties, PointGeometry
 from gateway.domain.geometry import metres_per_degree, polygon_problem
@@ -76,6 +74,9 @@ def _lon_lat(position: list[float], where: str) -> tuple[float, float]:
 
 
 def _polygon(rings: list[list[list[float]]]) -> list[list[list[float]]]:
+    import shapely  # here: the gateway's start does not wait for it (issue 19)
+    from shapely.geometry import Polygon
+
     clean: list[list[list[float]]] = []
     for n, ring in enumerate(rings):
         where = "the outer ring" if n == 0 else f"hole {n}"

@@ -10,17 +10,15 @@ broker's receive-maximum push back on publishers instead of memory growing.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
+__all__ = ["MicroBatcher", "wall_clock_ms"]  # wall_clock_ms: where it was imported from before
+
+from gateway.ingest.clock import wall_clock_ms
 from gateway.ingest.mqtt_client import IngestConnection
 from gateway.ingest.mqtt_wire import InboundPublishes
 from gateway.pipeline.batch import RawBatch
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class MicroBatcher:

@@ -29,13 +29,13 @@ log = logging.getLogger(__name__)
 class EmergencyPager:
     def __init__(
         self,
-        notifiers: Sequence[Notifier],
+        notifiers: Callable[[], Sequence[Notifier]],
         escalation: EscalationConfig,
         registry: RegistryFile,
         clock_ms: Callable[[], int],
         public_base_url: str,
     ) -> None:
-        self.notifiers = list(notifiers)
+        self.notifiers = notifiers  # the outbox's, read when needed (they are built on first use)
         self.escalation = escalation
         self.elders: dict[str, ElderSpec] = {e.id: e for e in registry.elders}
         self.registry = registry
@@ -98,7 +98,7 @@ class EmergencyPager:
         return accepted
 
     async def _send(self, message: Outbound) -> int:
-        for notifier in [n for n in self.notifiers if message.channel in n.channels]:
+        for notifier in [n for n in self.notifiers() if message.channel in n.channels]:
             try:
                 await notifier.send(message)
                 return 1

@@ -127,21 +127,31 @@ class OutboxSender:
     def __init__(
         self,
         pool: AsyncConnectionPool,
-        notifiers: Sequence[Notifier],
+        notifiers: Sequence[Notifier] | Callable[[], Sequence[Notifier]],
         settings: OutboxSettings,
         clock_ms: Callable[[], int],
         seed: int | None = None,
     ) -> None:
+        """``notifiers``: the list, or how to build it when first needed (the providers' SDKs
+        cost ~0.15 s to import, which a restarting gateway spends after it is up, not before)."""
         self.pool = pool
-        self.notifiers = list(notifiers)
+        self._notifiers = None if callable(notifiers) else list(notifiers)
+        self._build = notifiers if callable(notifiers) else None
         self.settings = settings
         self.clock_ms = clock_ms
         self.rnd = random.Random(seed)
         self.sent_count: dict[str, int] = {}
         self.failed_count: dict[str, int] = {}
 
+    @property
+    def notifiers(self) -> list[Notifier]:
+        if self._notifiers is None:
+            assert self._build is not None
+            self._notifiers = list(self._build())
+        return self._notifiers
+
     async def close(self) -> None:
-        for notifier in self.notifiers:
+        for notifier in self._notifiers or ():  # never built: nothing to close
             await notifier.close()
 
     def _notifiers_for(self, channel: str, preferred: str | None, phone: str) -> list[Notifier]:

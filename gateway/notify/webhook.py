@@ -12,8 +12,6 @@ import hmac
 import json
 import logging
 
-import aiohttp
-
 from gateway.notify.base import Outbound, PermanentError, RetryableError, Sent, classify_http
 
 log = logging.getLogger(__name__)
@@ -31,8 +29,12 @@ class SignedWebhook:
         self.url = url
         self.secret = secret
         self.timeout_s = timeout_s
+        import aiohttp  # here, not at the top: a gateway without a webhook never imports it (~0.1 s)
+
+        self._aiohttp = aiohttp
 
     async def send(self, message: Outbound) -> Sent:
+        aiohttp = self._aiohttp
         body = json.dumps(
             {
                 "notification_id": message.notification_id,

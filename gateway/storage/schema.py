@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from gateway.storage import migrate
+from gateway.storage.channels import DETECTIONS_CHANNEL
 from gateway.storage.partitions import MIGRATION_LOCK, maintain_partitions, partition_name, storage_mode
 from gateway.storage.policy import StoragePolicy, StorageSetupError
 from gateway.storage.timescale import choose_mode, sync_policies, timescale_state
@@ -27,8 +28,6 @@ __all__ = [
     "storage_mode",
     "upgrade",
 ]
-
-DETECTIONS_CHANNEL = "eldercare_detections"  # NOTIFY channel of migration 8's trigger
 
 
 def _recorded_mode(conn: psycopg.Connection[tuple[object, ...]]) -> str | None:
