@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,15 @@ from gateway.service import Gateway
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
+
+
+# the gateway's own ingest session; the alert worker (started first, issue 19) connects as "<id>-alerts"
+_INGEST_CONNECTED = re.compile(r"MQTT connected to \S+ as \S+(?<!-alerts)$", re.MULTILINE)
+
+
+def ingest_connected(log_text: str) -> bool:
+    """The gateway's ingest session is up (its subscriptions are made), not only its worker's."""
+    return _INGEST_CONNECTED.search(log_text) is not None
 
 
 def wait_until(check: Callable[[], T], timeout_s: float = 20.0, what: str = "condition") -> T:

@@ -168,19 +168,20 @@ def test_an_early_worker_waits_for_go_before_it_touches_the_database(tmp_path: P
 
     # a database nobody listens on: any connection attempt would log that it is unreachable
     config = msgspec.convert({"database": {"dsn": f"postgresql://127.0.0.1:{free_port()}/none"}}, GatewayConfig)
-    worker = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "gateway.alerting.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    assert worker.stdin is not None
-    worker.stdin.write(msgspec.json.encode(config) + b"\n")
-    worker.stdin.flush()
-    time.sleep(1.0)  # long enough to have imported, read its configuration and connected
-    assert worker.poll() is None, "it waits for go"
-    worker.stdin.close()  # the gateway went away before the schema was current
-    out, err = worker.communicate(timeout=15)
+    ) as worker:
+        assert worker.stdin is not None and worker.stdout is not None and worker.stderr is not None
+        worker.stdin.write(msgspec.json.encode(config) + b"\n")
+        worker.stdin.flush()
+        time.sleep(1.0)  # long enough to have imported, read its configuration and connected
+        assert worker.poll() is None, "it waits for go"
+        worker.stdin.close()  # the gateway went away before the schema was current
+        worker.wait(timeout=15)
+        out, err = worker.stdout.read(), worker.stderr.read()
     assert worker.returncode == 0, err.decode()
     assert out == b"", "it never said ready"
     assert b"unreachable" not in err and b"Traceback" not in err, err.decode()

@@ -32,7 +32,17 @@ from simulators.providers.twilio.server import FakeTwilio, running_in_thread
 from simulators.services.mosquitto import LocalMosquitto
 from simulators.services.postgres import LocalPostgres
 from simulators.services.process import free_port
-from tests.support import REPO, GatewayRunner, Publisher, count, query, wait_until, worker_children, zombie
+from tests.support import (
+    REPO,
+    GatewayRunner,
+    Publisher,
+    count,
+    ingest_connected,
+    query,
+    wait_until,
+    worker_children,
+    zombie,
+)
 
 SID, TOKEN = "AC" + "9" * 32, "clean-stop-token"
 SON = "+8613800000099"
@@ -111,7 +121,7 @@ def start(gateway: GatewayRunner, settings: dict[str, Any]) -> tuple[subprocess.
     """The gateway in a process group of its own, up with its worker; returns it and the worker's pid."""
     proc = gateway.start_process(own_group=True, **settings)
     wait_until(
-        lambda: "alert worker running" in gateway.log_text() and "MQTT connected" in gateway.log_text(),
+        lambda: "alert worker running" in gateway.log_text() and ingest_connected(gateway.log_text()),
         30,
         "gateway and worker up",
     )

@@ -6,7 +6,7 @@ import json
 import time
 
 from simulators.services.postgres import LocalPostgres
-from tests.support import GatewayRunner, Publisher, count, query, wait_until
+from tests.support import GatewayRunner, Publisher, count, ingest_connected, query, wait_until
 
 
 def now_ms() -> int:
@@ -136,7 +136,7 @@ def test_gateway_killed_mid_stream_loses_nothing_published_at_qos1(
     gateway.start_process()
     pub = Publisher(broker.port)
     try:
-        wait_until(lambda: "MQTT connected" in gateway.log_text(), what="gateway connected")
+        wait_until(lambda: ingest_connected(gateway.log_text()), what="gateway connected")
         t = now_ms()
         total = 20_000
         messages = [reading(f"wb-{i % 200}", t + i) for i in range(total)]

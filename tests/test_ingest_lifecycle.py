@@ -9,7 +9,7 @@ import time
 from gateway.pipeline.batch import RawBatch
 from gateway.storage.spool import DiskSpool
 from simulators.services.mosquitto import LocalMosquitto
-from tests.support import GatewayRunner, Publisher, count, query, wait_until
+from tests.support import GatewayRunner, Publisher, count, ingest_connected, query, wait_until
 
 
 def now_ms() -> int:
@@ -63,7 +63,7 @@ def test_gateway_reconnects_after_a_broker_restart_and_loses_nothing(
 
 def test_sigterm_flushes_and_exits_cleanly(gateway: GatewayRunner, broker: LocalMosquitto, database: str) -> None:
     proc = gateway.start_process()
-    wait_until(lambda: "MQTT connected" in gateway.log_text(), what="gateway connected")
+    wait_until(lambda: ingest_connected(gateway.log_text()), what="gateway connected")
     t = now_ms()
     pub = Publisher(broker.port)
     pub.publish_many(

@@ -17,7 +17,7 @@ import yaml
 from simulators.providers.twilio.server import FakeTwilio, running_in_thread
 from simulators.services.mosquitto import LocalMosquitto
 from simulators.services.process import free_port
-from tests.support import GatewayRunner, Publisher, query, wait_until
+from tests.support import GatewayRunner, Publisher, ingest_connected, query, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_every_sos_reaches_its_first_tier_through_ten_sigkills_amid_telemetry(
     }
     rnd = random.Random(3)
     gateway.start_process(**overrides)
-    wait_until(lambda: "MQTT connected" in gateway.log_text(), what="gateway up")
+    wait_until(lambda: ingest_connected(gateway.log_text()), what="gateway up")
     pub = Publisher(broker.port)
     kills = sorted(rnd.sample(range(20, ELDERS - 20), KILLS))
     telemetry = Publisher(broker.port)

@@ -33,7 +33,7 @@ from gateway.pipeline.decode import BatchDecoder
 from simulators.services.mosquitto import LocalMosquitto
 from simulators.services.postgres import LocalPostgres
 from simulators.services.process import free_port
-from tests.support import GatewayRunner, Publisher, count, query, wait_until
+from tests.support import GatewayRunner, Publisher, count, ingest_connected, query, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +167,7 @@ class Instances:
         runner.start_process(**overrides)
         self.runners[name], self.ports[name] = runner, port
         # one at a time: each imports the registry file at start, and two imports at once collide
-        wait_until(lambda: "MQTT connected" in runner.log_text(), timeout_s=30, what=f"{name} up")
+        wait_until(lambda: ingest_connected(runner.log_text()), timeout_s=30, what=f"{name} up")
         return runner
 
     def wait_live(self, names: list[str]) -> None:
