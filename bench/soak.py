@@ -27,7 +27,9 @@ the gateway's /metrics, the size of
 the time-series tables (all partitions, indexes, TOAST). Progress every 30 s; figures at the
 end; last line ``soak_devices=... minutes=... ingest_msg_s=... alert_p99_ms=...
 detection_p99_ms=... rss_growth_mb_per_h=... cpu_pct_per_1000_devices=...
-cpu_pct_per_1000_devices_net=... db_mb_per_1000_device_days=...``.
+cpu_pct_per_1000_devices_net=... db_mb_per_1000_device_days=...``, then the machine, then
+issue 19's line: ``rss_mb=<gateway + worker, highest once warm> rss_slope_mb_per_h=<x>
+cpu_pct_per_1k_devices=<y> sos_p99_ms=<z>``.
 
 Run: ``nice -n -20 .venv/bin/python bench/soak.py [--devices 20000] [--minutes 10] [--quick]``
 """
@@ -786,7 +788,7 @@ def report_resources(soak: Soak, out: Outcome, ingest: float) -> tuple[float, fl
         f"message received; other people's processes on the machine: {pct(first, end, 'others_cpu'):.0f}% "
         f"(baseline: {pct(*soak.idle, 'others_cpu'):.0f}% idle, {pct(*soak.probes_only, 'others_cpu'):.0f}% probes)"
     )
-    return slope, gw_pct / k, net
+    return slope, gw_pct / k, net, max(rss)
 
 
 def report_database(soak: Soak, out: Outcome) -> float:
@@ -814,13 +816,19 @@ def report_database(soak: Soak, out: Outcome) -> float:
 def report(soak: Soak, out: Outcome) -> None:
     ingest = report_load(soak, out)
     alert_p99, detection_p99 = report_latency(soak)
-    slope, cpu, net = report_resources(soak, out, ingest)
+    slope, cpu, net, rss_max = report_resources(soak, out, ingest)
     db = report_database(soak, out)
     print(
         f"soak_devices={soak.plan.devices} minutes={soak.args.minutes:g} ingest_msg_s={ingest:.1f} "
         f"alert_p99_ms={alert_p99:.1f} detection_p99_ms={detection_p99:.1f} rss_growth_mb_per_h={slope:.1f} "
         f"cpu_pct_per_1000_devices={cpu:.3f} cpu_pct_per_1000_devices_net={net:.3f} "
         f"db_mb_per_1000_device_days={db:.0f}"
+    )
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cores")
+    # issue 19's line: gateway + alert worker RSS (highest once warm), its slope, CPU, SOS p99 under load
+    print(
+        f"rss_mb={rss_max:.0f} rss_slope_mb_per_h={slope:.1f} cpu_pct_per_1k_devices={cpu:.3f} "
+        f"sos_p99_ms={alert_p99:.1f}"
     )
 
 
