@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -381,3 +382,39 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "fleet":
         raise SystemExit("usage: _soak_support.py fleet SPEC_JSON")
     fleet_worker(json.loads(sys.argv[2]))
+
+
+def write_gateway_config(
+    path: Path,
+    *,
+    broker_port: int,
+    dsn: str,
+    http_port: int,
+    twilio: tuple[str, str, str],
+    client_id: str = "gateway",
+    registry_file: Path | None = None,
+) -> Path:
+    """The benchmarks' gateway config: private services, the fake Twilio (sid, token, base URL),
+    the shipped escalation; the registry from ``registry_file`` or, without it, the database."""
+    sid, token, base_url = twilio
+    doc: dict[str, Any] = {
+        "mqtt": {"port": broker_port, "client_id": client_id},
+        "database": {"dsn": dsn},
+        "storage": {"spool_dir": str(path.parent / "spool")},
+        "notify": {
+            "public_base_url": f"http://127.0.0.1:{http_port}",
+            "http_port": http_port,
+            "twilio": {
+                "account_sid": sid,
+                "auth_token": token,
+                "sms_from": "+15005550006",
+                "voice_from": "+15005550006",
+                "base_url": base_url,
+            },
+        },
+        "logging": {"level": "WARNING"},
+    }
+    if registry_file is not None:
+        doc["registry"] = {"file": str(registry_file)}
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    return path

@@ -60,7 +60,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -75,6 +74,7 @@ from _soak_support import (  # noqa: E402
     family_phone,
     machine_busy_seconds,
     tree_cpu_seconds,
+    write_gateway_config,
 )
 
 from gateway.domain.registry import registry_from_dicts  # noqa: E402
@@ -137,29 +137,14 @@ def import_into_database(dsn: str, registry: Registry) -> float:
 
 def write_config(root: Path, broker_port: int, dsn: str, fake: FakeTwilio, http_port: int) -> Path:
     """The gateway's config: registry from the database, the fake Twilio, the shipped escalation."""
-    path = root / "config.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "mqtt": {"port": broker_port, "client_id": "gateway-bench"},
-                "database": {"dsn": dsn},
-                "storage": {"spool_dir": str(root / "spool")},
-                "notify": {
-                    "public_base_url": f"http://127.0.0.1:{http_port}",
-                    "http_port": http_port,
-                    "twilio": {
-                        "account_sid": SID,
-                        "auth_token": TOKEN,
-                        "sms_from": "+15005550006",
-                        "voice_from": "+15005550006",
-                        "base_url": fake.base_url,
-                    },
-                },
-                "logging": {"level": "WARNING"},
-            }
-        )
+    return write_gateway_config(
+        root / "config.yaml",
+        broker_port=broker_port,
+        dsn=dsn,
+        http_port=http_port,
+        twilio=(SID, TOKEN, fake.base_url),
+        client_id="gateway-bench",
     )
-    return path
 
 
 def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:

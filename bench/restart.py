@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _soak_support import LoadPlan, build_registry, family_phone, rss_mb  # noqa: E402
+from _soak_support import LoadPlan, build_registry, family_phone, rss_mb, write_gateway_config  # noqa: E402
 
 from gateway.api.registry_upload import import_spreadsheet  # noqa: E402
 from gateway.domain.registry import load_registry, registry_from_dicts  # noqa: E402
@@ -222,31 +222,15 @@ def _children(pid: int) -> list[int]:
 def config_for(
     root: Path, broker: Any, dsn: str, fake: FakeTwilio, http_port: int, registry: Path | None, name: str
 ) -> Path:
-    path = root / f"config-{name}.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "mqtt": {"port": broker.port, "client_id": f"gateway-{name}"},
-                "database": {"dsn": dsn},
-                "storage": {"spool_dir": str(root / "spool")},
-                **({"registry": {"file": str(registry)}} if registry else {}),
-                "notify": {
-                    "public_base_url": f"http://127.0.0.1:{http_port}",
-                    "http_port": http_port,
-                    "twilio": {
-                        "account_sid": SID,
-                        "auth_token": TOKEN,
-                        "sms_from": "+15005550006",
-                        "voice_from": "+15005550006",
-                        "base_url": fake.base_url,
-                    },
-                },
-                "logging": {"level": "WARNING"},
-            },
-            allow_unicode=True,
-        )
+    return write_gateway_config(
+        root / f"config-{name}.yaml",
+        broker_port=broker.port,
+        dsn=dsn,
+        http_port=http_port,
+        twilio=(SID, TOKEN, fake.base_url),
+        client_id=f"gateway-{name}",
+        registry_file=registry,
     )
-    return path
 
 
 def main() -> int:

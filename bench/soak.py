@@ -76,6 +76,7 @@ from _soak_support import (  # noqa: E402
     probe_band_ids,
     rss_mb,
     tree_cpu_seconds,
+    write_gateway_config,
 )
 
 from devices.contracts import GlucoseReading, PagerEvent, WristbandTelemetry  # noqa: E402
@@ -549,30 +550,14 @@ def machine(db: Database) -> str:
 
 def write_config(root: Path, broker_port: int, dsn: str, http_port: int, fake: FakeTwilio, registry: Registry) -> Path:
     (root / "registry.yaml").write_text(yaml.safe_dump(registry.doc, allow_unicode=True))
-    config = root / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "mqtt": {"port": broker_port, "client_id": "gateway"},
-                "database": {"dsn": dsn},
-                "storage": {"spool_dir": str(root / "spool")},
-                "registry": {"file": str(root / "registry.yaml")},
-                "notify": {
-                    "public_base_url": f"http://127.0.0.1:{http_port}",
-                    "http_port": http_port,
-                    "twilio": {
-                        "account_sid": SID,
-                        "auth_token": TOKEN,
-                        "sms_from": "+15005550006",
-                        "voice_from": "+15005550006",
-                        "base_url": fake.base_url,
-                    },
-                },
-                "logging": {"level": "WARNING"},
-            }
-        )
+    return write_gateway_config(
+        root / "config.yaml",
+        broker_port=broker_port,
+        dsn=dsn,
+        http_port=http_port,
+        twilio=(SID, TOKEN, fake.base_url),
+        registry_file=root / "registry.yaml",
     )
-    return config
 
 
 class Soak:
@@ -756,7 +741,7 @@ def report_latency(soak: Soak) -> tuple[float, float]:
     return percentile(alerts, 0.99), percentile(every, 0.99)
 
 
-def report_resources(soak: Soak, out: Outcome, ingest: float) -> tuple[float, float, float]:
+def report_resources(soak: Soak, out: Outcome, ingest: float) -> tuple[float, float, float, float]:
     """RSS by minute and its slope once warm, CPU; returns (slope MB/h, CPU % per 1,000 devices, net)."""
     assert soak.idle is not None and soak.probes_only is not None
     first, end, k = out.first, out.end, soak.plan.devices / 1000
