@@ -17,6 +17,7 @@ import random
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -418,3 +419,19 @@ def write_gateway_config(
         doc["registry"] = {"file": str(registry_file)}
     path.write_text(yaml.safe_dump(doc, allow_unicode=True))
     return path
+
+
+def scrape(http_port: int) -> dict[str, float]:
+    """The gateway's /metrics as name{labels} -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def metric(values: dict[str, float], name: str) -> float:
+    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))

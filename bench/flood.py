@@ -180,22 +180,6 @@ def stop_gateway(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
             proc.wait()
 
 
-def scrape(http_port: int) -> dict[str, float]:
-    """The gateway's /metrics as name{labels} -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def metric(values: dict[str, float], name: str) -> float:
-    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
-
-
 def sos_topic(device: str) -> str:
     return f"eldercare/v1/pager/{device}/event"
 

@@ -72,7 +72,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _soak_support import LoadPlan, Registry, build_registry, cpu_seconds, family_phone  # noqa: E402
+from _soak_support import LoadPlan, Registry, build_registry, cpu_seconds, family_phone, metric, scrape  # noqa: E402  # noqa: E402
 from flood import (  # noqa: E402
     SID,
     TOKEN,
@@ -83,11 +83,9 @@ from flood import (  # noqa: E402
     import_into_database,
     latency_ms,
     machine_line,
-    metric,
     percentile,
     postmaster_pid,
     publish_presses,
-    scrape,
     sos_payload,
     start_gateway,
     stop_gateway,

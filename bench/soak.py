@@ -73,8 +73,10 @@ from _soak_support import (  # noqa: E402
     family_rss_mb,
     fleet_spec,
     machine_busy_seconds,
+    metric,
     probe_band_ids,
     rss_mb,
+    scrape,
     tree_cpu_seconds,
     write_gateway_config,
 )
@@ -395,21 +397,6 @@ class FleetProcess:
             self.proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(30)
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def metric(values: dict[str, float], name: str) -> float:
-    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
 
 
 def labelled(values: dict[str, float], name: str, label: str) -> dict[str, float]:
