@@ -143,8 +143,11 @@ class AlertSide:
             reconnect_timeout=0,
         )
         await self.pool.open(wait=False)
-        # the providers' clients are built when first used, or once the gateway is up (``_main``)
-        self.outbox = OutboxSender(self.pool, lambda: build_notifiers(config), outbox_settings(config), gw.clock_ms)
+        # with an alert worker, this process pages rarely (the database down, people's actions):
+        # its providers' clients are built when first used, not before the gateway is up; inline,
+        # this outbox sends every page, so they are built now, as before (issue 19)
+        notifiers = (lambda: build_notifiers(config)) if self.worker is not None else build_notifiers(config)
+        self.outbox = OutboxSender(self.pool, notifiers, outbox_settings(config), gw.clock_ms)
         self.paging = PagingLoops(self.outbox if config.notify.enabled else None, lambda: gw.database_up)
         # pages this engine creates (someone passes an alert on) are sent from here at once
         self.alerts = AlertEngine(
