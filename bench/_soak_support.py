@@ -10,10 +10,12 @@ on stdin.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -435,3 +437,19 @@ def scrape(http_port: int) -> dict[str, float]:
 
 def metric(values: dict[str, float], name: str) -> float:
     return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
+
+
+def wait_ready(http_port: int, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> float:
+    """Seconds until /readyz answers 200 (MQTT, database and alert worker up)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited ({proc.returncode}) while starting")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return time.perf_counter() - started
+        time.sleep(0.05)
+    raise RuntimeError("the gateway did not become ready")

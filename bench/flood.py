@@ -52,7 +52,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,6 +73,7 @@ from _soak_support import (  # noqa: E402
     family_phone,
     machine_busy_seconds,
     tree_cpu_seconds,
+    wait_ready,
     write_gateway_config,
 )
 
@@ -152,22 +152,6 @@ def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "-c", str(config), "run"], cwd=REPO, stdout=out, stderr=out
         )
-
-
-def wait_ready(http_port: int, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> float:
-    """Seconds until /readyz answers 200 (MQTT, database and alert worker up)."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited ({proc.returncode}) while starting")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=2) as response,
-        ):
-            if response.status == 200:
-                return time.perf_counter() - started
-        time.sleep(0.05)
-    raise RuntimeError("the gateway did not become ready")
 
 
 def stop_gateway(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:

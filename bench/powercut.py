@@ -72,7 +72,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _soak_support import LoadPlan, Registry, build_registry, cpu_seconds, family_phone, metric, scrape  # noqa: E402  # noqa: E402
+from _soak_support import (  # noqa: E402
+    LoadPlan,
+    Registry,
+    build_registry,
+    cpu_seconds,
+    family_phone,
+    metric,
+    scrape,
+    wait_ready,
+)
 from flood import (  # noqa: E402
     SID,
     TOKEN,
@@ -89,7 +98,6 @@ from flood import (  # noqa: E402
     sos_payload,
     start_gateway,
     stop_gateway,
-    wait_ready,
     wall_ms,
     worker_pid,
     write_config,

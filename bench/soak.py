@@ -47,8 +47,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -78,6 +76,7 @@ from _soak_support import (  # noqa: E402
     rss_mb,
     scrape,
     tree_cpu_seconds,
+    wait_ready,
     write_gateway_config,
 )
 
@@ -497,21 +496,6 @@ def raise_fd_limit(need: int) -> bool:
         if hard < need:
             resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))  # needs CAP_SYS_RESOURCE
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= need
-
-
-def wait_ready(port: int, gateway: subprocess.Popen[bytes], timeout_s: float = 300) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if gateway.poll() is not None:
-            raise RuntimeError(f"the gateway exited ({gateway.returncode}) while starting")
-        with (
-            contextlib.suppress(OSError, urllib.error.URLError),
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response,
-        ):
-            if response.status == 200:
-                return time.monotonic() - started
-        time.sleep(0.5)
-    raise RuntimeError("the gateway did not become ready")
 
 
 def machine(db: Database) -> str:
